@@ -1,0 +1,51 @@
+# Miasma gRPC: every target does its own set-up (venv, tools, Docker engine).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TOOLS  := .miasma/tools
+BUF    := $(TOOLS)/node_modules/.bin/buf
+GEN    := clients/python/src
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: help run test lint protos check-protos buf-lint typecheck unit clean
+
+help:  ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
+	touch $@
+
+$(BUF):
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@^1.47 >/dev/null
+
+run: $(STAMP)  ## Run the server (starts a private Docker engine if none is reachable).
+	$(PY) scripts/run_server.py $(ARGS)
+
+test: lint  ## Run everything: lint, type-check, protos drift, unit/integration/e2e on real Docker.
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) check-protos buf-lint typecheck  ## ruff, mypy --strict, buf lint, generated-code drift.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy miasma_grpc tests scripts
+
+buf-lint: $(BUF)
+	cd protos && ../$(BUF) lint
+
+protos: $(STAMP)  ## Regenerate the Python stubs (and typed .pyi) from protos/.
+	$(PY) scripts/gen_protos.py $(GEN)
+
+check-protos: $(STAMP)  ## Fail if the generated stubs drift from protos/.
+	$(PY) scripts/gen_protos.py --check $(GEN)
+
+clean:  ## Remove the venv, tools and local state.
+	rm -rf $(VENV) .miasma .pytest_cache .mypy_cache .ruff_cache

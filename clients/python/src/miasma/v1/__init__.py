@@ -1,0 +1,1 @@
+"""Generated stubs for miasma.v1 (do not edit: run `make protos`)."""

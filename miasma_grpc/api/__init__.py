@@ -1,0 +1,1 @@
+"""gRPC edge: servicers, proto <-> domain conversion, errors -> rich status."""

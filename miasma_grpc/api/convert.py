@@ -1,0 +1,128 @@
+"""Protobuf messages <-> domain values. Protobuf types stop here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+from miasma.v1 import apps_pb2
+
+from miasma_grpc.domain.errors import InvalidArgument
+from miasma_grpc.domain.models import (
+    App,
+    Binding,
+    DesiredState,
+    Observed,
+    Port,
+    Protocol,
+    env_names,
+)
+from miasma_grpc.domain.names import resource_name
+
+PROTOCOL_FROM_PROTO = {
+    apps_pb2.PROTOCOL_UNSPECIFIED: Protocol.TCP,
+    apps_pb2.PROTOCOL_TCP: Protocol.TCP,
+    apps_pb2.PROTOCOL_UDP: Protocol.UDP,
+}
+PROTOCOL_TO_PROTO = {Protocol.TCP: apps_pb2.PROTOCOL_TCP, Protocol.UDP: apps_pb2.PROTOCOL_UDP}
+STATE_TO_PROTO = {
+    DesiredState.RUNNING: apps_pb2.DESIRED_STATE_RUNNING,
+    DesiredState.STOPPED: apps_pb2.DESIRED_STATE_STOPPED,
+}
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+
+
+def ports_from_proto(ports: Iterable[apps_pb2.Port], field: str) -> tuple[Port, ...]:
+    """Repeated ``Port`` messages -> domain ports (range checks happen in the planner)."""
+    result = []
+    for index, port in enumerate(ports):
+        protocol = PROTOCOL_FROM_PROTO.get(port.protocol)
+        if protocol is None:
+            raise InvalidArgument.field(
+                f"{field}[{index}].protocol", f"unknown protocol value {port.protocol}"
+            )
+        result.append(Port(port.number, protocol))
+    return tuple(result)
+
+
+def desired_state_from_proto(value: int) -> DesiredState:
+    """Proto enum -> domain; unspecified means running."""
+    if value == apps_pb2.DESIRED_STATE_STOPPED:
+        return DesiredState.STOPPED
+    if value in (apps_pb2.DESIRED_STATE_UNSPECIFIED, apps_pb2.DESIRED_STATE_RUNNING):
+        return DesiredState.RUNNING
+    raise InvalidArgument.field("app.desired_state", f"unknown desired state value {value}")
+
+
+def binding_to_proto(binding: Binding, slot: int) -> apps_pb2.PortBinding:
+    """Domain binding (at 0-based ``slot``) -> proto."""
+    return apps_pb2.PortBinding(
+        published_port=binding.published,
+        target_port=binding.target,
+        protocol=PROTOCOL_TO_PROTO[binding.protocol],
+        published_explicit=binding.published_explicit,
+        target_explicit=binding.target_explicit,
+        env_names=env_names(slot),
+    )
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App:
+    """Domain app plus observed state -> proto."""
+    return apps_pb2.App(
+        name=resource_name(app.name),
+        image=app.image,
+        command=list(app.command),
+        env=app.env,
+        desired_state=STATE_TO_PROTO[app.desired_state],
+        bindings=[binding_to_proto(b, i) for i, b in enumerate(app.bindings)],
+        observed=apps_pb2.ObservedState(
+            running=observed.running, total=observed.total, last_error=observed.last_error
+        ),
+        urls=[
+            f"http://{public_host}:{b.published}"
+            for b in app.bindings
+            if b.protocol is Protocol.TCP
+        ],
+        etag=app.etag,
+        revision=app.revision,
+        create_time=_timestamp(app.create_time),
+        update_time=_timestamp(app.update_time),
+    )
+
+
+def page_size(value: int) -> int:
+    """Validate ``page_size``: 0 means the default, the maximum is a cap."""
+    if value < 0:
+        raise InvalidArgument.field("page_size", f"must not be negative, got {value}")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(last_name: str) -> str:
+    """Opaque token for the page after ``last_name``."""
+    return base64.urlsafe_b64encode(f"after:{last_name}".encode()).decode()
+
+
+def decode_page_token(token: str) -> str:
+    """Token -> the name to list after (``""`` for the first page)."""
+    if not token:
+        return ""
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument.field("page_token", "not a token returned by ListApps") from exc
+    prefix, _, name = text.partition(":")
+    if prefix != "after":
+        raise InvalidArgument.field("page_token", "not a token returned by ListApps")
+    return name

@@ -1,0 +1,82 @@
+"""Maps Miasma's exception tree to gRPC status codes with ``google.rpc`` details.
+
+The one table here is the only place that decides which code a refusal
+gets. Details travel in the ``grpc-status-details-bin`` trailer
+(grpcio-status), so any client can read ErrorInfo, BadRequest and
+ResourceInfo.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from miasma_grpc.domain import errors
+
+DOMAIN = "miasma"
+
+STATUS_CODES: dict[type[errors.MiasmaError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    # Docker answered and refused (image cannot be pulled, host port taken):
+    # the system is not in a state where the change can be made.
+    errors.RuntimeFailure: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def status_code(error: errors.MiasmaError) -> grpc.StatusCode:
+    """The gRPC code for ``error`` (walks the class hierarchy)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status(error: errors.MiasmaError) -> grpc.Status:
+    """A rich status carrying ErrorInfo, BadRequest and ResourceInfo details."""
+    code = status_code(error)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+        )
+    ]
+    if error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if error.resource:
+        details.append(
+            _pack(
+                error_details_pb2.ResourceInfo(
+                    resource_type="miasma.v1.App",
+                    resource_name=error.resource,
+                    description=error.message,
+                )
+            )
+        )
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=error.message, details=details
+    )
+    return rpc_status.to_status(status)

@@ -1,0 +1,213 @@
+"""``miasma.v1.AppService``: validates requests and calls the use cases."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from miasma.v1 import apps_pb2, apps_pb2_grpc
+
+from miasma_grpc import __version__
+from miasma_grpc.api.convert import (
+    PROTOCOL_TO_PROTO,
+    app_to_proto,
+    binding_to_proto,
+    decode_page_token,
+    desired_state_from_proto,
+    encode_page_token,
+    page_size,
+    ports_from_proto,
+)
+from miasma_grpc.api.errors import to_status
+from miasma_grpc.apps import AppManager
+from miasma_grpc.config import Settings
+from miasma_grpc.domain.errors import InvalidArgument, MiasmaError
+from miasma_grpc.domain.models import App, DesiredState
+from miasma_grpc.domain.names import parse_resource_name
+from miasma_grpc.domain.ports import PortEdit
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[["AppServicer", Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+
+UPDATABLE = ("image", "command", "env")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn a :class:`MiasmaError` raised by ``method`` into a rich gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: AppServicer, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        try:
+            return await method(self, request, context)
+        except MiasmaError as exc:
+            status = to_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            raise AssertionError("abort() always raises") from exc  # pragma: no cover
+
+    return wrapper
+
+
+class AppServicer(apps_pb2_grpc.AppServiceServicer):
+    """gRPC adapter over :class:`AppManager`."""
+
+    def __init__(self, manager: AppManager, settings: Settings) -> None:
+        self.manager = manager
+        self.settings = settings
+
+    def _proto(self, app: App) -> apps_pb2.App:
+        return app_to_proto(app, self.manager.observed_state(app.name), self.settings.public_host)
+
+    @rpc
+    async def CreateApp(
+        self, request: apps_pb2.CreateAppRequest, context: Context
+    ) -> apps_pb2.CreateAppResponse:
+        """Create (and by default start) an app."""
+        if not request.app_id:
+            raise InvalidArgument.field(
+                "app_id", "the app's name is required", reason="APP_ID_REQUIRED"
+            )
+        app = await self.manager.create(
+            request.app_id,
+            image=request.app.image,
+            command=list(request.app.command),
+            env=dict(request.app.env),
+            desired_state=desired_state_from_proto(request.app.desired_state),
+            ports=PortEdit(
+                add_published=ports_from_proto(request.published_ports, "published_ports"),
+                add_target=ports_from_proto(request.target_ports, "target_ports"),
+            ),
+            validate_only=request.validate_only,
+        )
+        return apps_pb2.CreateAppResponse(app=self._proto(app))
+
+    @rpc
+    async def GetApp(
+        self, request: apps_pb2.GetAppRequest, context: Context
+    ) -> apps_pb2.GetAppResponse:
+        """Return one app."""
+        app = await self.manager.get(parse_resource_name(request.name))
+        return apps_pb2.GetAppResponse(app=self._proto(app))
+
+    @rpc
+    async def ListApps(
+        self, request: apps_pb2.ListAppsRequest, context: Context
+    ) -> apps_pb2.ListAppsResponse:
+        """Return a page of apps in name order."""
+        limit = page_size(request.page_size)
+        apps = await self.manager.list(after=decode_page_token(request.page_token), limit=limit + 1)
+        token = encode_page_token(apps[limit - 1].name) if len(apps) > limit else ""
+        return apps_pb2.ListAppsResponse(
+            apps=[self._proto(a) for a in apps[:limit]], next_page_token=token
+        )
+
+    @rpc
+    async def UpdateApp(
+        self, request: apps_pb2.UpdateAppRequest, context: Context
+    ) -> apps_pb2.UpdateAppResponse:
+        """Change image, command or env, as selected by the field mask."""
+        name = parse_resource_name(request.app.name, "app.name")
+        paths = list(request.update_mask.paths) or list(UPDATABLE)
+        for index, path in enumerate(paths):
+            if path not in UPDATABLE:
+                raise InvalidArgument.field(
+                    f"update_mask.paths[{index}]",
+                    f"{path!r} cannot be updated; updatable fields are {', '.join(UPDATABLE)} "
+                    "(ports: EditPorts; state: StartApp/StopApp)",
+                )
+        app = await self.manager.update(
+            name,
+            image=request.app.image if "image" in paths else None,
+            command=list(request.app.command) if "command" in paths else None,
+            env=dict(request.app.env) if "env" in paths else None,
+            etag=request.app.etag,
+        )
+        return apps_pb2.UpdateAppResponse(app=self._proto(app))
+
+    @rpc
+    async def DeleteApp(
+        self, request: apps_pb2.DeleteAppRequest, context: Context
+    ) -> apps_pb2.DeleteAppResponse:
+        """Delete an app, its container and its ports."""
+        app = await self.manager.delete(parse_resource_name(request.name), etag=request.etag)
+        return apps_pb2.DeleteAppResponse(app=self._proto(app))
+
+    @rpc
+    async def StartApp(
+        self, request: apps_pb2.StartAppRequest, context: Context
+    ) -> apps_pb2.StartAppResponse:
+        """Start an app."""
+        name = parse_resource_name(request.name)
+        app = await self.manager.set_desired_state(name, DesiredState.RUNNING)
+        return apps_pb2.StartAppResponse(app=self._proto(app))
+
+    @rpc
+    async def StopApp(
+        self, request: apps_pb2.StopAppRequest, context: Context
+    ) -> apps_pb2.StopAppResponse:
+        """Stop an app; its ports stay reserved."""
+        name = parse_resource_name(request.name)
+        app = await self.manager.set_desired_state(name, DesiredState.STOPPED)
+        return apps_pb2.StopAppResponse(app=self._proto(app))
+
+    @rpc
+    async def RestartApp(
+        self, request: apps_pb2.RestartAppRequest, context: Context
+    ) -> apps_pb2.RestartAppResponse:
+        """Restart an app's container."""
+        app = await self.manager.restart(parse_resource_name(request.name))
+        return apps_pb2.RestartAppResponse(app=self._proto(app))
+
+    @rpc
+    async def EditPorts(
+        self, request: apps_pb2.EditPortsRequest, context: Context
+    ) -> apps_pb2.EditPortsResponse:
+        """Add/remove published and target ports atomically."""
+        name = parse_resource_name(request.name)
+        edit = PortEdit(
+            add_published=ports_from_proto(request.add_published_ports, "add_published_ports"),
+            remove_published=ports_from_proto(
+                request.remove_published_ports, "remove_published_ports"
+            ),
+            add_target=ports_from_proto(request.add_target_ports, "add_target_ports"),
+            remove_target=ports_from_proto(request.remove_target_ports, "remove_target_ports"),
+        )
+        result = await self.manager.edit_ports(
+            name, edit, validate_only=request.validate_only, etag=request.etag
+        )
+        changes = [
+            apps_pb2.PortChange(
+                slot=c.slot,
+                old_binding=binding_to_proto(c.old, c.slot) if c.old else None,
+                new_binding=binding_to_proto(c.new, c.slot) if c.new else None,
+            )
+            for c in result.changes
+        ]
+        return apps_pb2.EditPortsResponse(app=self._proto(result.app), changes=changes)
+
+    @rpc
+    async def GetServerInfo(
+        self, request: apps_pb2.GetServerInfoRequest, context: Context
+    ) -> apps_pb2.GetServerInfoResponse:
+        """Describe the server and its Docker engine."""
+        info = await self.manager.runtime.info()
+        return apps_pb2.GetServerInfoResponse(
+            version=__version__,
+            docker_version=info.docker_version,
+            runtime_mode=info.mode,
+            swarm_id=info.swarm_id,
+            join_command=info.join_command,
+            docker_reachable=info.reachable,
+            published_port_range=str(self.settings.published_range),
+            target_port_range=str(self.settings.target_range),
+            reserved_ports=[
+                apps_pb2.Port(number=p.number, protocol=PROTOCOL_TO_PROTO[p.protocol])
+                for p in sorted(self.settings.all_reserved)
+            ],
+            public_host=self.settings.public_host,
+        )

@@ -1,0 +1,342 @@
+"""The use cases: create, edit, start, stop and delete apps.
+
+Each change follows one pattern: plan in the pure domain, commit the new
+desired state (SQLite is the source of truth), then drive Docker to it. If
+Docker *refuses* the change, the previous state is committed back and the
+error is returned, so the app keeps serving on its previous ports. If Docker
+is merely *unreachable*, the change stays and the reconciler applies it
+when Docker returns.
+
+During a rollout an app holds both its old and new published ports in the
+ledger, so a revert can never find its old ports taken by someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from miasma_grpc.domain.allocator import PortLedger, TargetChooser
+from miasma_grpc.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RuntimeFailure,
+    Unavailable,
+)
+from miasma_grpc.domain.models import App, Binding, DesiredState, Observed, is_reserved_env_name
+from miasma_grpc.domain.names import validate_app_name
+from miasma_grpc.domain.ports import (
+    CREATE_FIELDS,
+    EditFields,
+    PortEdit,
+    SlotChange,
+    diff_bindings,
+    plan_edit,
+    published_ports,
+)
+from miasma_grpc.runtime.base import HostPorts, Runtime
+from miasma_grpc.store.sqlite import SqliteStore, now
+
+log = logging.getLogger(__name__)
+
+MAX_ENV = 256
+MAX_IMAGE = 512
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """An app after a port edit, with the slots that changed."""
+
+    app: App
+    changes: tuple[SlotChange, ...]
+
+
+class AppManager:
+    """Applies user requests to the store and the runtime."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        runtime: Runtime,
+        choose_target: TargetChooser,
+        host_ports: HostPorts,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.choose_target = choose_target
+        self.host_ports = host_ports
+        self.observed: dict[str, Observed] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def ledger(self) -> PortLedger:
+        """The published-port ledger (mirrors the store)."""
+        return self.store.ledger
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """The lock that serialises rollouts of one app."""
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, name: str) -> App:
+        """One app."""
+        return await self.store.get_app(name)
+
+    async def list(self, *, after: str, limit: int) -> list[App]:
+        """A page of apps in name order."""
+        return await self.store.list_apps(after=after, limit=limit)
+
+    def observed_state(self, name: str) -> Observed:
+        """What the runtime last reported for ``name``."""
+        return self.observed.get(name, Observed())
+
+    # -- changes -------------------------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        *,
+        image: str,
+        command: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        desired_state: DesiredState = DesiredState.RUNNING,
+        ports: PortEdit = PortEdit(),
+        validate_only: bool = False,
+    ) -> App:
+        """Create an app with one auto/auto slot (plus ``ports``) and start it."""
+        validate_app_name(name, "app_id")
+        _validate_spec(image, command, env or {})
+        async with self.lock(name):
+            if validate_only:
+                await _absent(self.store, name)
+                bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
+                return App(name, image, bindings, tuple(command), dict(env or {}), desired_state)
+            async with self.store.transaction() as tx:
+                bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
+                stamp = now()
+                app = App(
+                    name=name,
+                    image=image,
+                    bindings=bindings,
+                    command=tuple(command),
+                    env=dict(env or {}),
+                    desired_state=desired_state,
+                    revision=await tx.next_revision(),
+                    create_time=stamp,
+                    update_time=stamp,
+                )
+                await tx.insert_app(app)
+            try:
+                await self._apply(app)
+            except RuntimeFailure:
+                async with self.store.transaction() as tx:
+                    await tx.next_revision()
+                    await tx.delete_app(name)
+                self.observed.pop(name, None)
+                raise
+            return app
+
+    async def edit_ports(
+        self, name: str, edit: PortEdit, *, validate_only: bool = False, etag: str = ""
+    ) -> EditResult:
+        """Add/remove published and target ports atomically; see DESIGN §1."""
+        async with self.lock(name):
+            if validate_only:
+                current = await self.store.get_app(name)
+                _check_etag(current, etag)
+                bindings = self._plan(name, current.bindings, edit)
+                planned = replace(current, bindings=bindings)
+                return EditResult(planned, diff_bindings(current.bindings, bindings))
+            async with self.store.transaction() as tx:
+                old = await tx.get_app(name)
+                _check_etag(old, etag)
+                bindings = self._plan(name, old.bindings, edit)
+                if bindings == old.bindings:
+                    return EditResult(old, ())
+                new = replace(
+                    old, bindings=bindings, revision=await tx.next_revision(), update_time=now()
+                )
+                await tx.update_app(new)
+                await tx.hold_ports(name, published_ports(bindings))
+                if new.desired_state is DesiredState.STOPPED:
+                    await tx.release_ports_except(name, published_ports(bindings))
+            if new.desired_state is DesiredState.RUNNING:
+                await self._rollout(old, new)
+            return EditResult(new, diff_bindings(old.bindings, new.bindings))
+
+    async def update(
+        self,
+        name: str,
+        *,
+        image: str | None = None,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        etag: str = "",
+    ) -> App:
+        """Change image, command or env (``None`` leaves a field as it is)."""
+        async with self.lock(name):
+            async with self.store.transaction() as tx:
+                old = await tx.get_app(name)
+                _check_etag(old, etag)
+                new = replace(
+                    old,
+                    image=old.image if image is None else image,
+                    command=old.command if command is None else tuple(command),
+                    env=old.env if env is None else dict(env),
+                )
+                _validate_spec(new.image, new.command, new.env)
+                if new == old:
+                    return old
+                new = replace(new, revision=await tx.next_revision(), update_time=now())
+                await tx.update_app(new)
+            await self._rollout(old, new)
+            return new
+
+    async def set_desired_state(self, name: str, state: DesiredState) -> App:
+        """Start or stop an app; ports are kept either way."""
+        async with self.lock(name):
+            async with self.store.transaction() as tx:
+                old = await tx.get_app(name)
+                if old.desired_state is state:
+                    new = old
+                else:
+                    new = replace(
+                        old,
+                        desired_state=state,
+                        revision=await tx.next_revision(),
+                        update_time=now(),
+                    )
+                    await tx.update_app(new)
+            await self._rollout(old, new)
+            return new
+
+    async def restart(self, name: str) -> App:
+        """Restart a running app's container."""
+        async with self.lock(name):
+            app = await self.store.get_app(name)
+            if app.desired_state is not DesiredState.RUNNING:
+                raise FailedPrecondition(
+                    f"app {name!r} is stopped: start it instead of restarting it",
+                    reason="APP_STOPPED",
+                    resource=f"apps/{name}",
+                )
+            try:
+                self.observed[name] = await self.runtime.restart(app)
+            except Unavailable as exc:
+                self._pending(name, exc)
+                raise
+            return app
+
+    async def delete(self, name: str, *, etag: str = "") -> App:
+        """Remove the app's container, then the app and its ports."""
+        async with self.lock(name):
+            app = await self.store.get_app(name)
+            _check_etag(app, etag)
+            try:
+                await self.runtime.remove(name)
+            except Unavailable:
+                log.warning("Docker unreachable: the container of %s is removed on reconcile", name)
+            async with self.store.transaction() as tx:
+                await tx.next_revision()
+                await tx.delete_app(name)
+            self.observed.pop(name, None)
+        self._locks.pop(name, None)
+        return app
+
+    async def converge(self, name: str) -> None:
+        """Drive Docker to the stored state of ``name`` (used by the reconciler)."""
+        async with self.lock(name):
+            app = await self.store.get_app(name)
+            await self._apply(app)
+            async with self.store.transaction() as tx:
+                await tx.release_ports_except(name, published_ports(app.bindings))
+
+    # -- internals -----------------------------------------------------------
+
+    def _plan(
+        self,
+        name: str,
+        current: Sequence[Binding],
+        edit: PortEdit,
+        fields: EditFields = EditFields(),
+    ) -> tuple[Binding, ...]:
+        return plan_edit(
+            name, current, edit, self.ledger, self.choose_target, fields, busy=self.host_ports.busy
+        )
+
+    async def _apply(self, app: App) -> None:
+        try:
+            self.observed[app.name] = await self.runtime.apply(app)
+        except Unavailable as exc:
+            self._pending(app.name, exc)
+        except RuntimeFailure as exc:
+            self.observed[app.name] = Observed(running=0, total=1, last_error=exc.message)
+            raise
+
+    async def _rollout(self, old: App, new: App) -> None:
+        """Apply ``new``; on refusal commit ``old`` back and re-raise."""
+        try:
+            await self._apply(new)
+        except RuntimeFailure:
+            async with self.store.transaction() as tx:
+                restored = replace(old, revision=await tx.next_revision(), update_time=now())
+                await tx.update_app(restored)
+                await tx.release_ports_except(old.name, published_ports(old.bindings))
+            try:
+                await self._apply(restored)
+            except (RuntimeFailure, Unavailable) as exc:
+                log.error("could not restore app %s after a failed change: %s", old.name, exc)
+            raise
+        async with self.store.transaction() as tx:
+            await tx.release_ports_except(new.name, published_ports(new.bindings))
+
+    def _pending(self, name: str, exc: Unavailable) -> None:
+        self.observed[name] = Observed(
+            running=0, total=1, last_error=f"pending: {exc.message}; applied when Docker returns"
+        )
+
+
+async def _absent(store: SqliteStore, name: str) -> None:
+    try:
+        await store.get_app(name)
+    except NotFound:
+        return
+    raise AlreadyExists(
+        f"an app named {name!r} already exists", reason="APP_EXISTS", resource=f"apps/{name}"
+    )
+
+
+def _check_etag(app: App, etag: str) -> None:
+    if etag and etag != app.etag:
+        raise Aborted(
+            f"etag {etag!r} does not match the current etag {app.etag!r} of app {app.name!r}: "
+            "re-read the app and retry",
+            resource=f"apps/{app.name}",
+        )
+
+
+def _validate_spec(image: str, command: Sequence[str], env: Mapping[str, str]) -> None:
+    if not image.strip():
+        raise InvalidArgument.field("app.image", "an image is required", reason="IMAGE_REQUIRED")
+    if len(image) > MAX_IMAGE or any(c.isspace() for c in image):
+        raise InvalidArgument.field("app.image", f"{image[:80]!r} is not an image reference")
+    if len(env) > MAX_ENV:
+        raise InvalidArgument.field("app.env", f"at most {MAX_ENV} variables")
+    for key in env:
+        if is_reserved_env_name(key):
+            raise InvalidArgument.field(
+                f"app.env[{key}]",
+                f"{key} is set by Miasma from the app's target ports and cannot be overridden; "
+                "change the ports with EditPorts instead",
+                reason="RESERVED_ENV",
+            )
+        if not key or "=" in key or "\x00" in key:
+            raise InvalidArgument.field(f"app.env[{key}]", "not a valid variable name")
+    if any("\x00" in arg for arg in command):
+        raise InvalidArgument.field("app.command", "arguments may not contain NUL characters")

@@ -1,0 +1,125 @@
+"""Server settings, read once from flags and ``MIASMA_*`` environment variables.
+
+Every flag has an environment variable of the same name (``--db-path`` is
+``MIASMA_DB_PATH``); a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from miasma_grpc.domain.models import Port, PortRange, Protocol
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the composition root needs to build the server."""
+
+    listen: str = DEFAULT_LISTEN
+    db_path: Path = Path(".miasma/miasma.db")
+    docker_host: str | None = None
+    published_range: PortRange = PortRange(3001, 3999)
+    target_range: PortRange = PortRange(3000, 3999)
+    reserved_ports: tuple[Port, ...] = ()
+    network: str = "miasma"
+    publish_address: str = "0.0.0.0"
+    public_host: str = "localhost"
+    reconcile_interval: float = 30.0
+    log_level: str = "INFO"
+
+    @property
+    def listen_port(self) -> int:
+        """The port of ``listen`` (reserved so no app can publish on it)."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def all_reserved(self) -> frozenset[Port]:
+        """Configured reserved ports plus the server's own port (TCP)."""
+        return frozenset({*self.reserved_ports, Port(self.listen_port, Protocol.TCP)})
+
+
+def parse_ports(text: str) -> tuple[Port, ...]:
+    """``"22,80/tcp,53/udp"`` -> ports; a bare number reserves TCP and UDP."""
+    ports: list[Port] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        number, _, proto = item.partition("/")
+        protocols = [Protocol(proto.lower())] if proto else list(Protocol)
+        ports.extend(Port(int(number), p) for p in protocols)
+    return tuple(ports)
+
+
+def _env(name: str, environ: Mapping[str, str]) -> str | None:
+    return environ.get("MIASMA_" + name.upper().replace("-", "_"))
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The ``miasma-server`` argument parser with env-derived defaults."""
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="miasma-server",
+        description="Miasma gRPC: run apps on Docker with Heroku-style port management. "
+        "Every flag can also be set as MIASMA_<FLAG> (e.g. MIASMA_DB_PATH).",
+    )
+
+    def add(flag: str, help_text: str, default: object) -> None:
+        env_value = _env(flag, environ)
+        parser.add_argument(
+            f"--{flag}",
+            default=env_value if env_value is not None else default,
+            help=f"{help_text} [env MIASMA_{flag.upper().replace('-', '_')}; default: {default}]",
+        )
+
+    add("listen", "address to serve gRPC on", defaults.listen)
+    add("db-path", "SQLite database file", defaults.db_path)
+    add(
+        "docker-host",
+        "Docker engine URL (unix:///path or tcp://host:port); "
+        "DOCKER_HOST or the default socket if unset",
+        environ.get("DOCKER_HOST"),
+    )
+    add("published-port-range", "range auto published ports come from", defaults.published_range)
+    add("target-port-range", "range auto target ports come from", defaults.target_range)
+    add("reserved-ports", "comma list of ports no app may publish (22,80/tcp,53/udp)", "")
+    add("network", "Docker network every app joins", defaults.network)
+    add("publish-address", "host address published ports bind to", defaults.publish_address)
+    add("public-host", "host name used in app URLs", defaults.public_host)
+    add(
+        "reconcile-interval",
+        "seconds between reconciliations with Docker",
+        defaults.reconcile_interval,
+    )
+    add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Parse flags and environment into :class:`Settings` (exits with usage on bad values)."""
+    env = os.environ if environ is None else environ
+    parser = build_parser(env)
+    ns = parser.parse_args(argv)
+    try:
+        settings = Settings(
+            listen=str(ns.listen),
+            db_path=Path(str(ns.db_path)),
+            docker_host=str(ns.docker_host) if ns.docker_host else None,
+            published_range=PortRange.parse(str(ns.published_port_range)),
+            target_range=PortRange.parse(str(ns.target_port_range)),
+            reserved_ports=parse_ports(str(ns.reserved_ports)),
+            network=str(ns.network),
+            publish_address=str(ns.publish_address),
+            public_host=str(ns.public_host),
+            reconcile_interval=float(ns.reconcile_interval),
+            log_level=str(ns.log_level).upper(),
+        )
+        settings.listen_port  # noqa: B018 - validates the listen address early
+    except ValueError as exc:
+        parser.error(str(exc))
+    return settings

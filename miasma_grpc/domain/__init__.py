@@ -1,0 +1,1 @@
+"""Pure domain: port semantics, allocation, validation. Imports only the standard library."""

@@ -1,0 +1,108 @@
+"""Who holds which published port, and how automatic ports are chosen.
+
+The ledger is an in-memory mirror of the store's ``published_ports`` table
+(whose UNIQUE index is the real guarantee). Allocation is next-fit over the
+managed range: its cost depends on the size of the range, never on the
+number of apps, and a just-released port is not handed out again at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Collection, Iterable
+
+from miasma_grpc.domain.errors import ResourceExhausted
+from miasma_grpc.domain.models import Port, PortRange, Protocol
+
+
+class PortLedger:
+    """Published ports held per protocol, with next-fit allocation of auto ports."""
+
+    def __init__(self, managed: PortRange, reserved: Collection[Port] = ()) -> None:
+        self.managed = managed
+        self.reserved = frozenset(reserved)
+        self._holders: dict[Port, str] = {}
+        self._cursor: dict[Protocol, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._holders)
+
+    def holder(self, port: Port) -> str | None:
+        """Name of the app holding ``port``, if any."""
+        return self._holders.get(port)
+
+    def held_by(self, app: str) -> set[Port]:
+        """Every port held by ``app`` (linear: for tests and repair, not hot paths)."""
+        return {port for port, name in self._holders.items() if name == app}
+
+    def in_use(self, protocol: Protocol) -> int:
+        """How many ports of the managed range are held or reserved for ``protocol``."""
+        return sum(
+            1
+            for n in range(self.managed.start, self.managed.end + 1)
+            if Port(n, protocol) in self._holders or Port(n, protocol) in self.reserved
+        )
+
+    def allocate(
+        self,
+        protocol: Protocol,
+        claimed: Collection[int] = (),
+        busy: Callable[[Port], bool] | None = None,
+    ) -> int:
+        """Pick a free port of the managed range, skipping ``claimed`` numbers.
+
+        ``busy`` (optional) tells ports some process outside Miasma holds.
+        Raises :class:`ResourceExhausted` when every port is held, reserved,
+        claimed or busy. Does not record the allocation: call :meth:`hold`.
+        """
+        start, size = self.managed.start, len(self.managed)
+        offset = self._cursor.get(protocol, 0)
+        for step in range(size):
+            number = start + (offset + step) % size
+            port = Port(number, protocol)
+            if port in self._holders or port in self.reserved or number in claimed:
+                continue
+            if busy is not None and busy(port):
+                continue
+            self._cursor[protocol] = (number - start + 1) % size
+            return number
+        raise ResourceExhausted(
+            f"no free {protocol} port left in the range {self.managed}: "
+            f"{self.in_use(protocol)} of {size} are in use",
+            metadata={"range": str(self.managed), "protocol": str(protocol)},
+        )
+
+    def hold(self, app: str, ports: Iterable[Port]) -> None:
+        """Record that ``app`` holds ``ports`` (after the store committed it)."""
+        for port in ports:
+            self._holders[port] = app
+
+    def release(self, app: str, ports: Iterable[Port]) -> None:
+        """Forget ``ports`` held by ``app``; ports held by others are untouched."""
+        for port in ports:
+            if self._holders.get(port) == app:
+                del self._holders[port]
+
+
+TargetChooser = Callable[[Protocol, Collection[int]], int]
+
+
+class RandomTargets:
+    """Chooses auto target ports at random (cryptographic source) from a range."""
+
+    def __init__(self, targets: PortRange, rng: secrets.SystemRandom | None = None) -> None:
+        self.range = targets
+        self._rng = rng or secrets.SystemRandom()
+
+    def __call__(self, protocol: Protocol, taken: Collection[int]) -> int:
+        """A random target port of the range not in ``taken``."""
+        free = len(self.range) - sum(1 for n in taken if n in self.range)
+        if free <= 0:
+            raise ResourceExhausted(
+                f"no free target port left in the range {self.range}",
+                metadata={"range": str(self.range), "protocol": str(protocol)},
+            )
+        while True:
+            number = self._rng.randint(self.range.start, self.range.end)
+            if number not in taken:
+                return number

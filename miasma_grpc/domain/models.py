@@ -1,0 +1,151 @@
+"""Plain data the rest of Miasma talks in: apps, ports and their bindings.
+
+Everything here is a frozen dataclass or an enum so that values can be
+shared between the store, the runtime and the API without defensive copies.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+PORT_MIN = 1
+PORT_MAX = 65535
+
+
+class Protocol(enum.StrEnum):
+    """Transport protocol of a published/target port pair."""
+
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class DesiredState(enum.StrEnum):
+    """Whether the user wants the app's container running."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, order=True)
+class Port:
+    """A port number together with its protocol (``5353/udp``)."""
+
+    number: int
+    protocol: Protocol = Protocol.TCP
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One slot: published port *i* paired with target port *i*.
+
+    ``published_explicit`` / ``target_explicit`` say whether the user asked
+    for that number; otherwise Miasma chose it and keeps it (sticky).
+    """
+
+    published: int
+    target: int
+    protocol: Protocol = Protocol.TCP
+    published_explicit: bool = False
+    target_explicit: bool = False
+
+    @property
+    def published_port(self) -> Port:
+        """The published side as a :class:`Port`."""
+        return Port(self.published, self.protocol)
+
+    @property
+    def target_port(self) -> Port:
+        """The target side as a :class:`Port`."""
+        return Port(self.target, self.protocol)
+
+
+def env_names(slot_index: int) -> tuple[str, ...]:
+    """Environment variable names that expose the target of slot ``slot_index`` (0-based)."""
+    if slot_index == 0:
+        return ("PORT", "PORT_1")
+    return (f"PORT_{slot_index + 1}",)
+
+
+def port_env(bindings: tuple[Binding, ...] | list[Binding]) -> dict[str, str]:
+    """The ``PORT``/``PORT_N`` variables a container gets for ``bindings``."""
+    env: dict[str, str] = {}
+    for index, binding in enumerate(bindings):
+        for name in env_names(index):
+            env[name] = str(binding.target)
+    return env
+
+
+def is_reserved_env_name(name: str) -> bool:
+    """True for ``PORT`` and ``PORT_<n>``: Miasma owns these names."""
+    if name == "PORT":
+        return True
+    prefix, _, suffix = name.partition("_")
+    return prefix == "PORT" and suffix.isdigit()
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """An inclusive range of port numbers."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not PORT_MIN <= self.start <= self.end <= PORT_MAX:
+            raise ValueError(f"invalid port range {self.start}-{self.end}")
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.start <= port <= self.end
+
+    def __len__(self) -> int:
+        return self.end - self.start + 1
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        """Parse ``"3001-3999"``."""
+        start, sep, end = text.partition("-")
+        if not sep:
+            raise ValueError(f"expected START-END, got {text!r}")
+        return cls(int(start), int(end))
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the runtime last reported for an app."""
+
+    running: int = 0
+    total: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class App:
+    """An app's desired state as stored, plus bookkeeping."""
+
+    name: str
+    image: str
+    bindings: tuple[Binding, ...]
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    desired_state: DesiredState = DesiredState.RUNNING
+    revision: int = 0
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+    @property
+    def etag(self) -> str:
+        """Opaque version tag for optimistic concurrency."""
+        return f'W/"{self.revision}"'
+
+    @property
+    def container_env(self) -> dict[str, str]:
+        """User env plus the Miasma-owned ``PORT`` variables (which win)."""
+        return {**self.env, **port_env(self.bindings)}

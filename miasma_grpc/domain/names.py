@@ -1,0 +1,38 @@
+"""App names and resource names (``apps/{app}``)."""
+
+from __future__ import annotations
+
+import re
+
+from miasma_grpc.domain.errors import InvalidArgument
+
+APP_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+COLLECTION = "apps/"
+
+
+def validate_app_name(name: str, field: str = "app_id") -> str:
+    """Return ``name`` if it is a DNS label, else raise :class:`InvalidArgument`."""
+    if not APP_NAME.fullmatch(name):
+        raise InvalidArgument.field(
+            field,
+            f"{name!r} is not a valid app name: use 1-63 lowercase letters, digits and "
+            "hyphens, starting with a letter and not ending with a hyphen",
+            reason="INVALID_APP_NAME",
+        )
+    return name
+
+
+def parse_resource_name(resource: str, field: str = "name") -> str:
+    """``apps/{app}`` -> ``app``, validating both parts."""
+    if not resource.startswith(COLLECTION):
+        raise InvalidArgument.field(
+            field,
+            f"{resource!r} is not a resource name of the form apps/{{app}}",
+            reason="INVALID_RESOURCE_NAME",
+        )
+    return validate_app_name(resource[len(COLLECTION) :], field)
+
+
+def resource_name(app: str) -> str:
+    """``app`` -> ``apps/{app}``."""
+    return COLLECTION + app

@@ -1,0 +1,88 @@
+"""Drives Docker toward the desired state in SQLite, in the background.
+
+At start-up it adopts labelled containers, recreates missing ones and
+removes containers whose app no longer exists; afterwards it repeats that
+periodically and whenever Docker becomes reachable again. It also keeps
+the health status in step with Docker's reachability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from miasma_grpc.apps import AppManager
+from miasma_grpc.domain.errors import MiasmaError, NotFound
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 2.0
+CONCURRENCY = 4
+
+
+class Reconciler:
+    """Background loop: ping Docker, report health, converge apps."""
+
+    def __init__(
+        self,
+        manager: AppManager,
+        on_reachability: Callable[[bool], Awaitable[None]],
+        interval: float = 30.0,
+    ) -> None:
+        self.manager = manager
+        self.on_reachability = on_reachability
+        self.interval = interval
+        self.passes = 0
+
+    async def run(self) -> None:
+        """Loop until cancelled."""
+        reachable: bool | None = None
+        since_pass = self.interval
+        while True:
+            info = await self.manager.runtime.info()
+            if info.reachable != reachable:
+                log.info("Docker is %s", "reachable" if info.reachable else "unreachable")
+                await self.on_reachability(info.reachable)
+                if info.reachable:
+                    since_pass = self.interval  # converge now that Docker is back
+                reachable = info.reachable
+            if reachable and since_pass >= self.interval:
+                await self.reconcile_all()
+                since_pass = 0.0
+            await asyncio.sleep(PING_INTERVAL)
+            since_pass += PING_INTERVAL
+
+    async def reconcile_all(self) -> None:
+        """One pass over every app and every Miasma container."""
+        apps = await self.manager.store.list_apps()
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def converge(name: str) -> None:
+            async with limit:
+                try:
+                    await self.manager.converge(name)
+                except NotFound:
+                    pass  # deleted meanwhile
+                except MiasmaError as exc:
+                    log.warning("could not converge app %s: %s", name, exc.message)
+
+        async with asyncio.TaskGroup() as group:
+            for app in apps:
+                group.create_task(converge(app.name))
+        try:
+            await self._remove_orphans({app.name for app in apps})
+        except MiasmaError as exc:
+            log.warning("could not remove orphaned containers: %s", exc.message)
+        self.passes += 1
+
+    async def _remove_orphans(self, known: set[str]) -> None:
+        for name in await self.manager.runtime.managed_apps() - known:
+            async with self.manager.lock(name):
+                try:
+                    await self.manager.store.get_app(name)
+                    continue  # created meanwhile
+                except NotFound:
+                    pass
+                log.info("removing containers of deleted app %s", name)
+                await self.manager.runtime.remove(name)

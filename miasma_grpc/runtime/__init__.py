@@ -1,0 +1,1 @@
+"""Runtimes drive Docker toward an app's desired state (container mode; swarm later)."""

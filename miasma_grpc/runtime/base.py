@@ -1,0 +1,67 @@
+"""The interface the rest of Miasma needs from a Docker runtime.
+
+Runtimes raise :class:`~miasma_grpc.domain.errors.RuntimeFailure` when Docker
+answered but refused (pull failed, port taken) and
+:class:`~miasma_grpc.domain.errors.Unavailable` when Docker could not be
+reached at all; callers treat the two differently (revert vs. retry later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from miasma_grpc.domain.models import App, Observed, Port
+
+LABEL_APP = "io.miasma.app"
+LABEL_SPEC = "io.miasma.spec-hash"
+LABEL_MANAGED = "io.miasma.managed"
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What the engine says about itself."""
+
+    reachable: bool
+    mode: str
+    docker_version: str = ""
+    swarm_id: str = ""
+    join_command: str = ""
+
+
+class Runtime(Protocol):
+    """Drives Docker for apps; implementations are async context managers."""
+
+    mode: str
+
+    async def info(self) -> RuntimeInfo:
+        """Ping the engine; never raises."""
+        ...
+
+    async def apply(self, app: App) -> Observed:
+        """Make Docker match ``app`` (create, recreate, start or stop as needed)."""
+        ...
+
+    async def restart(self, app: App) -> Observed:
+        """Restart the app's container(s), creating them if missing."""
+        ...
+
+    async def remove(self, name: str) -> None:
+        """Remove everything Docker runs for the app called ``name``."""
+        ...
+
+    async def managed_apps(self) -> set[str]:
+        """Names of apps that have Miasma-labelled containers (for adoption and cleanup)."""
+        ...
+
+    async def observe(self, app: App) -> Observed:
+        """What is running for ``app`` right now."""
+        ...
+
+
+class HostPorts(Protocol):
+    """Tells whether a process outside Miasma listens on a port of the Docker host."""
+
+    def busy(self, port: Port) -> bool:
+        """True if ``port`` cannot be bound on the Docker host."""
+        ...

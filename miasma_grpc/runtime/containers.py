@@ -1,0 +1,311 @@
+"""Container runtime: one Docker container per running app, through aiodocker.
+
+Docker cannot change the ports of an existing container, so any change of
+an app's spec (image, command, env, ports) recreates its container. The new
+container starts first when its published ports do not overlap the old
+one's (no downtime); otherwise the old one stops first and is started again
+if the new one fails, so a failed change leaves the app as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import aiodocker
+from aiodocker.containers import DockerContainer
+
+from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
+from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
+from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
+PULL_TIMEOUT = 300.0
+STOP_TIMEOUT = 5
+
+
+@asynccontextmanager
+async def docker_errors(action: str) -> AsyncIterator[None]:
+    """Translate aiodocker failures into Miasma's errors, once, at the edge."""
+    try:
+        yield
+    except aiodocker.DockerError as exc:
+        if exc.status == UNREACHABLE:
+            raise Unavailable(
+                f"Docker is unreachable while trying to {action}: {exc.message}"
+            ) from exc
+        raise RuntimeFailure(f"Docker refused to {action}: {exc.message}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise Unavailable(f"Docker is unreachable while trying to {action}: {exc}") from exc
+
+
+def spec_hash(app: App, network: str) -> str:
+    """A digest of everything that forces a new container when it changes."""
+    spec = {
+        "image": app.image,
+        "command": list(app.command),
+        "env": app.container_env,
+        "bindings": [(b.protocol.value, b.published, b.target) for b in app.bindings],
+        "network": network,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class DockerContainerRuntime:
+    """Runs each app as one container on a single Docker engine."""
+
+    mode = "container"
+
+    def __init__(
+        self,
+        docker_host: str | None = None,
+        *,
+        network: str = "miasma",
+        publish_address: str = "0.0.0.0",
+    ) -> None:
+        self._docker_host = docker_host
+        self.network = network
+        self.publish_address = publish_address
+        self._docker: aiodocker.Docker | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._network_ready = False
+
+    async def __aenter__(self) -> Self:
+        self._docker = aiodocker.Docker(url=self._docker_host)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        """The aiodocker client (open between enter and exit)."""
+        if self._docker is None:
+            raise RuntimeError("runtime is not open")
+        return self._docker
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # -- Runtime protocol ----------------------------------------------------
+
+    async def info(self) -> RuntimeInfo:
+        """Ping the engine; never raises."""
+        try:
+            async with asyncio.timeout(5):
+                version = await self.docker.version()
+        except (aiodocker.DockerError, OSError, TimeoutError) as exc:
+            log.debug("docker ping failed: %s", exc)
+            return RuntimeInfo(reachable=False, mode=self.mode)
+        return RuntimeInfo(
+            reachable=True, mode=self.mode, docker_version=str(version.get("Version", ""))
+        )
+
+    async def apply(self, app: App) -> Observed:
+        """Make the app's container match its spec and desired state."""
+        async with self._lock(app.name):
+            containers = await self._containers(app.name)
+            if app.desired_state is DesiredState.STOPPED:
+                for container in containers:
+                    await self._stop(container)
+                return Observed(running=0, total=0)
+            want = spec_hash(app, self.network)
+            current = [c for c in containers if _labels(c).get(LABEL_SPEC) == want]
+            stale = [c for c in containers if c not in current]
+            if current:
+                keep, *extra = current
+                if not _running(keep):
+                    async with docker_errors(f"start the container of app {app.name!r}"):
+                        await keep.start()
+                await self._remove_all([*extra, *stale])
+            else:
+                await self._replace(app, want, stale)
+            return Observed(running=1, total=1)
+
+    async def restart(self, app: App) -> Observed:
+        """Restart the container (create it if it is missing)."""
+        observed = await self.apply(app)
+        async with self._lock(app.name):
+            for container in await self._containers(app.name):
+                async with docker_errors(f"restart the container of app {app.name!r}"):
+                    await container.restart(timeout=STOP_TIMEOUT)
+        return observed
+
+    async def remove(self, name: str) -> None:
+        """Remove every container of the app."""
+        async with self._lock(name):
+            await self._remove_all(await self._containers(name))
+        self._locks.pop(name, None)
+
+    async def managed_apps(self) -> set[str]:
+        """App names found on Miasma-labelled containers."""
+        async with docker_errors("list containers"):
+            found = await self.docker.containers.list(
+                all=True, filters=json.dumps({"label": [f"{LABEL_MANAGED}=true"]})
+            )
+        return {name for c in found if (name := _labels(c).get(LABEL_APP))}
+
+    async def observe(self, app: App) -> Observed:
+        """Running/total for the app's current spec."""
+        want = spec_hash(app, self.network)
+        containers = [
+            c for c in await self._containers(app.name) if _labels(c).get(LABEL_SPEC) == want
+        ]
+        total = 0 if app.desired_state is DesiredState.STOPPED else 1
+        running = sum(1 for c in containers if _running(c))
+        return Observed(running=min(running, total), total=total)
+
+    # -- internals -----------------------------------------------------------
+
+    async def _containers(self, name: str) -> list[DockerContainer]:
+        async with docker_errors(f"list the containers of app {name!r}"):
+            return await self.docker.containers.list(
+                all=True,
+                filters=json.dumps({"label": [f"{LABEL_APP}={name}", f"{LABEL_MANAGED}=true"]}),
+            )
+
+    async def _replace(self, app: App, want: str, stale: list[DockerContainer]) -> None:
+        await self._ensure_image(app.image)
+        await self._ensure_network()
+        new_ports = {b.published_port for b in app.bindings}
+        overlap = any(_published(c) & new_ports for c in stale)
+        stopped: list[DockerContainer] = []
+        if overlap:
+            for container in stale:
+                if _running(container):
+                    await self._stop(container)
+                    stopped.append(container)
+        try:
+            await self._create_and_start(app, want)
+        except BaseException:
+            for container in stopped:  # put the old one back: the change failed
+                try:
+                    async with docker_errors(f"restart the previous container of {app.name!r}"):
+                        await container.start()
+                except (RuntimeFailure, Unavailable) as exc:
+                    log.error("could not restore app %s: %s", app.name, exc)
+            raise
+        await self._remove_all(stale)
+
+    async def _create_and_start(self, app: App, want: str) -> None:
+        config = self._container_config(app, want)
+        container: DockerContainer | None = None
+        try:
+            async with docker_errors(f"create the container of app {app.name!r}"):
+                container = await self.docker.containers.create(
+                    config, name=f"miasma-{app.name}-{want[:12]}"
+                )
+            async with docker_errors(f"start the container of app {app.name!r}"):
+                await container.start()
+        except BaseException:
+            if container is not None:
+                await self._remove_all([container])
+            raise
+
+    def _container_config(self, app: App, want: str) -> dict[str, Any]:
+        exposed: dict[str, dict[str, str]] = {f"{b.target}/{b.protocol}": {} for b in app.bindings}
+        port_bindings = {
+            f"{b.target}/{b.protocol}": [
+                {"HostIp": self.publish_address, "HostPort": str(b.published)}
+            ]
+            for b in app.bindings
+        }
+        config: dict[str, Any] = {
+            "Image": app.image,
+            "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
+            "Labels": {LABEL_MANAGED: "true", LABEL_APP: app.name, LABEL_SPEC: want},
+            "ExposedPorts": exposed,
+            "HostConfig": {
+                "PortBindings": port_bindings,
+                "RestartPolicy": {"Name": "unless-stopped"},
+            },
+            "NetworkingConfig": {"EndpointsConfig": {self.network: {"Aliases": [app.name]}}},
+        }
+        if app.command:
+            config["Cmd"] = list(app.command)
+        return config
+
+    async def _ensure_image(self, image: str) -> None:
+        try:
+            async with docker_errors(f"inspect image {image!r}"):
+                await self.docker.images.inspect(image)
+            return
+        except RuntimeFailure:
+            pass  # not present locally: pull it
+        try:
+            async with asyncio.timeout(PULL_TIMEOUT), docker_errors(f"pull image {image!r}"):
+                await self.docker.images.pull(image)
+        except RuntimeFailure as exc:
+            raise RuntimeFailure(
+                f"image {image!r} is not available locally and could not be pulled: {exc.message}",
+                reason="IMAGE_PULL_FAILED",
+                metadata={"image": image},
+            ) from exc
+
+    async def _ensure_network(self) -> None:
+        if self._network_ready:
+            return
+        async with docker_errors(f"set up network {self.network!r}"):
+            try:
+                await self.docker.networks.get(self.network)
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+                await self.docker.networks.create(
+                    {"Name": self.network, "Driver": "bridge", "Labels": {LABEL_MANAGED: "true"}}
+                )
+        self._network_ready = True
+
+    async def _stop(self, container: DockerContainer) -> None:
+        if _running(container):
+            async with docker_errors("stop a container"):
+                await container.stop(timeout=STOP_TIMEOUT)
+
+    async def _remove_all(self, containers: list[DockerContainer]) -> None:
+        for container in containers:
+            try:
+                async with docker_errors("remove a container"):
+                    await container.delete(force=True, v=True)
+            except RuntimeFailure as exc:
+                if "No such container" not in exc.message:
+                    raise
+
+
+def _field(container: DockerContainer, key: str) -> Any:
+    # DockerContainer supports [] and "in" but has no .get().
+    return container[key] if key in container else None  # noqa: SIM401
+
+
+def _labels(container: DockerContainer) -> dict[str, str]:
+    return dict(_field(container, "Labels") or {})
+
+
+def _running(container: DockerContainer) -> bool:
+    # The list endpoint gives State as a string ("running"); inspect gives an object.
+    state = _field(container, "State")
+    if isinstance(state, dict):
+        return bool(state.get("Running"))
+    return bool(state == "running")
+
+
+def _published(container: DockerContainer) -> set[Port]:
+    return {
+        Port(int(p["PublicPort"]), Protocol(p.get("Type", "tcp")))
+        for p in _field(container, "Ports") or []
+        if p.get("PublicPort")
+    }

@@ -1,0 +1,109 @@
+"""Composition root: builds the store, runtime, use cases and gRPC server; owns shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from miasma.v1 import apps_pb2, apps_pb2_grpc
+
+from miasma_grpc.api.servicer import AppServicer
+from miasma_grpc.apps import AppManager
+from miasma_grpc.config import Settings
+from miasma_grpc.domain.allocator import PortLedger, RandomTargets
+from miasma_grpc.reconcile import Reconciler
+from miasma_grpc.runtime.base import HostPorts
+from miasma_grpc.runtime.containers import DockerContainerRuntime
+from miasma_grpc.runtime.hostports import LocalHostPorts, NoHostPorts
+from miasma_grpc.store.sqlite import SqliteStore
+
+log = logging.getLogger("miasma_grpc")
+
+SERVICE_NAME = apps_pb2.DESCRIPTOR.services_by_name["AppService"].full_name
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+SHUTDOWN_GRACE = 5.0
+
+
+def docker_host(settings: Settings) -> str:
+    """The engine to use: the setting, else DOCKER_HOST, else the default socket."""
+    return settings.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def host_ports(settings: Settings) -> HostPorts:
+    """Probe host ports locally only when the engine runs on this machine."""
+    if docker_host(settings).startswith("unix://"):
+        return LocalHostPorts(settings.publish_address)
+    return NoHostPorts()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully."""
+    ledger = PortLedger(settings.published_range, settings.all_reserved)
+    async with (
+        SqliteStore(settings.db_path, ledger) as store,
+        DockerContainerRuntime(
+            docker_host(settings),
+            network=settings.network,
+            publish_address=settings.publish_address,
+        ) as runtime,
+    ):
+        manager = AppManager(
+            store, runtime, RandomTargets(settings.target_range), host_ports(settings)
+        )
+        server = grpc.aio.server()
+        apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, settings), server)
+        health_servicer = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(settings.listen)
+        if port == 0:
+            raise SystemExit(f"cannot listen on {settings.listen}")
+
+        async def reachability(up: bool) -> None:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if up
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for service in ("", SERVICE_NAME):
+                await health_servicer.set(service, status)
+
+        await reachability(False)
+        await server.start()
+        host = settings.listen.rsplit(":", 1)[0]
+        log.info(
+            "miasma-grpc serving on %s:%d (database %s, docker %s)",
+            host,
+            port,
+            settings.db_path,
+            docker_host(settings),
+        )
+        reconciler = Reconciler(manager, reachability, settings.reconcile_interval)
+        background = asyncio.create_task(reconciler.run(), name="reconciler")
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await health_servicer.enter_graceful_shutdown()
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+            await server.stop(SHUTDOWN_GRACE)
+
+
+async def main_async(settings: Settings) -> None:
+    """Run the server until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)

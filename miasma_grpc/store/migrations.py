@@ -1,0 +1,50 @@
+"""Numbered schema migrations, applied in order and tracked by ``PRAGMA user_version``.
+
+Never edit a migration that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: apps, their port slots, and the ledger of published ports.
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('revision', 0);
+
+    CREATE TABLE apps (
+        name          TEXT PRIMARY KEY,
+        image         TEXT NOT NULL,
+        command       TEXT NOT NULL,   -- JSON array
+        env           TEXT NOT NULL,   -- JSON object
+        desired_state TEXT NOT NULL CHECK (desired_state IN ('running', 'stopped')),
+        revision      INTEGER NOT NULL,
+        create_time   TEXT NOT NULL,
+        update_time   TEXT NOT NULL
+    );
+
+    CREATE TABLE bindings (
+        app                TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        slot               INTEGER NOT NULL CHECK (slot >= 0),
+        protocol           TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+        published          INTEGER NOT NULL CHECK (published BETWEEN 1 AND 65535),
+        target             INTEGER NOT NULL CHECK (target BETWEEN 1 AND 65535),
+        published_explicit INTEGER NOT NULL,
+        target_explicit    INTEGER NOT NULL,
+        PRIMARY KEY (app, slot)
+    );
+
+    -- The ledger: one row per held published port. The primary key makes a
+    -- double allocation impossible even if the planner had a bug. During a
+    -- rollout an app holds the union of its old and new ports.
+    CREATE TABLE published_ports (
+        protocol TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+        port     INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+        app      TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+        PRIMARY KEY (protocol, port)
+    ) WITHOUT ROWID;
+    CREATE INDEX published_ports_by_app ON published_ports (app);
+    """,
+)

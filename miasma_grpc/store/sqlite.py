@@ -1,0 +1,331 @@
+"""SQLite persistence of desired state (aiosqlite), the source of truth.
+
+One writer connection runs every change in a ``BEGIN IMMEDIATE``
+transaction, serialised by an :class:`asyncio.Lock`; a second connection
+serves reads, which WAL lets run beside the writer and which never see
+uncommitted changes. The in-memory :class:`PortLedger` mirrors the
+``published_ports`` table and is updated only after a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from miasma_grpc.domain.allocator import PortLedger
+from miasma_grpc.domain.errors import AlreadyExists, NotFound
+from miasma_grpc.domain.models import App, Binding, DesiredState, Port, Protocol
+from miasma_grpc.store.migrations import MIGRATIONS
+
+_APP_COLUMNS = "name, image, command, env, desired_state, revision, create_time, update_time"
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = NORMAL")  # durable at WAL checkpoints; safe with WAL
+    await db.execute("PRAGMA foreign_keys = ON")
+    await db.execute("PRAGMA busy_timeout = 5000")
+    return db
+
+
+class SqliteStore:
+    """Apps, bindings and the published-port ledger in one SQLite file."""
+
+    def __init__(self, path: Path, ledger: PortLedger) -> None:
+        self.path = path
+        self.ledger = ledger
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await _connect(self.path)
+        await self._migrate(self._writer)
+        self._reader = await _connect(self.path)
+        await self._load_ledger()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for db in (self._reader, self._writer):
+            if db is not None:
+                await db.close()
+        self._reader = self._writer = None
+
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return self._reader
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the version bump is part of the script.
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    async def _load_ledger(self) -> None:
+        async with self._db.execute("SELECT protocol, port, app FROM published_ports") as cursor:
+            async for row in cursor:
+                self.ledger.hold(row["app"], [Port(row["port"], Protocol(row["protocol"]))])
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get_app(self, name: str) -> App:
+        """The app called ``name``; :class:`NotFound` if there is none."""
+        return await _get_app(self._db, name)
+
+    async def list_apps(self, *, after: str = "", limit: int | None = None) -> list[App]:
+        """Apps in name order, starting after ``after``."""
+        sql = f"SELECT {_APP_COLUMNS} FROM apps WHERE name > ? ORDER BY name"
+        params: tuple[Any, ...] = (after,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        async with self._db.execute(sql, params) as cursor:
+            rows = list(await cursor.fetchall())
+        bindings = await _bindings_for(self._db, [r["name"] for r in rows])
+        return [_app_from_row(r, bindings.get(r["name"], ())) for r in rows]
+
+    async def revision(self) -> int:
+        """The server-wide revision of the last committed change."""
+        async with self._db.execute("SELECT value FROM meta WHERE key = 'revision'") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writes --------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One atomic change: committed on normal exit, rolled back on error."""
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        async with self._lock:
+            tx = Transaction(self._writer)
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+            for app, ports in tx.released:
+                self.ledger.release(app, ports)
+            for app, ports in tx.held:
+                self.ledger.hold(app, ports)
+
+
+class Transaction:
+    """Write operations inside one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self.held: list[tuple[str, list[Port]]] = []
+        self.released: list[tuple[str, list[Port]]] = []
+
+    async def get_app(self, name: str) -> App:
+        """The app as this transaction sees it."""
+        return await _get_app(self._db, name)
+
+    async def next_revision(self) -> int:
+        """Bump and return the server-wide revision."""
+        async with self._db.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value"
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None  # the row is created by migration 1
+        return int(row[0])
+
+    async def insert_app(self, app: App) -> None:
+        """Insert a new app with its bindings and hold its published ports."""
+        try:
+            await self._db.execute(
+                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _app_row(app),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(
+                f"an app named {app.name!r} already exists",
+                reason="APP_EXISTS",
+                resource=f"apps/{app.name}",
+            ) from exc
+        await self._write_bindings(app.name, app.bindings)
+        await self.hold_ports(app.name, [b.published_port for b in app.bindings])
+
+    async def update_app(self, app: App) -> None:
+        """Overwrite an app's fields and bindings (ports are held separately)."""
+        await self._db.execute(
+            "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, revision = ?, "
+            "update_time = ? WHERE name = ?",
+            (*_app_row(app)[1:6], _iso(app.update_time), app.name),
+        )
+        await self._db.execute("DELETE FROM bindings WHERE app = ?", (app.name,))
+        await self._write_bindings(app.name, app.bindings)
+
+    async def delete_app(self, name: str) -> None:
+        """Delete an app; its bindings and ledger rows go with it."""
+        async with self._db.execute(
+            "SELECT protocol, port FROM published_ports WHERE app = ?", (name,)
+        ) as cursor:
+            ports = [Port(r["port"], Protocol(r["protocol"])) for r in await cursor.fetchall()]
+        await self._db.execute("DELETE FROM apps WHERE name = ?", (name,))
+        self.released.append((name, ports))
+
+    async def hold_ports(self, app: str, ports: Iterable[Port]) -> None:
+        """Record ``ports`` as held by ``app`` (no-op for ports it already holds)."""
+        wanted = list(ports)
+        try:
+            await self._db.executemany(
+                "INSERT INTO published_ports (protocol, port, app) VALUES (?, ?, ?) "
+                "ON CONFLICT (protocol, port) DO UPDATE SET app = app "
+                "WHERE app = excluded.app",
+                [(str(p.protocol), p.number, app) for p in wanted],
+            )
+        except sqlite3.IntegrityError as exc:  # pragma: no cover - the planner checks first
+            raise AlreadyExists(
+                f"published port already held: {exc}", reason="PORT_IN_USE"
+            ) from exc
+        holders = await self._holders(wanted)
+        stolen = [p for p in wanted if holders.get(p) != app]
+        if stolen:
+            # The ledger said free but the table disagrees: refuse rather than double-allocate.
+            port = stolen[0]
+            raise AlreadyExists(
+                f"published port {port} is already used by app {holders.get(port)!r}",
+                reason="PORT_IN_USE",
+                resource=f"apps/{holders.get(port)}",
+            )
+        self.held.append((app, wanted))
+
+    async def release_ports_except(self, app: str, keep: Iterable[Port]) -> None:
+        """Release every port ``app`` holds that is not in ``keep``."""
+        kept = set(keep)
+        async with self._db.execute(
+            "SELECT protocol, port FROM published_ports WHERE app = ?", (app,)
+        ) as cursor:
+            held = [Port(r["port"], Protocol(r["protocol"])) for r in await cursor.fetchall()]
+        dropped = [p for p in held if p not in kept]
+        await self._db.executemany(
+            "DELETE FROM published_ports WHERE protocol = ? AND port = ? AND app = ?",
+            [(str(p.protocol), p.number, app) for p in dropped],
+        )
+        self.released.append((app, dropped))
+
+    async def _holders(self, ports: Sequence[Port]) -> dict[Port, str]:
+        result: dict[Port, str] = {}
+        for port in ports:
+            async with self._db.execute(
+                "SELECT app FROM published_ports WHERE protocol = ? AND port = ?",
+                (str(port.protocol), port.number),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None:
+                result[port] = row["app"]
+        return result
+
+    async def _write_bindings(self, app: str, bindings: Sequence[Binding]) -> None:
+        await self._db.executemany(
+            "INSERT INTO bindings (app, slot, protocol, published, target, published_explicit, "
+            "target_explicit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    app,
+                    slot,
+                    str(b.protocol),
+                    b.published,
+                    b.target,
+                    int(b.published_explicit),
+                    int(b.target_explicit),
+                )
+                for slot, b in enumerate(bindings)
+            ],
+        )
+
+
+def now() -> datetime:
+    """The current time in UTC (what timestamps are stored in)."""
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str:
+    return (value or now()).isoformat()
+
+
+def _app_row(app: App) -> tuple[Any, ...]:
+    return (
+        app.name,
+        app.image,
+        json.dumps(list(app.command)),
+        json.dumps(app.env, sort_keys=True),
+        str(app.desired_state),
+        app.revision,
+        _iso(app.create_time),
+        _iso(app.update_time),
+    )
+
+
+def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
+    return App(
+        name=row["name"],
+        image=row["image"],
+        command=tuple(json.loads(row["command"])),
+        env=dict(json.loads(row["env"])),
+        desired_state=DesiredState(row["desired_state"]),
+        revision=row["revision"],
+        create_time=datetime.fromisoformat(row["create_time"]),
+        update_time=datetime.fromisoformat(row["update_time"]),
+        bindings=tuple(bindings),
+    )
+
+
+async def _get_app(db: aiosqlite.Connection, name: str) -> App:
+    async with db.execute(f"SELECT {_APP_COLUMNS} FROM apps WHERE name = ?", (name,)) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise NotFound(f"app {name!r} not found", resource=f"apps/{name}")
+    bindings = await _bindings_for(db, [name])
+    return _app_from_row(row, bindings.get(name, ()))
+
+
+async def _bindings_for(db: aiosqlite.Connection, names: Sequence[str]) -> dict[str, list[Binding]]:
+    if not names:
+        return {}
+    marks = ",".join("?" * len(names))
+    result: dict[str, list[Binding]] = {}
+    async with db.execute(
+        f"SELECT app, protocol, published, target, published_explicit, target_explicit "
+        f"FROM bindings WHERE app IN ({marks}) ORDER BY app, slot",
+        tuple(names),
+    ) as cursor:
+        async for r in cursor:
+            result.setdefault(r["app"], []).append(
+                Binding(
+                    published=r["published"],
+                    target=r["target"],
+                    protocol=Protocol(r["protocol"]),
+                    published_explicit=bool(r["published_explicit"]),
+                    target_explicit=bool(r["target_explicit"]),
+                )
+            )
+    return result

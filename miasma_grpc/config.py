@@ -27,7 +27,7 @@ class Settings:
     published_range: PortRange = PortRange(3001, 3999)
     target_range: PortRange = PortRange(3000, 3999)
     reserved_ports: tuple[Port, ...] = ()
-    network: str = "miasma"
+    instance: str = "miasma"
     publish_address: str = "0.0.0.0"
     public_host: str = "localhost"
     reconcile_interval: float = 30.0
@@ -86,7 +86,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add("published-port-range", "range auto published ports come from", defaults.published_range)
     add("target-port-range", "range auto target ports come from", defaults.target_range)
     add("reserved-ports", "comma list of ports no app may publish (22,80/tcp,53/udp)", "")
-    add("network", "Docker network every app joins", defaults.network)
+    add(
+        "instance",
+        "name of this Miasma: the Docker network every app joins, the prefix of container "
+        "names and the label that marks containers as ours (one engine can host several)",
+        defaults.instance,
+    )
     add("publish-address", "host address published ports bind to", defaults.publish_address)
     add("public-host", "host name used in app URLs", defaults.public_host)
     add(
@@ -113,7 +118,7 @@ def load_settings(
             published_range=PortRange.parse(str(ns.published_port_range)),
             target_range=PortRange.parse(str(ns.target_port_range)),
             reserved_ports=parse_ports(str(ns.reserved_ports)),
-            network=str(ns.network),
+            instance=str(ns.instance),
             publish_address=str(ns.publish_address),
             public_host=str(ns.public_host),
             reconcile_interval=float(ns.reconcile_interval),

@@ -50,7 +50,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         SqliteStore(settings.db_path, ledger) as store,
         DockerContainerRuntime(
             docker_host(settings),
-            network=settings.network,
+            instance=settings.instance,
             publish_address=settings.publish_address,
         ) as runtime,
     ):

@@ -8,6 +8,7 @@ number of apps, and a just-released port is not handed out again at once.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Callable, Collection, Iterable
 
@@ -90,7 +91,7 @@ TargetChooser = Callable[[Protocol, Collection[int]], int]
 class RandomTargets:
     """Chooses auto target ports at random (cryptographic source) from a range."""
 
-    def __init__(self, targets: PortRange, rng: secrets.SystemRandom | None = None) -> None:
+    def __init__(self, targets: PortRange, rng: random.Random | None = None) -> None:
         self.range = targets
         self._rng = rng or secrets.SystemRandom()
 

@@ -15,7 +15,7 @@ This is Miasma's port semantics (DESIGN §1) as one pure function. Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from miasma_grpc.domain.allocator import PortLedger, TargetChooser
 from miasma_grpc.domain.errors import (
@@ -178,15 +178,18 @@ def _validate(edit: PortEdit, fields: EditFields) -> None:
 
 
 def _apply_removals(slots: list[_Slot], edit: PortEdit, fields: EditFields) -> None:
+    # The error must list the ports the app has *before* this (all-or-nothing) request,
+    # not what is left after the earlier removals of the same request.
+    before = [replace(slot) for slot in slots]
     for index, port in enumerate(edit.remove_published):
         slot = _find(slots, port, published=True)
         if slot is None:
-            raise _not_held(slots, port, f"{fields.remove_published}[{index}]", published=True)
+            raise _not_held(before, port, f"{fields.remove_published}[{index}]", published=True)
         slot.published, slot.published_explicit = None, False
     for index, port in enumerate(edit.remove_target):
         slot = _find(slots, port, published=False)
         if slot is None:
-            raise _not_held(slots, port, f"{fields.remove_target}[{index}]", published=False)
+            raise _not_held(before, port, f"{fields.remove_target}[{index}]", published=False)
         slot.target, slot.target_explicit = None, False
 
 

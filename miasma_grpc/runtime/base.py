@@ -15,7 +15,7 @@ from miasma_grpc.domain.models import App, Observed, Port
 
 LABEL_APP = "io.miasma.app"
 LABEL_SPEC = "io.miasma.spec-hash"
-LABEL_MANAGED = "io.miasma.managed"
+LABEL_MANAGED = "io.miasma.instance"  # value: the Miasma instance that owns it
 
 
 @dataclass(frozen=True)

@@ -68,11 +68,12 @@ class DockerContainerRuntime:
         self,
         docker_host: str | None = None,
         *,
-        network: str = "miasma",
+        instance: str = "miasma",
         publish_address: str = "0.0.0.0",
     ) -> None:
         self._docker_host = docker_host
-        self.network = network
+        self.instance = instance
+        self.network = instance
         self.publish_address = publish_address
         self._docker: aiodocker.Docker | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -156,7 +157,7 @@ class DockerContainerRuntime:
         """App names found on Miasma-labelled containers."""
         async with docker_errors("list containers"):
             found = await self.docker.containers.list(
-                all=True, filters=json.dumps({"label": [f"{LABEL_MANAGED}=true"]})
+                all=True, filters=json.dumps({"label": [f"{LABEL_MANAGED}={self.instance}"]})
             )
         return {name for c in found if (name := _labels(c).get(LABEL_APP))}
 
@@ -176,7 +177,9 @@ class DockerContainerRuntime:
         async with docker_errors(f"list the containers of app {name!r}"):
             return await self.docker.containers.list(
                 all=True,
-                filters=json.dumps({"label": [f"{LABEL_APP}={name}", f"{LABEL_MANAGED}=true"]}),
+                filters=json.dumps(
+                    {"label": [f"{LABEL_APP}={name}", f"{LABEL_MANAGED}={self.instance}"]}
+                ),
             )
 
     async def _replace(self, app: App, want: str, stale: list[DockerContainer]) -> None:
@@ -208,7 +211,7 @@ class DockerContainerRuntime:
         try:
             async with docker_errors(f"create the container of app {app.name!r}"):
                 container = await self.docker.containers.create(
-                    config, name=f"miasma-{app.name}-{want[:12]}"
+                    config, name=f"{self.instance}-{app.name}-{want[:12]}"
                 )
             async with docker_errors(f"start the container of app {app.name!r}"):
                 await container.start()
@@ -228,7 +231,7 @@ class DockerContainerRuntime:
         config: dict[str, Any] = {
             "Image": app.image,
             "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
-            "Labels": {LABEL_MANAGED: "true", LABEL_APP: app.name, LABEL_SPEC: want},
+            "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name, LABEL_SPEC: want},
             "ExposedPorts": exposed,
             "HostConfig": {
                 "PortBindings": port_bindings,
@@ -267,7 +270,11 @@ class DockerContainerRuntime:
                 if exc.status != 404:
                     raise
                 await self.docker.networks.create(
-                    {"Name": self.network, "Driver": "bridge", "Labels": {LABEL_MANAGED: "true"}}
+                    {
+                        "Name": self.network,
+                        "Driver": "bridge",
+                        "Labels": {LABEL_MANAGED: self.instance},
+                    }
                 )
         self._network_ready = True
 

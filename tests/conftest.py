@@ -1,0 +1,69 @@
+"""Shared fixtures: a real Docker engine (provisioned when none is reachable),
+the locally built test image, and real server processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import docker_cli, engine
+from tests.server import ServerProcess
+
+ENGINE_DIR = Path(os.environ.get("MIASMA_TEST_ENGINE_DIR", "/tmp/miasma-test-engine"))
+
+# Busybox httpd on every PORT_<n> the app gets (one httpd per slot); exits on SIGTERM.
+HTTPD_COMMAND = [
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM INT; "
+    "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; "
+    "while :; do sleep 1; done",
+]
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """A reachable Docker engine: the environment's, or a private one started for the run."""
+    host = engine.ensure_engine(ENGINE_DIR)
+    yield host
+    engine.stop_engine(ENGINE_DIR)
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_host: str) -> str:
+    """A busybox image imported from a local root filesystem (no registry needed)."""
+    return engine.ensure_test_image(docker_host)
+
+
+@pytest.fixture
+def instance() -> str:
+    """A fresh Miasma instance name, so tests never touch each other's containers."""
+    return f"mt{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_server(
+    tmp_path: Path, docker_host: str, instance: str
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory for server processes on this test's database; all are stopped and cleaned up."""
+    servers: list[ServerProcess] = []
+
+    def make(**kwargs: object) -> ServerProcess:
+        server = ServerProcess(
+            db_path=tmp_path / "miasma.db",
+            docker_host=docker_host,
+            instance=instance,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+    docker_cli.remove_instance(docker_host, instance)

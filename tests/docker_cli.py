@@ -1,0 +1,90 @@
+"""Independent checks of what Docker really runs, through the ``docker`` CLI.
+
+Tests look at Docker with a different client than the server uses
+(aiodocker), so a bug in one cannot hide behind the other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+def docker(host: str, *args: str, check: bool = True) -> str:
+    """Run ``docker -H host ARGS`` and return its stdout."""
+    result = subprocess.run(
+        ["docker", "-H", host, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class Container:
+    """The parts of ``docker inspect`` the tests look at."""
+
+    name: str
+    running: bool
+    env: dict[str, str]
+    published: dict[str, int]  # "8080/tcp" -> host port
+    aliases: list[str]
+
+
+def containers(host: str, instance: str, app: str | None = None) -> list[Container]:
+    """Containers of ``instance`` (optionally of one app), inspected."""
+    filters = ["--filter", f"label=io.miasma.instance={instance}"]
+    if app is not None:
+        filters += ["--filter", f"label=io.miasma.app={app}"]
+    ids = docker(host, "ps", "-aq", *filters).split()
+    if not ids:
+        return []
+    return [_container(raw, instance) for raw in json.loads(docker(host, "inspect", *ids))]
+
+
+def _container(raw: dict[str, Any], network: str) -> Container:
+    env = dict(item.split("=", 1) for item in raw["Config"]["Env"])
+    bindings = raw["HostConfig"]["PortBindings"] or {}
+    published = {key: int(value[0]["HostPort"]) for key, value in bindings.items()}
+    endpoint = raw["NetworkSettings"]["Networks"].get(network) or {}
+    return Container(
+        name=raw["Name"].lstrip("/"),
+        running=bool(raw["State"]["Running"]),
+        env=env,
+        published=published,
+        aliases=list(endpoint.get("Aliases") or []),
+    )
+
+
+def the_container(host: str, instance: str, app: str) -> Container:
+    """The single running container of ``app`` (fails if there is not exactly one)."""
+    found = [c for c in containers(host, instance, app) if c.running]
+    assert len(found) == 1, f"expected one running container for {app}, found {found}"
+    return found[0]
+
+
+def remove_instance(host: str, instance: str) -> None:
+    """Remove every container and the network of a test instance."""
+    ids = docker(host, "ps", "-aq", "--filter", f"label=io.miasma.instance={instance}").split()
+    if ids:
+        docker(host, "rm", "-f", *ids, check=False)
+    docker(host, "network", "rm", instance, check=False)
+
+
+def http_get(port: int, timeout: float = 20.0) -> str:
+    """GET http://127.0.0.1:PORT/, retrying until the app answers or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+                return str(reply.read().decode())
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            error = exc
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answered on 127.0.0.1:{port}: {error}")

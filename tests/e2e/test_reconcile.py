@@ -1,0 +1,60 @@
+"""Start-up reconciliation against a real engine: adopt, recreate, remove orphans."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from miasma.v1 import apps_pb2
+
+from tests.conftest import HTTPD_COMMAND
+from tests.docker_cli import containers, docker, http_get, the_container
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.docker
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met before the deadline")
+
+
+def test_restart_recreates_missing_containers_and_removes_orphans(
+    make_server: Callable[..., ServerProcess], test_image: str
+) -> None:
+    """After a restart, a container removed by hand comes back on the same ports and a
+    labelled container of an unknown app is removed."""
+    server = make_server(published_range="16001-16999")
+    channel, stub = server.stub()
+    with channel:
+        app = stub.CreateApp(
+            apps_pb2.CreateAppRequest(
+                app_id="phoenix",
+                app=apps_pb2.App(image=test_image, command=HTTPD_COMMAND),
+                published_ports=[apps_pb2.Port(number=8181)],
+            )
+        ).app
+    before = the_container(server.docker_host, server.instance, "phoenix")
+    server.stop()
+
+    docker(server.docker_host, "rm", "-f", before.name)
+    docker(
+        server.docker_host, "run", "-d", "--name", f"{server.instance}-orphan",
+        "--label", f"io.miasma.instance={server.instance}", "--label", "io.miasma.app=orphan",
+        test_image, "sleep", "600",
+    )  # fmt: skip
+
+    server.start()
+    server.wait_health(serving=True)
+    wait_for(lambda: bool(containers(server.docker_host, server.instance, "phoenix")))
+    wait_for(lambda: not containers(server.docker_host, server.instance, "orphan"))
+    after = the_container(server.docker_host, server.instance, "phoenix")
+    assert after.published == before.published
+    assert after.env["PORT"] == str(app.bindings[0].target_port)
+    assert http_get(8181).strip() == "miasma-test"

@@ -1,0 +1,192 @@
+"""The seed page's examples, end to end: real server, real Docker, real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from miasma.v1 import apps_pb2, apps_pb2_grpc
+
+from tests.conftest import HTTPD_COMMAND
+from tests.docker_cli import http_get, the_container
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.docker
+
+TARGET_RANGE = range(3000, 4000)
+
+
+def port(number: int) -> apps_pb2.Port:
+    """A TCP port message."""
+    return apps_pb2.Port(number=number)
+
+
+def pairs(app: apps_pb2.App) -> list[tuple[int, int]]:
+    """(published, target) per slot."""
+    return [(b.published_port, b.target_port) for b in app.bindings]
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server whose auto published ports come from 14001-14999."""
+    return make_server(published_range="14001-14999")
+
+
+@pytest.fixture
+def stub(server: ServerProcess) -> Iterator[apps_pb2_grpc.AppServiceStub]:
+    """An AppService stub on the server."""
+    channel, stub = server.stub()
+    with channel:
+        yield stub
+
+
+def create(stub: apps_pb2_grpc.AppServiceStub, name: str, image: str) -> apps_pb2.App:
+    """Create a running httpd app."""
+    reply = stub.CreateApp(
+        apps_pb2.CreateAppRequest(app_id=name, app=apps_pb2.App(image=image, command=HTTPD_COMMAND))
+    )
+    return reply.app
+
+
+def edit(stub: apps_pb2_grpc.AppServiceStub, name: str, **ports: list[int]) -> apps_pb2.App:
+    """EditPorts with plain TCP port numbers."""
+    request = apps_pb2.EditPortsRequest(name=f"apps/{name}")
+    for key, numbers in ports.items():
+        getattr(request, key).extend(port(n) for n in numbers)
+    return stub.EditPorts(request).app
+
+
+def test_new_app_gets_random_target_and_auto_published_port_and_answers(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """A new app has one auto/auto slot: PORT random in range, published in the managed range."""
+    app = create(stub, "web", test_image)
+    [(published, target)] = pairs(app)
+    assert 14001 <= published <= 14999
+    assert target in TARGET_RANGE
+    assert not app.bindings[0].published_explicit
+    assert not app.bindings[0].target_explicit
+    container = the_container(server.docker_host, server.instance, "web")
+    assert container.env["PORT"] == container.env["PORT_1"] == str(target)
+    assert container.published == {f"{target}/tcp": published}
+    assert "web" in container.aliases
+    assert http_get(published).strip() == "miasma-test"
+
+
+def test_add_then_remove_published_5432(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """Adding 5432 publishes it to the same target; removing it goes back to an auto port."""
+    [(_, target)] = pairs(create(stub, "postgres", test_image))
+    app = edit(stub, "postgres", add_published_ports=[5432])
+    assert pairs(app) == [(5432, target)]
+    assert app.bindings[0].published_explicit
+    assert the_container(server.docker_host, server.instance, "postgres").published == {
+        f"{target}/tcp": 5432
+    }
+    assert http_get(5432).strip() == "miasma-test"
+
+    app = edit(stub, "postgres", remove_published_ports=[5432])
+    [(published, same_target)] = pairs(app)
+    assert 14001 <= published <= 14999
+    assert same_target == target
+    assert the_container(server.docker_host, server.instance, "postgres").published == {
+        f"{target}/tcp": published
+    }
+    assert http_get(published).strip() == "miasma-test"
+
+
+def test_add_then_remove_target_80(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """Target 80 makes the app listen on 80 (PORT=80); removing it gives a random target again."""
+    [(published, _)] = pairs(create(stub, "example-website", test_image))
+    app = edit(stub, "example-website", add_target_ports=[80])
+    assert pairs(app) == [(published, 80)]
+    container = the_container(server.docker_host, server.instance, "example-website")
+    assert container.env["PORT"] == "80"
+    assert container.published == {"80/tcp": published}
+    assert http_get(published).strip() == "miasma-test"
+
+    app = edit(stub, "example-website", remove_target_ports=[80])
+    [(same_published, target)] = pairs(app)
+    assert same_published == published
+    assert target in TARGET_RANGE
+    container = the_container(server.docker_host, server.instance, "example-website")
+    assert container.env["PORT"] == str(target)
+    assert http_get(published).strip() == "miasma-test"
+
+
+def test_two_published_ports_give_two_slots_with_distinct_random_targets(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """Publishing 8081 and 8082 gives PORT_1 (= PORT) and PORT_2, both answering."""
+    create(stub, "example", test_image)
+    app = edit(stub, "example", add_published_ports=[8081, 8082])
+    [(p1, t1), (p2, t2)] = pairs(app)
+    assert (p1, p2) == (8081, 8082)
+    assert t1 != t2
+    assert t1 in TARGET_RANGE
+    assert t2 in TARGET_RANGE
+    assert list(app.bindings[1].env_names) == ["PORT_2"]
+    container = the_container(server.docker_host, server.instance, "example")
+    assert container.env["PORT"] == container.env["PORT_1"] == str(t1)
+    assert container.env["PORT_2"] == str(t2)
+    assert container.published == {f"{t1}/tcp": 8081, f"{t2}/tcp": 8082}
+    assert http_get(8081).strip() == "miasma-test"
+    assert http_get(8082).strip() == "miasma-test"
+
+
+@pytest.mark.parametrize(
+    ("published", "expected"),
+    [
+        ([8081, 8082], [(8081, 8081), (8082, 8082)]),
+        ([8082, 8081], [(8082, 8081), (8081, 8082)]),
+    ],
+)
+def test_order_matters_when_pairing_published_and_target_ports(
+    stub: apps_pb2_grpc.AppServiceStub,
+    server: ServerProcess,
+    test_image: str,
+    published: list[int],
+    expected: list[tuple[int, int]],
+) -> None:
+    """Published and target ports pair up in the order they were added."""
+    create(stub, "example", test_image)
+    app = edit(stub, "example", add_published_ports=published, add_target_ports=[8081, 8082])
+    assert pairs(app) == expected
+    container = the_container(server.docker_host, server.instance, "example")
+    assert container.published == {f"{t}/tcp": p for p, t in expected}
+    assert container.env["PORT_1"] == str(expected[0][1])
+    assert container.env["PORT_2"] == str(expected[1][1])
+    for published_port, _ in expected:
+        assert http_get(published_port).strip() == "miasma-test"
+
+
+def test_ports_survive_server_restart_and_stop_start(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """Neither a server restart nor a stop/start changes any port."""
+    create(stub, "sticky", test_image)
+    before = pairs(edit(stub, "sticky", add_published_ports=[8081, 8082]))
+    container_before = the_container(server.docker_host, server.instance, "sticky")
+
+    server.restart()
+    channel, stub2 = server.stub()
+    with channel:
+        after_restart = stub2.GetApp(apps_pb2.GetAppRequest(name="apps/sticky")).app
+        assert pairs(after_restart) == before
+        # The running container is adopted, not recreated.
+        assert the_container(server.docker_host, server.instance, "sticky") == container_before
+
+        stub2.StopApp(apps_pb2.StopAppRequest(name="apps/sticky"))
+        stopped = stub2.GetApp(apps_pb2.GetAppRequest(name="apps/sticky")).app
+        assert stopped.desired_state == apps_pb2.DESIRED_STATE_STOPPED
+        assert pairs(stopped) == before
+        started = stub2.StartApp(apps_pb2.StartAppRequest(name="apps/sticky")).app
+        assert pairs(started) == before
+    container = the_container(server.docker_host, server.instance, "sticky")
+    assert container.published == container_before.published
+    assert container.env == container_before.env
+    assert http_get(8081).strip() == "miasma-test"
+    assert http_get(8082).strip() == "miasma-test"

@@ -1,0 +1,113 @@
+"""Provide a Docker engine and the busybox test image to the tests that need real Docker.
+
+The docker-marked tests must run anywhere `make test` runs: on a developer machine that
+already has Docker, and on a fresh CI machine with no engine running and no registry
+reachable (nothing can be pulled). This module reuses an engine that already answers
+(``MIASMA_TEST_DOCKER_HOST``, ``DOCKER_HOST`` or ``/var/run/docker.sock``) and otherwise
+starts a private one with ``scripts/docker-engine.sh``, which keeps all of its state under
+a work directory, installs the Debian packages it lacks, and builds the test image
+locally from a static busybox. Only an engine started here is ever stopped here.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+ENGINE_SCRIPT = REPO_ROOT / "scripts" / "docker-engine.sh"
+TEST_IMAGE = "miasma-test/busybox:latest"
+SYSTEM_SOCKET = pathlib.Path("/var/run/docker.sock")
+
+# Starting may install docker.io and busybox-static with apt-get first.
+_START_TIMEOUT = 900.0
+_IMAGE_TIMEOUT = 600.0
+_STOP_TIMEOUT = 120.0
+
+# Work directories whose engine this process started (and so may stop).
+_started: set[pathlib.Path] = set()
+
+
+class EngineError(RuntimeError):
+    """The Docker engine or the test image could not be provided."""
+
+
+def _docker_answers(docker_host: str) -> bool:
+    """Return whether `docker info` succeeds against docker_host."""
+    try:
+        result = subprocess.run(
+            ["docker", "-H", docker_host, "info"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _run_script(*args: str, timeout: float) -> str:
+    """Run scripts/docker-engine.sh with args; return the last line it printed, or ""."""
+    command = ["bash", str(ENGINE_SCRIPT), *args]
+    shown = " ".join(command)
+    try:
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise EngineError(f"{shown} timed out after {timeout:.0f}s") from exc
+    if result.returncode != 0:
+        raise EngineError(f"{shown} exited with {result.returncode}:\n{result.stderr[-4000:]}")
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def ensure_engine(workdir: pathlib.Path) -> str:
+    """Return the DOCKER_HOST of a working engine, starting a private one in workdir if needed."""
+    explicit = os.environ.get("MIASMA_TEST_DOCKER_HOST")
+    if explicit:
+        return explicit
+    candidates: list[str] = []
+    env_host = os.environ.get("DOCKER_HOST")
+    if env_host:
+        candidates.append(env_host)
+    if SYSTEM_SOCKET.exists():
+        candidates.append(f"unix://{SYSTEM_SOCKET}")
+    for docker_host in candidates:
+        if _docker_answers(docker_host):
+            return docker_host
+
+    workdir = workdir.resolve()
+    private_host = f"unix://{workdir / 'docker.sock'}"
+    if _docker_answers(private_host):
+        return private_host  # left running by someone else: use it, never stop it
+    docker_host = _run_script("start", str(workdir), timeout=_START_TIMEOUT)
+    _started.add(workdir)
+    if not docker_host.startswith("unix://"):
+        raise EngineError(f"docker-engine.sh start printed {docker_host!r}, not a DOCKER_HOST")
+    return docker_host
+
+
+def stop_engine(workdir: pathlib.Path) -> None:
+    """Stop the private engine in workdir if (and only if) ensure_engine started it."""
+    workdir = workdir.resolve()
+    if workdir not in _started:
+        return
+    _run_script("stop", str(workdir), timeout=_STOP_TIMEOUT)
+    _started.discard(workdir)
+
+
+def ensure_test_image(docker_host: str, tag: str = TEST_IMAGE) -> str:
+    """Build the busybox test image on docker_host unless present, and return its tag."""
+    built = _run_script("image", docker_host, tag, timeout=_IMAGE_TIMEOUT)
+    if built != tag:
+        raise EngineError(f"docker-engine.sh image printed {built!r}, expected {tag!r}")
+    return tag

@@ -26,7 +26,7 @@ $(BUF):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@^1.47 >/dev/null
 
 run: $(STAMP)  ## Run the server (starts a private Docker engine if none is reachable).
-	$(PY) scripts/run_server.py $(ARGS)
+	$(PY) -m scripts.run_server $(ARGS)
 
 test: lint  ## Run everything: lint, type-check, protos drift, unit/integration/e2e on real Docker.
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -252,10 +252,7 @@ class AppManager:
     async def converge(self, name: str) -> None:
         """Drive Docker to the stored state of ``name`` (used by the reconciler)."""
         async with self.lock(name):
-            app = await self.store.get_app(name)
-            await self._apply(app)
-            async with self.store.transaction() as tx:
-                await tx.release_ports_except(name, published_ports(app.bindings))
+            await self._apply(await self.store.get_app(name))
 
     # -- internals -----------------------------------------------------------
 

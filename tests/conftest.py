@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import docker_cli, engine
+from scripts import engine
+from tests import docker_cli
 from tests.server import ServerProcess
 
 ENGINE_DIR = Path(os.environ.get("MIASMA_TEST_ENGINE_DIR", "/tmp/miasma-test-engine"))

@@ -53,6 +53,7 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await _connect(self.path)
         await self._migrate(self._writer)
+        await self._release_orphaned_ports(self._writer)
         self._reader = await _connect(self.path)
         await self._load_ledger()
         return self
@@ -84,6 +85,16 @@ class SqliteStore:
             await db.executescript(
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
+
+    @staticmethod
+    async def _release_orphaned_ports(db: aiosqlite.Connection) -> None:
+        # A rollout holds old and new ports until it finishes; if the server died
+        # in between, the ports no binding uses are released here, at start-up.
+        await db.execute(
+            "DELETE FROM published_ports WHERE NOT EXISTS (SELECT 1 FROM bindings AS b "
+            "WHERE b.app = published_ports.app AND b.protocol = published_ports.protocol "
+            "AND b.published = published_ports.port)"
+        )
 
     async def _load_ledger(self) -> None:
         async with self._db.execute("SELECT protocol, port, app FROM published_ports") as cursor:

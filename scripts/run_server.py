@@ -1,0 +1,33 @@
+"""``make run``: find or start a Docker engine, build the demo image, then run the server.
+
+Uses ``MIASMA_DOCKER_HOST``/``DOCKER_HOST`` or the system socket when an engine
+answers there; otherwise starts a private engine under ``/tmp/miasma-engine``
+(installing Debian's docker.io if needed), which keeps running after the
+server stops so the next start is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from scripts import engine
+
+ENGINE_DIR = Path(os.environ.get("MIASMA_ENGINE_DIR", "/tmp/miasma-engine"))
+
+
+def main() -> None:
+    """Resolve the engine, then replace this process with the server."""
+    host = os.environ.get("MIASMA_DOCKER_HOST") or engine.ensure_engine(ENGINE_DIR)
+    try:
+        image = engine.ensure_test_image(host)
+        print(f"make run: Docker at {host}; demo image {image}", file=sys.stderr)
+    except engine.EngineError as exc:
+        print(f"make run: Docker at {host}; demo image not built: {exc}", file=sys.stderr)
+    env = {**os.environ, "MIASMA_DOCKER_HOST": host}
+    os.execve(sys.executable, [sys.executable, "-m", "miasma_grpc", *sys.argv[1:]], env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Project scripts: stub generation, the private Docker engine, `make run`."""

@@ -36,7 +36,10 @@ class Settings:
     @property
     def listen_port(self) -> int:
         """The port of ``listen`` (reserved so no app can publish on it)."""
-        return int(self.listen.rsplit(":", 1)[1])
+        host, sep, port = self.listen.rpartition(":")
+        if not (host and sep and port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
+        return int(port)
 
     @property
     def all_reserved(self) -> frozenset[Port]:

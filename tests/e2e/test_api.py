@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -378,3 +379,10 @@ def test_delete_removes_container_and_frees_the_port(
         apps_pb2.EditPortsRequest(name=taker.name, add_published_ports=[apps_pb2.Port(number=8765)])
     )
     assert reply.app.bindings[0].published_port == 8765
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_shut_the_server_down_gracefully(server: ServerProcess, sig: int) -> None:
+    """SIGTERM and SIGINT stop the server with exit code 0 and a shutdown log line."""
+    assert server.stop(sig) == 0
+    assert "shutting down" in server.log()

@@ -8,7 +8,7 @@ import pytest
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from tests.conftest import HTTPD_COMMAND
-from tests.docker_cli import http_get, the_container
+from tests.docker_cli import containers, docker, http_get, the_container
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -190,3 +190,23 @@ def test_ports_survive_server_restart_and_stop_start(
     assert container.env == container_before.env
     assert http_get(8081).strip() == "miasma-test"
     assert http_get(8082).strip() == "miasma-test"
+
+
+def test_apps_reach_each_other_by_name_and_edits_leave_one_container(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """Apps share the Miasma network with their name as DNS alias; a port change replaces
+    the container rather than adding one."""
+    [(_, api_target)] = pairs(create(stub, "api", test_image))
+    create(stub, "frontend", test_image)
+    frontend = the_container(server.docker_host, server.instance, "frontend")
+    body = docker(
+        server.docker_host, "exec", frontend.name, "wget", "-qO-", f"http://api:{api_target}/"
+    )
+    assert body.strip() == "miasma-test"
+
+    edit(stub, "api", add_published_ports=[8090])
+    assert len(containers(server.docker_host, server.instance, "api")) == 1
+    assert the_container(server.docker_host, server.instance, "api").published == {
+        f"{api_target}/tcp": 8090
+    }

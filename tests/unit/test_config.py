@@ -1,0 +1,63 @@
+"""Settings come from flags and MIASMA_* environment variables; flags win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miasma_grpc.config import Settings, load_settings, parse_ports
+from miasma_grpc.domain.models import Port, PortRange, Protocol
+
+
+def test_defaults_listen_on_loopback_with_the_documented_ranges() -> None:
+    """With nothing set, the server listens on 127.0.0.1:50051 with ranges 3001-3999/3000-3999."""
+    settings = load_settings([], environ={})
+    assert settings.listen == "127.0.0.1:50051"
+    assert settings.published_range == PortRange(3001, 3999)
+    assert settings.target_range == PortRange(3000, 3999)
+    assert settings.docker_host is None
+
+
+def test_environment_sets_every_option_and_flags_override_it() -> None:
+    """MIASMA_* variables configure the server; a flag given on the command line wins."""
+    environ = {
+        "MIASMA_LISTEN": "127.0.0.1:6000",
+        "MIASMA_DB_PATH": "/tmp/x.db",
+        "MIASMA_DOCKER_HOST": "unix:///tmp/d.sock",
+        "MIASMA_PUBLISHED_PORT_RANGE": "5000-5100",
+        "MIASMA_RESERVED_PORTS": "22,53/udp",
+    }
+    settings = load_settings(["--published-port-range", "7000-7010"], environ=environ)
+    assert settings.listen == "127.0.0.1:6000"
+    assert settings.db_path == Path("/tmp/x.db")
+    assert settings.docker_host == "unix:///tmp/d.sock"
+    assert settings.published_range == PortRange(7000, 7010)
+    assert set(settings.reserved_ports) == {
+        Port(22, Protocol.TCP),
+        Port(22, Protocol.UDP),
+        Port(53, Protocol.UDP),
+    }
+
+
+def test_docker_host_falls_back_to_docker_host_variable() -> None:
+    """Without MIASMA_DOCKER_HOST, DOCKER_HOST is used."""
+    assert load_settings([], environ={"DOCKER_HOST": "tcp://h:2375"}).docker_host == "tcp://h:2375"
+
+
+def test_server_port_is_always_reserved() -> None:
+    """The listen port is reserved (TCP) on top of the configured list."""
+    settings = Settings(listen="127.0.0.1:6000", reserved_ports=parse_ports("80/tcp"))
+    assert settings.all_reserved == {Port(6000, Protocol.TCP), Port(80, Protocol.TCP)}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--published-port-range", "10-5"], ["--published-port-range", "abc"], ["--listen", "nohost"]],
+)
+def test_bad_values_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid range or address stops start-up with a usage error."""
+    with pytest.raises(SystemExit) as caught:
+        load_settings(argv, environ={})
+    assert caught.value.code == 2
+    assert "miasma-server" in capsys.readouterr().err

@@ -210,3 +210,36 @@ def test_apps_reach_each_other_by_name_and_edits_leave_one_container(
     assert the_container(server.docker_host, server.instance, "api").published == {
         f"{api_target}/tcp": 8090
     }
+
+
+def test_udp_and_tcp_are_separate_port_spaces(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """5353/udp and 5353/tcp can belong to different apps; Docker publishes each protocol."""
+    create(stub, "dns", test_image)
+    reply = stub.EditPorts(
+        apps_pb2.EditPortsRequest(
+            name="apps/dns",
+            add_published_ports=[apps_pb2.Port(number=5353, protocol=apps_pb2.PROTOCOL_UDP)],
+        )
+    )
+    [binding] = reply.app.bindings
+    assert binding.protocol == apps_pb2.PROTOCOL_UDP
+    assert binding.published_port == 5353
+    assert the_container(server.docker_host, server.instance, "dns").published == {
+        f"{binding.target_port}/udp": 5353
+    }
+    create(stub, "web", test_image)
+    web = edit(stub, "web", add_published_ports=[5353])
+    assert pairs(web)[0][0] == 5353
+    assert http_get(5353).strip() == "miasma-test"
+
+
+def test_restart_keeps_ports_and_serves_again(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """RestartApp restarts the container in place; the ports do not move."""
+    before = create(stub, "bouncy", test_image)
+    after = stub.RestartApp(apps_pb2.RestartAppRequest(name="apps/bouncy")).app
+    assert pairs(after) == pairs(before)
+    assert http_get(before.bindings[0].published_port).strip() == "miasma-test"

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from miasma.v1 import apps_pb2_grpc
 
 from scripts import engine
 from tests import docker_cli
@@ -68,3 +69,11 @@ def make_server(
     for server in servers:
         server.stop()
     docker_cli.remove_instance(docker_host, instance)
+
+
+@pytest.fixture
+def stub(server: ServerProcess) -> Iterator[apps_pb2_grpc.AppServiceStub]:
+    """An AppService stub on the test module's ``server`` fixture."""
+    channel, app_stub = server.stub()
+    with channel:
+        yield app_stub

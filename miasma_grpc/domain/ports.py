@@ -220,8 +220,8 @@ def _apply_additions(
             )
         if holder is None and busy is not None and busy(port):
             raise FailedPrecondition(
-                f"{field}: port {port} is already in use on the Docker host by a process "
-                "outside Miasma",
+                f"{field}: port {port} is already in use on the Docker host by something "
+                "that is not an app of this Miasma",
                 reason="PORT_BUSY_ON_HOST",
                 violations=[FieldViolation(field, f"port {port} is in use on the host")],
                 metadata={"port": str(port.number), "protocol": str(port.protocol)},

@@ -31,12 +31,23 @@ _APP_COLUMNS = "name, image, command, env, desired_state, revision, create_time,
 
 async def _connect(path: Path) -> aiosqlite.Connection:
     db = await aiosqlite.connect(path, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    await db.execute("PRAGMA journal_mode = WAL")
-    await db.execute("PRAGMA synchronous = NORMAL")  # durable at WAL checkpoints; safe with WAL
-    await db.execute("PRAGMA foreign_keys = ON")
-    await db.execute("PRAGMA busy_timeout = 5000")
+    try:
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = NORMAL")  # durable at WAL checkpoints; safe with WAL
+        await db.execute("PRAGMA foreign_keys = ON")
+        await db.execute("PRAGMA busy_timeout = 5000")
+    except BaseException:
+        # An unclosed connection's (non-daemon) thread would keep the process alive.
+        await db.close()
+        raise
     return db
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 class SqliteStore:
@@ -51,11 +62,16 @@ class SqliteStore:
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await _connect(self.path)
-        await self._migrate(self._writer)
-        await self._release_orphaned_ports(self._writer)
-        self._reader = await _connect(self.path)
-        await self._load_ledger()
+        try:
+            self._writer = await _connect(self.path)
+            await self._migrate(self._writer)
+            await self._release_orphaned_ports(self._writer)
+            self._reader = await _connect(self.path)
+            await self._load_ledger()
+        except BaseException:
+            # __aexit__ does not run when __aenter__ fails: close what was opened.
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
@@ -77,14 +93,21 @@ class SqliteStore:
 
     @staticmethod
     async def _migrate(db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the version bump is part of the script.
-            await db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+        while (version := await _user_version(db)) < len(MIGRATIONS):
+            try:
+                # executescript commits first; the version bump is part of the script.
+                await db.executescript(
+                    f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\n"
+                    f"PRAGMA user_version = {version + 1};\nCOMMIT;"
+                )
+            except sqlite3.OperationalError:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                # Another connection (a second store or process opening the same new
+                # file) may have applied this migration between our version check and
+                # our BEGIN IMMEDIATE: go on from the version it left, else fail.
+                if await _user_version(db) == version:
+                    raise
 
     @staticmethod
     async def _release_orphaned_ports(db: aiosqlite.Connection) -> None:
@@ -141,10 +164,11 @@ class SqliteStore:
                 await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
-            for app, ports in tx.released:
-                self.ledger.release(app, ports)
-            for app, ports in tx.held:
-                self.ledger.hold(app, ports)
+            for held, app, ports in tx.ledger_changes:
+                if held:
+                    self.ledger.hold(app, ports)
+                else:
+                    self.ledger.release(app, ports)
 
 
 class Transaction:
@@ -152,8 +176,9 @@ class Transaction:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        self.held: list[tuple[str, list[Port]]] = []
-        self.released: list[tuple[str, list[Port]]] = []
+        # (held?, app, ports) in the order they happened: replayed in that order after
+        # the commit, so a port held and then released in one transaction ends released.
+        self.ledger_changes: list[tuple[bool, str, list[Port]]] = []
 
     async def get_app(self, name: str) -> App:
         """The app as this transaction sees it."""
@@ -201,7 +226,7 @@ class Transaction:
         ) as cursor:
             ports = [Port(r["port"], Protocol(r["protocol"])) for r in await cursor.fetchall()]
         await self._db.execute("DELETE FROM apps WHERE name = ?", (name,))
-        self.released.append((name, ports))
+        self.ledger_changes.append((False, name, ports))
 
     async def hold_ports(self, app: str, ports: Iterable[Port]) -> None:
         """Record ``ports`` as held by ``app`` (no-op for ports it already holds)."""
@@ -227,7 +252,7 @@ class Transaction:
                 reason="PORT_IN_USE",
                 resource=f"apps/{holders.get(port)}",
             )
-        self.held.append((app, wanted))
+        self.ledger_changes.append((True, app, wanted))
 
     async def release_ports_except(self, app: str, keep: Iterable[Port]) -> None:
         """Release every port ``app`` holds that is not in ``keep``."""
@@ -241,7 +266,7 @@ class Transaction:
             "DELETE FROM published_ports WHERE protocol = ? AND port = ? AND app = ?",
             [(str(p.protocol), p.number, app) for p in dropped],
         )
-        self.released.append((app, dropped))
+        self.ledger_changes.append((False, app, dropped))
 
     async def _holders(self, ports: Sequence[Port]) -> dict[Port, str]:
         result: dict[Port, str] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,14 +32,6 @@ STOPPED = apps_pb2.DESIRED_STATE_STOPPED
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     """A server whose auto published ports come from 15001-15999."""
     return make_server(published_range="15001-15999")
-
-
-@pytest.fixture
-def stub(server: ServerProcess) -> Iterator[apps_pb2_grpc.AppServiceStub]:
-    """An AppService stub on the server."""
-    channel, stub = server.stub()
-    with channel:
-        yield stub
 
 
 def details(error: grpc.RpcError) -> dict[str, object]:

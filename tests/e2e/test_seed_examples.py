@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from miasma.v1 import apps_pb2, apps_pb2_grpc
@@ -30,14 +30,6 @@ def pairs(app: apps_pb2.App) -> list[tuple[int, int]]:
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     """A server whose auto published ports come from 14001-14999."""
     return make_server(published_range="14001-14999")
-
-
-@pytest.fixture
-def stub(server: ServerProcess) -> Iterator[apps_pb2_grpc.AppServiceStub]:
-    """An AppService stub on the server."""
-    channel, stub = server.stub()
-    with channel:
-        yield stub
 
 
 def create(stub: apps_pb2_grpc.AppServiceStub, name: str, image: str) -> apps_pb2.App:

@@ -54,7 +54,8 @@ class PortLedger:
 
         ``busy`` (optional) tells ports some process outside Miasma holds.
         Raises :class:`ResourceExhausted` when every port is held, reserved,
-        claimed or busy. Does not record the allocation: call :meth:`hold`.
+        claimed or busy. Changes nothing: an allocation counts once :meth:`hold`
+        records it.
         """
         start, size = self.managed.start, len(self.managed)
         offset = self._cursor.get(protocol, 0)
@@ -65,7 +66,6 @@ class PortLedger:
                 continue
             if busy is not None and busy(port):
                 continue
-            self._cursor[protocol] = (number - start + 1) % size
             return number
         raise ResourceExhausted(
             f"no free {protocol} port left in the range {self.managed}: "
@@ -74,9 +74,21 @@ class PortLedger:
         )
 
     def hold(self, app: str, ports: Iterable[Port]) -> None:
-        """Record that ``app`` holds ``ports`` (after the store committed it)."""
+        """Record that ``app`` holds ``ports`` (after the store committed it).
+
+        The next-fit cursor moves past held ports here, not in :meth:`allocate`,
+        so previews and refused edits leave the next choice unchanged.
+        """
+        ports = list(ports)
         for port in ports:
             self._holders[port] = app
+        for protocol in Protocol:
+            # Deterministic whatever order ``ports`` comes in (often a set).
+            numbers = [
+                p.number for p in ports if p.protocol is protocol and p.number in self.managed
+            ]
+            if numbers:
+                self._cursor[protocol] = (max(numbers) - self.managed.start + 1) % len(self.managed)
 
     def release(self, app: str, ports: Iterable[Port]) -> None:
         """Forget ``ports`` held by ``app``; ports held by others are untouched."""

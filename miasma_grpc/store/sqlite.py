@@ -132,15 +132,11 @@ class SqliteStore:
 
     async def list_apps(self, *, after: str = "", limit: int | None = None) -> list[App]:
         """Apps in name order, starting after ``after``."""
-        sql = f"SELECT {_APP_COLUMNS} FROM apps WHERE name > ? ORDER BY name"
-        params: tuple[Any, ...] = (after,)
-        if limit is not None:
-            sql += " LIMIT ?"
-            params += (limit,)
-        async with self._db.execute(sql, params) as cursor:
-            rows = list(await cursor.fetchall())
-        bindings = await _bindings_for(self._db, [r["name"] for r in rows])
-        return [_app_from_row(r, bindings.get(r["name"], ())) for r in rows]
+        return await _select_apps(
+            self._db,
+            "WHERE a.name IN (SELECT name FROM apps WHERE name > ? ORDER BY name LIMIT ?)",
+            (after, -1 if limit is None else limit),
+        )
 
     async def revision(self) -> int:
         """The server-wide revision of the last committed change."""
@@ -336,32 +332,35 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
 
 
 async def _get_app(db: aiosqlite.Connection, name: str) -> App:
-    async with db.execute(f"SELECT {_APP_COLUMNS} FROM apps WHERE name = ?", (name,)) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
+    apps = await _select_apps(db, "WHERE a.name = ?", (name,))
+    if not apps:
         raise NotFound(f"app {name!r} not found", resource=f"apps/{name}")
-    bindings = await _bindings_for(db, [name])
-    return _app_from_row(row, bindings.get(name, ()))
+    return apps[0]
 
 
-async def _bindings_for(db: aiosqlite.Connection, names: Sequence[str]) -> dict[str, list[Binding]]:
-    if not names:
-        return {}
-    marks = ",".join("?" * len(names))
-    result: dict[str, list[Binding]] = {}
-    async with db.execute(
-        f"SELECT app, protocol, published, target, published_explicit, target_explicit "
-        f"FROM bindings WHERE app IN ({marks}) ORDER BY app, slot",
-        tuple(names),
-    ) as cursor:
+async def _select_apps(db: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> list[App]:
+    # One statement for apps and their bindings: SQLite runs it on one snapshot,
+    # so a concurrent commit can never pair new app fields with old bindings.
+    columns = ", ".join(f"a.{c}" for c in _APP_COLUMNS.split(", "))
+    sql = (
+        f"SELECT {columns}, b.protocol, b.published, b.target, b.published_explicit, "
+        f"b.target_explicit FROM apps AS a LEFT JOIN bindings AS b ON b.app = a.name "
+        f"{where} ORDER BY a.name, b.slot"
+    )
+    rows: list[sqlite3.Row] = []
+    bindings: dict[str, list[Binding]] = {}
+    async with db.execute(sql, params) as cursor:
         async for r in cursor:
-            result.setdefault(r["app"], []).append(
-                Binding(
-                    published=r["published"],
-                    target=r["target"],
-                    protocol=Protocol(r["protocol"]),
-                    published_explicit=bool(r["published_explicit"]),
-                    target_explicit=bool(r["target_explicit"]),
+            if not rows or rows[-1]["name"] != r["name"]:
+                rows.append(r)
+            if r["protocol"] is not None:
+                bindings.setdefault(r["name"], []).append(
+                    Binding(
+                        published=r["published"],
+                        target=r["target"],
+                        protocol=Protocol(r["protocol"]),
+                        published_explicit=bool(r["published_explicit"]),
+                        target_explicit=bool(r["target_explicit"]),
+                    )
                 )
-            )
-    return result
+    return [_app_from_row(r, bindings.get(r["name"], ())) for r in rows]

@@ -235,3 +235,41 @@ def test_restart_keeps_ports_and_serves_again(
     after = stub.RestartApp(apps_pb2.RestartAppRequest(name="apps/bouncy")).app
     assert pairs(after) == pairs(before)
     assert http_get(before.bindings[0].published_port).strip() == "miasma-test"
+
+
+def engine_time(server: ServerProcess) -> str:
+    """The engine's clock (events are filtered by it, not by ours)."""
+    return docker(server.docker_host, "info", "--format", "{{json .SystemTime}}").strip('"\n')
+
+
+def container_events(server: ServerProcess, since: str) -> list[tuple[str, str]]:
+    """(action, container name) of the instance's start/die events since ``since``."""
+    until = engine_time(server)
+    out = docker(
+        server.docker_host, "events", "--since", since, "--until", until,
+        "--filter", f"label=io.miasma.instance={server.instance}",
+        "--filter", "type=container", "--filter", "event=start", "--filter", "event=die",
+        "--format", "{{.Action}} {{.Actor.Attributes.name}}",
+    )  # fmt: skip
+    return [tuple(line.split(" ", 1)) for line in out.splitlines()]  # type: ignore[misc]
+
+
+def test_port_change_starts_new_container_first_unless_published_ports_overlap(
+    stub: apps_pb2_grpc.AppServiceStub, server: ServerProcess, test_image: str
+) -> None:
+    """Moving to a new published port starts the new container before the old one stops;
+    keeping the published port (target change) stops the old one first."""
+    create(stub, "rolling", test_image)
+    old = the_container(server.docker_host, server.instance, "rolling").name
+    since = engine_time(server)
+    edit(stub, "rolling", add_published_ports=[8096])
+    new = the_container(server.docker_host, server.instance, "rolling").name
+    events = container_events(server, since)
+    assert events.index(("start", new)) < events.index(("die", old))
+
+    since = engine_time(server)
+    edit(stub, "rolling", add_target_ports=[80])
+    newest = the_container(server.docker_host, server.instance, "rolling").name
+    events = container_events(server, since)
+    assert events.index(("die", new)) < events.index(("start", newest))
+    assert http_get(8096).strip() == "miasma-test"

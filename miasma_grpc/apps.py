@@ -85,8 +85,14 @@ class AppManager:
     # -- reads ---------------------------------------------------------------
 
     async def get(self, name: str) -> App:
-        """One app."""
-        return await self.store.get_app(name)
+        """One app; its observed state is refreshed from Docker when Docker answers."""
+        app = await self.store.get_app(name)
+        if not self.lock(name).locked():  # a rollout in progress reports when it is done
+            try:
+                self.observed[name] = await self.runtime.observe(app)
+            except (Unavailable, RuntimeFailure) as exc:
+                log.debug("could not observe %s: %s", name, exc.message)
+        return app
 
     async def list(self, *, after: str, limit: int) -> list[App]:
         """A page of apps in name order."""

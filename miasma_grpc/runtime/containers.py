@@ -136,7 +136,7 @@ class DockerContainerRuntime:
                 await self._remove_all([*extra, *stale])
             else:
                 await self._replace(app, want, stale)
-            return Observed(running=1, total=1)
+        return await self.observe(app)
 
     async def restart(self, app: App) -> Observed:
         """Restart the container (create it if it is missing)."""
@@ -162,14 +162,17 @@ class DockerContainerRuntime:
         return {name for c in found if (name := _labels(c).get(LABEL_APP))}
 
     async def observe(self, app: App) -> Observed:
-        """Running/total for the app's current spec."""
+        """Running/total for the app's current spec, and why it is not running."""
         want = spec_hash(app, self.network)
         containers = [
             c for c in await self._containers(app.name) if _labels(c).get(LABEL_SPEC) == want
         ]
-        total = 0 if app.desired_state is DesiredState.STOPPED else 1
-        running = sum(1 for c in containers if _running(c))
-        return Observed(running=min(running, total), total=total)
+        if app.desired_state is DesiredState.STOPPED:
+            return Observed(running=0, total=0)
+        if any(_running(c) for c in containers):
+            return Observed(running=1, total=1)
+        status = str(_field(containers[0], "Status") or "") if containers else "no container"
+        return Observed(running=0, total=1, last_error=f"not running: {status}")
 
     # -- internals -----------------------------------------------------------
 

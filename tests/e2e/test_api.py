@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -378,3 +379,23 @@ def test_signals_shut_the_server_down_gracefully(server: ServerProcess, sig: int
     """SIGTERM and SIGINT stop the server with exit code 0 and a shutdown log line."""
     assert server.stop(sig) == 0
     assert "shutting down" in server.log()
+
+
+def test_an_app_whose_process_exits_is_reported_not_running(
+    stub: apps_pb2_grpc.AppServiceStub, test_image: str
+) -> None:
+    """Observed state comes from Docker: a crashed process shows 0/1 and Docker's status."""
+    stub.CreateApp(
+        apps_pb2.CreateAppRequest(
+            app_id="crashy", app=apps_pb2.App(image=test_image, command=["sh", "-c", "exit 3"])
+        )
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        observed = stub.GetApp(apps_pb2.GetAppRequest(name="apps/crashy")).app.observed
+        if "(3)" in observed.last_error or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (observed.running, observed.total) == (0, 1)
+    # Docker keeps restarting it (restart policy), so it is "Restarting (3)" or "Exited (3)".
+    assert "(3)" in observed.last_error

@@ -48,7 +48,10 @@ class Reconciler:
                     since_pass = self.interval  # converge now that Docker is back
                 reachable = info.reachable
             if reachable and since_pass >= self.interval:
-                await self.reconcile_all()
+                try:
+                    await self.reconcile_all()
+                except Exception:  # a bad pass must not end the loop; the next one retries
+                    log.exception("reconciliation pass failed")
                 since_pass = 0.0
             await asyncio.sleep(PING_INTERVAL)
             since_pass += PING_INTERVAL

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -88,15 +87,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             docker_host(settings),
         )
         reconciler = Reconciler(manager, reachability, settings.reconcile_interval)
-        background = asyncio.create_task(reconciler.run(), name="reconciler")
-        try:
+        async with asyncio.TaskGroup() as background:
+            reconciling = background.create_task(reconciler.run(), name="reconciler")
             await stop.wait()
-        finally:
             log.info("shutting down")
             await health_servicer.enter_graceful_shutdown()
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await background
+            reconciling.cancel()
             await server.stop(SHUTDOWN_GRACE)
 
 

@@ -310,9 +310,7 @@ async def _absent(store: SqliteStore, name: str) -> None:
         await store.get_app(name)
     except NotFound:
         return
-    raise AlreadyExists(
-        f"an app named {name!r} already exists", reason="APP_EXISTS", resource=f"apps/{name}"
-    )
+    raise AlreadyExists.app(name)
 
 
 def _check_etag(app: App, etag: str) -> None:

@@ -57,8 +57,9 @@ def parse_ports(text: str) -> tuple[Port, ...]:
     return tuple(ports)
 
 
-def _env(name: str, environ: Mapping[str, str]) -> str | None:
-    return environ.get("MIASMA_" + name.upper().replace("-", "_"))
+def env_name(flag: str) -> str:
+    """``db-path`` -> ``MIASMA_DB_PATH``."""
+    return "MIASMA_" + flag.upper().replace("-", "_")
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -71,11 +72,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     def add(flag: str, help_text: str, default: object) -> None:
-        env_value = _env(flag, environ)
+        env_value = environ.get(env_name(flag))
         parser.add_argument(
             f"--{flag}",
             default=env_value if env_value is not None else default,
-            help=f"{help_text} [env MIASMA_{flag.upper().replace('-', '_')}; default: {default}]",
+            help=f"{help_text} [env {env_name(flag)}; default: {default}]",
         )
 
     add("listen", "address to serve gRPC on", defaults.listen)

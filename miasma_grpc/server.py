@@ -35,26 +35,30 @@ def docker_host(settings: Settings) -> str:
     return settings.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
-def host_ports(settings: Settings) -> HostPorts:
+def host_ports(engine: str, publish_address: str) -> HostPorts:
     """Probe host ports locally only when the engine runs on this machine."""
-    if docker_host(settings).startswith("unix://"):
-        return LocalHostPorts(settings.publish_address)
+    if engine.startswith("unix://"):
+        return LocalHostPorts(publish_address)
     return NoHostPorts()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, then shut down gracefully."""
     ledger = PortLedger(settings.published_range, settings.all_reserved)
+    engine = docker_host(settings)
     async with (
         SqliteStore(settings.db_path, ledger) as store,
         DockerContainerRuntime(
-            docker_host(settings),
+            engine,
             instance=settings.instance,
             publish_address=settings.publish_address,
         ) as runtime,
     ):
         manager = AppManager(
-            store, runtime, RandomTargets(settings.target_range), host_ports(settings)
+            store,
+            runtime,
+            RandomTargets(settings.target_range),
+            host_ports(engine, settings.publish_address),
         )
         server = grpc.aio.server()
         apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, settings), server)
@@ -84,7 +88,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             host,
             port,
             settings.db_path,
-            docker_host(settings),
+            engine,
         )
         reconciler = Reconciler(manager, reachability, settings.reconcile_interval)
         async with asyncio.TaskGroup() as background:

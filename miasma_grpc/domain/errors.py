@@ -72,6 +72,13 @@ class AlreadyExists(MiasmaError):
 
     reason = "ALREADY_EXISTS"
 
+    @classmethod
+    def app(cls, name: str) -> AlreadyExists:
+        """The app name ``name`` is taken."""
+        return cls(
+            f"an app named {name!r} already exists", reason="APP_EXISTS", resource=f"apps/{name}"
+        )
+
 
 class FailedPrecondition(MiasmaError):
     """Raised when the system state forbids the change: reserved or busy host port."""

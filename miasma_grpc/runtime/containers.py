@@ -76,7 +76,6 @@ class DockerContainerRuntime:
         self.network = instance
         self.publish_address = publish_address
         self._docker: aiodocker.Docker | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
         self._network_ready = False
 
     async def __aenter__(self) -> Self:
@@ -100,9 +99,6 @@ class DockerContainerRuntime:
             raise RuntimeError("runtime is not open")
         return self._docker
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
-
     # -- Runtime protocol ----------------------------------------------------
 
     async def info(self) -> RuntimeInfo:
@@ -118,40 +114,39 @@ class DockerContainerRuntime:
         )
 
     async def apply(self, app: App) -> Observed:
-        """Make the app's container match its spec and desired state."""
-        async with self._lock(app.name):
-            containers = await self._containers(app.name)
-            if app.desired_state is DesiredState.STOPPED:
-                for container in containers:
-                    await self._stop(container)
-                return Observed(running=0, total=0)
-            want = spec_hash(app, self.network)
-            current = [c for c in containers if _labels(c).get(LABEL_SPEC) == want]
-            stale = [c for c in containers if c not in current]
-            if current:
-                keep, *extra = current
-                if not _running(keep):
-                    async with docker_errors(f"start the container of app {app.name!r}"):
-                        await keep.start()
-                await self._remove_all([*extra, *stale])
-            else:
-                await self._replace(app, want, stale)
+        """Make the app's container match its spec and desired state.
+
+        Callers serialise calls per app (AppManager holds the app's lock).
+        """
+        containers = await self._containers(app.name)
+        if app.desired_state is DesiredState.STOPPED:
+            for container in containers:
+                await self._stop(container)
+            return Observed(running=0, total=0)
+        want = spec_hash(app, self.network)
+        current = [c for c in containers if _labels(c).get(LABEL_SPEC) == want]
+        stale = [c for c in containers if c not in current]
+        if current:
+            keep, *extra = current
+            if not _running(keep):
+                async with docker_errors(f"start the container of app {app.name!r}"):
+                    await keep.start()
+            await self._remove_all([*extra, *stale])
+        else:
+            await self._replace(app, want, stale)
         return await self.observe(app)
 
     async def restart(self, app: App) -> Observed:
         """Restart the container (create it if it is missing)."""
         observed = await self.apply(app)
-        async with self._lock(app.name):
-            for container in await self._containers(app.name):
-                async with docker_errors(f"restart the container of app {app.name!r}"):
-                    await container.restart(timeout=STOP_TIMEOUT)
+        for container in await self._containers(app.name):
+            async with docker_errors(f"restart the container of app {app.name!r}"):
+                await container.restart(timeout=STOP_TIMEOUT)
         return observed
 
     async def remove(self, name: str) -> None:
         """Remove every container of the app."""
-        async with self._lock(name):
-            await self._remove_all(await self._containers(name))
-        self._locks.pop(name, None)
+        await self._remove_all(await self._containers(name))
 
     async def managed_apps(self) -> set[str]:
         """App names found on Miasma-labelled containers."""

@@ -27,6 +27,7 @@ from miasma_grpc.domain.models import App, Binding, DesiredState, Port, Protocol
 from miasma_grpc.store.migrations import MIGRATIONS
 
 _APP_COLUMNS = "name, image, command, env, desired_state, revision, create_time, update_time"
+_APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in _APP_COLUMNS.split(", "))
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -34,7 +35,9 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     try:
         db.row_factory = sqlite3.Row
         await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute("PRAGMA synchronous = NORMAL")  # durable at WAL checkpoints; safe with WAL
+        await db.execute(
+            "PRAGMA synchronous = NORMAL"
+        )  # survives process crashes; an OS crash may lose the last commits
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA busy_timeout = 5000")
     except BaseException:
@@ -197,11 +200,7 @@ class Transaction:
                 _app_row(app),
             )
         except sqlite3.IntegrityError as exc:
-            raise AlreadyExists(
-                f"an app named {app.name!r} already exists",
-                reason="APP_EXISTS",
-                resource=f"apps/{app.name}",
-            ) from exc
+            raise AlreadyExists.app(app.name) from exc
         await self._write_bindings(app.name, app.bindings)
         await self.hold_ports(app.name, [b.published_port for b in app.bindings])
 
@@ -225,28 +224,32 @@ class Transaction:
         self.ledger_changes.append((False, name, ports))
 
     async def hold_ports(self, app: str, ports: Iterable[Port]) -> None:
-        """Record ``ports`` as held by ``app`` (no-op for ports it already holds)."""
+        """Record ``ports`` as held by ``app`` (no-op for ports it already holds).
+
+        Raises :class:`AlreadyExists` if the table says another app holds one:
+        the in-memory ledger is checked first, this is the guarantee behind it.
+        """
         wanted = list(ports)
-        try:
-            await self._db.executemany(
+        for port in wanted:
+            # RETURNING yields a row when inserted or already ours, none when another app holds it.
+            async with self._db.execute(
                 "INSERT INTO published_ports (protocol, port, app) VALUES (?, ?, ?) "
-                "ON CONFLICT (protocol, port) DO UPDATE SET app = app "
-                "WHERE app = excluded.app",
-                [(str(p.protocol), p.number, app) for p in wanted],
-            )
-        except sqlite3.IntegrityError as exc:  # pragma: no cover - the planner checks first
+                "ON CONFLICT (protocol, port) DO UPDATE SET app = app WHERE app = excluded.app "
+                "RETURNING app",
+                (str(port.protocol), port.number, app),
+            ) as cursor:
+                if await cursor.fetchone() is not None:
+                    continue
+            async with self._db.execute(
+                "SELECT app FROM published_ports WHERE protocol = ? AND port = ?",
+                (str(port.protocol), port.number),
+            ) as cursor:
+                row = await cursor.fetchone()
+            holder = row["app"] if row else "?"
             raise AlreadyExists(
-                f"published port already held: {exc}", reason="PORT_IN_USE"
-            ) from exc
-        holders = await self._holders(wanted)
-        stolen = [p for p in wanted if holders.get(p) != app]
-        if stolen:
-            # The ledger said free but the table disagrees: refuse rather than double-allocate.
-            port = stolen[0]
-            raise AlreadyExists(
-                f"published port {port} is already used by app {holders.get(port)!r}",
+                f"published port {port} is already used by app {holder!r}",
                 reason="PORT_IN_USE",
-                resource=f"apps/{holders.get(port)}",
+                resource=f"apps/{holder}",
             )
         self.ledger_changes.append((True, app, wanted))
 
@@ -263,18 +266,6 @@ class Transaction:
             [(str(p.protocol), p.number, app) for p in dropped],
         )
         self.ledger_changes.append((False, app, dropped))
-
-    async def _holders(self, ports: Sequence[Port]) -> dict[Port, str]:
-        result: dict[Port, str] = {}
-        for port in ports:
-            async with self._db.execute(
-                "SELECT app FROM published_ports WHERE protocol = ? AND port = ?",
-                (str(port.protocol), port.number),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is not None:
-                result[port] = row["app"]
-        return result
 
     async def _write_bindings(self, app: str, bindings: Sequence[Binding]) -> None:
         await self._db.executemany(
@@ -341,9 +332,8 @@ async def _get_app(db: aiosqlite.Connection, name: str) -> App:
 async def _select_apps(db: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> list[App]:
     # One statement for apps and their bindings: SQLite runs it on one snapshot,
     # so a concurrent commit can never pair new app fields with old bindings.
-    columns = ", ".join(f"a.{c}" for c in _APP_COLUMNS.split(", "))
     sql = (
-        f"SELECT {columns}, b.protocol, b.published, b.target, b.published_explicit, "
+        f"SELECT {_APP_COLUMNS_OF_A}, b.protocol, b.published, b.target, b.published_explicit, "
         f"b.target_explicit FROM apps AS a LEFT JOIN bindings AS b ON b.app = a.name "
         f"{where} ORDER BY a.name, b.slot"
     )

@@ -1,1 +1,33 @@
-"""Python client for Miasma gRPC (the typed client and CLI arrive with issue 3)."""
+"""Python client for Miasma gRPC: typed blocking and async clients, and the `miasma` CLI.
+
+Layering: ``cli`` -> public client (``_client``) -> ``_operations``
+(requests per RPC) -> generated stubs (``miasma.v1``). Nothing here imports
+server code (``miasma_grpc``); a test checks it.
+"""
+
+from miasma_client._client import DEFAULT_TIMEOUT, AsyncMiasmaClient, MiasmaClient
+from miasma_client._errors import FieldViolation, MiasmaError
+from miasma_client._operations import Operation, resource_name
+from miasma_client._ports import PortLike, format_port, parse_port, parse_ports
+from miasma_client._settings import DEFAULT_SERVER, Settings, SettingsError, config_path
+from miasma_client._status import AppStatus, app_status
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "DEFAULT_TIMEOUT",
+    "AppStatus",
+    "AsyncMiasmaClient",
+    "FieldViolation",
+    "MiasmaClient",
+    "MiasmaError",
+    "Operation",
+    "PortLike",
+    "Settings",
+    "SettingsError",
+    "app_status",
+    "config_path",
+    "format_port",
+    "parse_port",
+    "parse_ports",
+    "resource_name",
+]

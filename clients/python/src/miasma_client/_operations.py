@@ -1,0 +1,156 @@
+"""Every RPC as one function: plain Python arguments in, an :class:`Operation` out.
+
+An operation names the stub method, carries the request and knows which
+part of the response the caller wants. The blocking and the async client
+are both assembled from these functions (``_client.py``), so each RPC's
+arguments, defaults and docs are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from google.protobuf import field_mask_pb2
+from miasma.v1 import apps_pb2
+
+from miasma_client._ports import PortLike, parse_ports
+
+COLLECTION = "apps/"
+
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Operation(Generic[Result]):
+    """One unary call: ``stub.<rpc>(request)``, then ``result(response)``."""
+
+    rpc: str
+    request: Any
+    result: Callable[[Any], Result]
+
+
+def _app(response: Any) -> apps_pb2.App:
+    app: apps_pb2.App = response.app
+    return app
+
+
+def _whole(response: Any) -> Any:
+    return response
+
+
+def resource_name(app: str) -> str:
+    """``web`` -> ``apps/web`` (names already in that form pass through)."""
+    return app if app.startswith(COLLECTION) else COLLECTION + app
+
+
+def create_app(
+    name: str,
+    image: str,
+    *,
+    command: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    published_ports: Iterable[PortLike] = (),
+    target_ports: Iterable[PortLike] = (),
+    stopped: bool = False,
+    validate_only: bool = False,
+) -> Operation[apps_pb2.App]:
+    """Create app ``name`` from ``image``, started unless ``stopped``.
+
+    Ports are ints, ``"5353/udp"`` strings, comma lists or ``Port`` messages;
+    published and target ports pair up by order.
+    """
+    state = apps_pb2.DESIRED_STATE_STOPPED if stopped else apps_pb2.DESIRED_STATE_RUNNING
+    request = apps_pb2.CreateAppRequest(
+        app_id=name,
+        app=apps_pb2.App(image=image, command=command, env=env, desired_state=state),
+        published_ports=parse_ports(published_ports),
+        target_ports=parse_ports(target_ports),
+        validate_only=validate_only,
+    )
+    return Operation("CreateApp", request, _app)
+
+
+def get_app(name: str) -> Operation[apps_pb2.App]:
+    """One app, with what Docker reports about it now."""
+    return Operation("GetApp", apps_pb2.GetAppRequest(name=resource_name(name)), _app)
+
+
+def list_apps_page(
+    page_size: int = 0, page_token: str = ""
+) -> Operation[apps_pb2.ListAppsResponse]:
+    """One page of apps in name order, and the token of the next page."""
+    request = apps_pb2.ListAppsRequest(page_size=page_size, page_token=page_token)
+    return Operation("ListApps", request, _whole)
+
+
+def update_app(
+    name: str,
+    *,
+    image: str | None = None,
+    command: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Operation[apps_pb2.App]:
+    """Change only the fields given; a running app is rolled out again."""
+    changes = {"image": image, "command": command, "env": env}
+    paths = [path for path, value in changes.items() if value is not None]
+    if not paths:
+        # An empty mask means "every field" to the server: never send one by accident.
+        raise ValueError("update_app needs at least one of image, command or env")
+    app = apps_pb2.App(name=resource_name(name), image=image or "", command=command, env=env)
+    mask = field_mask_pb2.FieldMask(paths=paths)
+    return Operation("UpdateApp", apps_pb2.UpdateAppRequest(app=app, update_mask=mask), _app)
+
+
+def delete_app(name: str, *, etag: str = "") -> Operation[apps_pb2.App]:
+    """Delete the app, its container and its ports; returns its last state."""
+    request = apps_pb2.DeleteAppRequest(name=resource_name(name), etag=etag)
+    return Operation("DeleteApp", request, _app)
+
+
+def start_app(name: str) -> Operation[apps_pb2.App]:
+    """Start a stopped app on its ports."""
+    return Operation("StartApp", apps_pb2.StartAppRequest(name=resource_name(name)), _app)
+
+
+def stop_app(name: str) -> Operation[apps_pb2.App]:
+    """Stop the app; its ports stay reserved."""
+    return Operation("StopApp", apps_pb2.StopAppRequest(name=resource_name(name)), _app)
+
+
+def restart_app(name: str) -> Operation[apps_pb2.App]:
+    """Restart the app's container on the same ports."""
+    return Operation("RestartApp", apps_pb2.RestartAppRequest(name=resource_name(name)), _app)
+
+
+def edit_ports(
+    name: str,
+    *,
+    add_published: Iterable[PortLike] = (),
+    remove_published: Iterable[PortLike] = (),
+    add_target: Iterable[PortLike] = (),
+    remove_target: Iterable[PortLike] = (),
+    validate_only: bool = False,
+    etag: str = "",
+) -> Operation[apps_pb2.EditPortsResponse]:
+    """Add or remove ports atomically; the response has the app and the changed slots.
+
+    ``validate_only`` returns the plan without changing anything; ``etag``
+    makes the edit fail with ABORTED if the app changed since it was read.
+    """
+    request = apps_pb2.EditPortsRequest(
+        name=resource_name(name),
+        add_published_ports=parse_ports(add_published),
+        remove_published_ports=parse_ports(remove_published),
+        add_target_ports=parse_ports(add_target),
+        remove_target_ports=parse_ports(remove_target),
+        validate_only=validate_only,
+        etag=etag,
+    )
+    return Operation("EditPorts", request, _whole)
+
+
+def server_info() -> Operation[apps_pb2.GetServerInfoResponse]:
+    """Version, Docker, runtime mode and port ranges of the server."""
+    return Operation("GetServerInfo", apps_pb2.GetServerInfoRequest(), _whole)

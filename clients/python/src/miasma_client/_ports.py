@@ -1,0 +1,57 @@
+"""The CLI's port spelling: ``8080``, ``8080/tcp``, ``5353/udp``, comma lists.
+
+Only the shape is checked here (a number, a known protocol); whether the
+number is a usable port is the server's call, so every client gets the same
+answer and the same field in the error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from miasma.v1 import apps_pb2
+
+PortLike = int | str | apps_pb2.Port
+
+_SPEC = re.compile(r"(?P<number>\d+)(?:/(?P<protocol>tcp|udp))?", re.IGNORECASE)
+_PROTOCOLS = {"tcp": apps_pb2.PROTOCOL_TCP, "udp": apps_pb2.PROTOCOL_UDP}
+
+
+def parse_port(value: PortLike) -> apps_pb2.Port:
+    """``"5353/udp"`` -> ``Port(number=5353, protocol=UDP)``; ints are TCP.
+
+    Raises :class:`ValueError` naming the accepted forms when ``value`` has
+    another shape.
+    """
+    if isinstance(value, apps_pb2.Port):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return apps_pb2.Port(number=value, protocol=apps_pb2.PROTOCOL_TCP)
+    match = _SPEC.fullmatch(str(value).strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a port: use NUMBER, NUMBER/tcp or NUMBER/udp")
+    number = int(match["number"])
+    if number > 0xFFFFFFFF:  # the wire type is uint32; the server judges the range
+        raise ValueError(f"{value!r} is not a port: {number} is far above 65535")
+    protocol = _PROTOCOLS[(match["protocol"] or "tcp").lower()]
+    return apps_pb2.Port(number=number, protocol=protocol)
+
+
+def parse_ports(values: Iterable[PortLike]) -> list[apps_pb2.Port]:
+    """Parse each value; strings may hold comma-separated lists (``"8081,8082"``)."""
+    ports: list[apps_pb2.Port] = []
+    for value in values:
+        if isinstance(value, str):
+            parts = [part for part in value.split(",") if part.strip()]
+            if not parts:
+                raise ValueError(f"{value!r} is not a port: use NUMBER, NUMBER/tcp or NUMBER/udp")
+            ports += [parse_port(part) for part in parts]
+        else:
+            ports.append(parse_port(value))
+    return ports
+
+
+def format_port(number: int, protocol: int) -> str:
+    """``8080`` for TCP, ``5353/udp`` for UDP: the spelling :func:`parse_port` reads."""
+    return f"{number}/udp" if protocol == apps_pb2.PROTOCOL_UDP else str(number)

@@ -1,0 +1,39 @@
+"""What an app is doing, read from its desired and observed state."""
+
+from __future__ import annotations
+
+import enum
+
+from miasma.v1 import apps_pb2
+
+PENDING_PREFIX = "pending:"
+
+
+class AppStatus(enum.StrEnum):
+    """One word for an app's state, as ``miasma apps`` shows it."""
+
+    RUNNING = "running"  # every desired replica runs
+    STARTING = "starting"  # desired running, not all replicas up yet
+    PENDING = "pending"  # accepted, waiting for Docker to be reachable
+    FAILED = "failed"  # Docker refused or the process is not running
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+
+    @property
+    def settled(self) -> bool:
+        """Whether a rollout has finished, for better or worse."""
+        return self in (AppStatus.RUNNING, AppStatus.FAILED, AppStatus.STOPPED)
+
+
+def app_status(app: apps_pb2.App) -> AppStatus:
+    """Classify ``app`` from its desired state and what Docker reports."""
+    observed = app.observed
+    if app.desired_state == apps_pb2.DESIRED_STATE_STOPPED:
+        return AppStatus.STOPPED if observed.running == 0 else AppStatus.STOPPING
+    if observed.last_error.startswith(PENDING_PREFIX):
+        return AppStatus.PENDING
+    if observed.last_error:
+        return AppStatus.FAILED
+    if observed.total and observed.running >= observed.total:
+        return AppStatus.RUNNING
+    return AppStatus.STARTING

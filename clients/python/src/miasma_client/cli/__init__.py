@@ -1,0 +1,124 @@
+"""The ``miasma`` command line: Miasma's commands over the gRPC API.
+
+Every command talks to one server (``miasma connect``, ``MIASMA_SERVER`` or
+``--server``), prints tables for people and ``--json`` for scripts, and
+exits non-zero with a one-line message when something fails.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from miasma_client._ports import format_port
+from miasma_client._settings import DEFAULT_SERVER, config_path, save_file
+from miasma_client.cli import _apps
+from miasma_client.cli._context import CliError, State, pass_state
+from miasma_client.cli._params import json_option
+from miasma_client.cli._render import err, out, print_json
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.option(
+    "--server",
+    metavar="HOST:PORT",
+    help=f"Miasma server [env MIASMA_SERVER; saved by `connect`; default {DEFAULT_SERVER}].",
+)
+@click.option(
+    "--token", metavar="TOKEN", help="Access token [env MIASMA_TOKEN; saved by `connect`]."
+)
+@click.option("--tls", is_flag=True, default=None, help="Use TLS with the system's trusted CAs.")
+@click.option("--tls-ca", metavar="FILE", help="Trust this CA (PEM) for the server; implies TLS.")
+@click.option("--tls-cert", metavar="FILE", help="Client certificate (PEM) for mutual TLS.")
+@click.option("--tls-key", metavar="FILE", help="Client private key (PEM) for mutual TLS.")
+@click.option(
+    "--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for each call."
+)
+@click.version_option(package_name="miasma-client", prog_name="miasma")
+@click.pass_context
+def cli(ctx: click.Context, /, timeout: float, **connection: object) -> None:
+    """Run apps on Docker with Heroku-style port management.
+
+    \b
+    Start with:
+      miasma connect 127.0.0.1:50051
+      miasma apps:create web -i IMAGE
+      miasma apps:edit -a web --add-published-ports 8080
+      miasma apps
+    """
+    ctx.obj = State(overrides=connection, timeout=timeout)
+
+
+@cli.command("connect")
+@click.argument("server", metavar="HOST:PORT")
+@click.option("--auth", "token", metavar="TOKEN", help="Access token the server requires.")
+@pass_state
+def connect(state: State, server: str, token: str | None) -> None:
+    """Check that a Miasma server answers at HOST:PORT, then save it (and the token).
+
+    Later commands use the saved server unless MIASMA_SERVER or --server say
+    otherwise. TLS flags given to `miasma` are saved too.
+    """
+    settings = state.settings(server=server, token=token)
+    with state.client(settings) as client:
+        info = client.server_info()
+    path = save_file(settings, config_path())
+    docker = f"Docker {info.docker_version}" if info.docker_reachable else "Docker unreachable"
+    out.print(f"Connected to Miasma {info.version} at {server} ({docker}, {info.runtime_mode}).")
+    out.print(f"Saved to {path}")
+
+
+@cli.command("server:info")
+@json_option()
+@pass_state
+def server_info(state: State, as_json: bool) -> None:
+    """Show the server's version, Docker engine, runtime mode and port ranges."""
+    with state.client() as client:
+        info = client.server_info()
+    if as_json:
+        print_json(info)
+        return
+    rows = {
+        "Version": info.version,
+        "Docker": info.docker_version if info.docker_reachable else "unreachable",
+        "Runtime": info.runtime_mode,
+        "Swarm ID": info.swarm_id,
+        "Join command": info.join_command,
+        "Published ports": info.published_port_range,
+        "Target ports": info.target_port_range,
+        "Reserved ports": ", ".join(format_port(p.number, p.protocol) for p in info.reserved_ports),
+        "Public host": info.public_host,
+    }
+    for label, value in rows.items():
+        if value:
+            out.print(f"{label:16} {value}")
+
+
+for command in _apps.COMMANDS:
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``miasma`` script: errors become one line on stderr."""
+    try:
+        result = cli.main(args=argv, prog_name="miasma", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        err.print(f"Error: {exc.format_message()}{hint}", markup=False)
+        return exc.exit_code
+    except click.ClickException as exc:
+        err.print(f"Error: {exc.format_message()}", markup=False)
+        return exc.exit_code
+    except click.Abort:
+        err.print("Aborted.")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+__all__ = ["CliError", "cli", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Click parameter types for ports (``8081``, ``5353/udp``, ``8081,8082``) and env pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from miasma.v1 import apps_pb2
+
+from miasma_client._ports import parse_ports
+
+
+class PortsType(click.ParamType[list[apps_pb2.Port], Any]):
+    """One option value -> a list of ports; comma lists allowed."""
+
+    name = "PORT[/udp]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[apps_pb2.Port]:
+        """Parse, or fail with the accepted forms."""
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_ports([value])
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class EnvType(click.ParamType[tuple[str, str], Any]):
+    """``KEY=VALUE`` -> ``(KEY, VALUE)``."""
+
+    name = "KEY=VALUE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
+        """Split at the first ``=``."""
+        if isinstance(value, tuple):
+            return value
+        key, sep, text = str(value).partition("=")
+        if not sep or not key:
+            self.fail(f"{value!r} is not KEY=VALUE", param, ctx)
+        return key, text
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PORTS = PortsType()
+ENV = EnvType()
+
+
+def flatten(groups: tuple[list[apps_pb2.Port], ...]) -> list[apps_pb2.Port]:
+    """The ports of a repeated option, in the order they were given."""
+    return [port for group in groups for port in group]
+
+
+def ports_option(*names: str, help: str) -> Callable[[F], F]:
+    """A repeatable port option accepting comma lists."""
+    return click.option(*names, type=PORTS, multiple=True, metavar="PORT[/udp]", help=help)
+
+
+def app_option() -> Callable[[F], F]:
+    """``-a/--app NAME``, as in Miasma's commands."""
+    return click.option("-a", "--app", "app", required=True, metavar="NAME", help="The app's name.")
+
+
+def json_option() -> Callable[[F], F]:
+    """``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

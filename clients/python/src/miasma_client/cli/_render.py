@@ -1,0 +1,129 @@
+"""How apps, slots and edits look on a terminal (rich) and as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from miasma.v1 import apps_pb2
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from miasma_client._ports import format_port
+from miasma_client._status import AppStatus, app_status
+
+STATUS_STYLES = {
+    AppStatus.RUNNING: "green",
+    AppStatus.STARTING: "yellow",
+    AppStatus.PENDING: "yellow",
+    AppStatus.STOPPING: "yellow",
+    AppStatus.FAILED: "red",
+    AppStatus.STOPPED: "bright_black",
+}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def to_dict(message: Message) -> dict[str, object]:
+    """A message as JSON-ready data, field names as in the .proto, zeros included."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def print_json(data: object) -> None:
+    """Print ``data`` (a message, or a list of messages) as indented JSON on stdout."""
+    if isinstance(data, Message):
+        data = to_dict(data)
+    elif isinstance(data, list):
+        data = [to_dict(item) if isinstance(item, Message) else item for item in data]
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def short_name(app: apps_pb2.App) -> str:
+    """``apps/web`` -> ``web``."""
+    return app.name.removeprefix("apps/")
+
+
+def status_text(app: apps_pb2.App) -> Text:
+    """``● running`` in the status colour."""
+    status = app_status(app)
+    return Text(f"● {status}", style=STATUS_STYLES[status])
+
+
+def apps_table(apps: Iterable[apps_pb2.App]) -> Table:
+    """``miasma apps``: status dot, name, URLs, running/total."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("", "NAME", "URLS", "RUNNING"):
+        table.add_column(column)
+    for app in apps:
+        status = app_status(app)
+        table.add_row(
+            Text("●", style=STATUS_STYLES[status]),
+            short_name(app),
+            "\n".join(app.urls) or "-",
+            f"{app.observed.running}/{app.observed.total}",
+        )
+    return table
+
+
+def _side(port: int, explicit: bool) -> str:
+    return f"{port} ({'explicit' if explicit else 'auto'})"
+
+
+def slots_table(bindings: Iterable[apps_pb2.PortBinding]) -> Table:
+    """One row per slot: published <-> target, protocol, explicit/auto, env names."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("SLOT", "PUBLISHED", "", "TARGET", "PROTOCOL", "ENV"):
+        table.add_column(column)
+    for slot, binding in enumerate(bindings, start=1):
+        table.add_row(
+            str(slot),
+            _side(binding.published_port, binding.published_explicit),
+            "↔",
+            _side(binding.target_port, binding.target_explicit),
+            "udp" if binding.protocol == apps_pb2.PROTOCOL_UDP else "tcp",
+            ", ".join(binding.env_names),
+        )
+    return table
+
+
+def show_app(app: apps_pb2.App) -> None:
+    """``miasma apps:show``: the app's summary, then its slot table."""
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("Name", short_name(app))
+    summary.add_row("Image", app.image)
+    summary.add_row("Command", " ".join(app.command) or "(image default)")
+    summary.add_row(
+        "State", Text.assemble(status_text(app), f"  {app.observed.running}/{app.observed.total}")
+    )
+    if app.observed.last_error:
+        summary.add_row("Last error", Text(app.observed.last_error, style="red"))
+    summary.add_row("URLs", "\n".join(app.urls) or "-")
+    if app.env:
+        summary.add_row("Env", "\n".join(f"{k}={v}" for k, v in sorted(app.env.items())))
+    out.print(summary)
+    out.print()
+    out.print(slots_table(app.bindings))
+
+
+def _binding(change: apps_pb2.PortChange, side: Literal["old_binding", "new_binding"]) -> str:
+    if not change.HasField(side):
+        return "(none)"
+    binding: apps_pb2.PortBinding = getattr(change, side)
+    return f"{format_port(binding.published_port, binding.protocol)} → {binding.target_port}"
+
+
+def print_changes(changes: Iterable[apps_pb2.PortChange]) -> None:
+    """One line per changed slot: ``slot 1: 3001 → 3881  ⇒  5432 → 3881`` (published → target)."""
+    lines = [
+        f"slot {change.slot + 1}: {_binding(change, 'old_binding')}"
+        f"  ⇒  {_binding(change, 'new_binding')}"
+        for change in changes
+    ]
+    out.print("\n".join(lines) if lines else "No port changes: the app already has these ports.")

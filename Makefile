@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .miasma/tools
 BUF    := $(TOOLS)/node_modules/.bin/buf
 GEN    := clients/python/src
+NODE   := clients/node
+NODE_STAMP := $(NODE)/node_modules/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: help run test lint protos check-protos buf-lint typecheck unit clean
@@ -21,6 +23,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
 	touch $@
 
+$(NODE_STAMP): $(NODE)/package.json $(NODE)/package-lock.json
+	cd $(NODE) && npm ci --no-audit --no-fund
+	touch $@
+
 $(BUF):
 	mkdir -p $(TOOLS)
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@^1.47 >/dev/null
@@ -28,7 +34,7 @@ $(BUF):
 run: $(STAMP)  ## Run the server (starts a private Docker engine if none is reachable).
 	$(PY) -m scripts.run_server $(ARGS)
 
-test: lint  ## Run everything: lint, type-check, protos drift, unit/integration/e2e on real Docker.
+test: lint $(NODE_STAMP)  ## Run everything: lint, type-check, protos drift, unit/integration/e2e on real Docker.
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) check-protos buf-lint typecheck  ## ruff, mypy --strict, buf lint, generated-code drift.
@@ -36,16 +42,16 @@ lint: $(STAMP) check-protos buf-lint typecheck  ## ruff, mypy --strict, buf lint
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy miasma_grpc tests scripts
+	$(VENV)/bin/mypy miasma_grpc clients/python/src/miasma_client tests scripts
 
 buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
 
-protos: $(STAMP)  ## Regenerate the Python stubs (and typed .pyi) from protos/.
-	$(PY) scripts/gen_protos.py $(GEN)
+protos: $(STAMP) $(NODE_STAMP)  ## Regenerate the Python (and typed .pyi) and Node stubs from protos/.
+	$(PY) scripts/gen_protos.py $(GEN) --node $(NODE)/src/gen
 
-check-protos: $(STAMP)  ## Fail if the generated stubs drift from protos/.
-	$(PY) scripts/gen_protos.py --check $(GEN)
+check-protos: $(STAMP) $(NODE_STAMP)  ## Fail if the generated stubs drift from protos/.
+	$(PY) scripts/gen_protos.py --check $(GEN) --node $(NODE)/src/gen
 
 clean:  ## Remove the venv, tools and local state.
-	rm -rf $(VENV) .miasma .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .miasma .pytest_cache .mypy_cache .ruff_cache $(NODE)/node_modules $(NODE)/dist

@@ -1,0 +1,222 @@
+/**
+ * The client against a real Miasma server at $MIASMA_SERVER (default
+ * 127.0.0.1:50051, as `make run` listens), running apps from
+ * $MIASMA_TEST_IMAGE (a busybox image with /www/index.html).
+ *
+ * $MIASMA_TEST_APP names the app whose ports are edited and keeps it
+ * afterwards (published port $MIASMA_TEST_PUBLISHED_PORT -> target 80), so
+ * the caller can check it in Docker; without it the app is deleted.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { after, test } from "node:test";
+import { type App, DesiredState, MiasmaClient, MiasmaError, type PortBinding, status } from "../src";
+
+const IMAGE = process.env.MIASMA_TEST_IMAGE ?? "miasma-test/busybox:latest";
+const KEPT_APP = process.env.MIASMA_TEST_APP;
+// Busybox httpd on every PORT_<n> the app gets (as tests/conftest.py's HTTPD_COMMAND).
+const HTTPD = [
+  "sh",
+  "-c",
+  "trap 'exit 0' TERM INT; " +
+    "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; " +
+    "while :; do sleep 1; done",
+];
+
+const client = new MiasmaClient();
+const created: string[] = [];
+
+after(async () => {
+  for (const name of created) {
+    await client.deleteApp({ name }).catch(() => undefined);
+  }
+  client.close();
+});
+
+function uniqueName(prefix: string): string {
+  return `${prefix}-${randomBytes(4).toString("hex")}`;
+}
+
+/** Create an app; it is deleted after the tests unless it is $MIASMA_TEST_APP. */
+async function createApp(appId: string, app: Partial<App>): Promise<App> {
+  const reply = await client.createApp({ appId, app: { image: IMAGE, ...app } });
+  if (appId !== KEPT_APP) {
+    created.push(`apps/${appId}`);
+  }
+  assert.ok(reply.app);
+  return reply.app;
+}
+
+function createStopped(prefix: string): Promise<App> {
+  return createApp(uniqueName(prefix), { desiredState: DesiredState.DESIRED_STATE_STOPPED });
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once("error", () => resolve(true));
+    probe.listen(port, "0.0.0.0", () => probe.close(() => resolve(false)));
+  });
+}
+
+/** Ports of the server's published range that nothing listens on now, picked at random. */
+async function freePorts(count: number, taken: number[] = []): Promise<number[]> {
+  const { publishedPortRange } = await client.getServerInfo();
+  const [low, high] = publishedPortRange.split("-").map(Number);
+  const found = new Set<number>();
+  for (let tries = 0; found.size < count && tries < 200; tries++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (!taken.includes(port) && !(await listening(port))) {
+      found.add(port);
+    }
+  }
+  assert.equal(found.size, count, `no ${count} free ports in ${publishedPortRange}`);
+  return [...found];
+}
+
+/** The parts of a binding a user chose or reads. */
+function slots(app: App | undefined): Partial<PortBinding>[] {
+  assert.ok(app);
+  return app.bindings.map(({ publishedPort, targetPort, publishedExplicit, targetExplicit, envNames }) => ({
+    publishedPort,
+    targetPort,
+    publishedExplicit,
+    targetExplicit,
+    envNames,
+  }));
+}
+
+async function httpGet(port: number, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const reply = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2_000) });
+      return await reply.text();
+    } catch (error) {
+      if (Date.now() > deadline) {
+        throw new Error(`nothing answered on 127.0.0.1:${port}`, { cause: error });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+async function expectError(call: Promise<unknown>, code: status): Promise<MiasmaError> {
+  const error = await call.then(
+    () => assert.fail(`expected ${status[code]}`),
+    (error: unknown) => error,
+  );
+  assert.ok(error instanceof MiasmaError, `not a MiasmaError: ${String(error)}`);
+  assert.equal(error.code, code, error.message);
+  assert.equal(error.codeName, status[code]);
+  assert.match(error.message, new RegExp(`^${status[code]}: \\S`));
+  assert.doesNotMatch(error.message, /\n/);
+  return error;
+}
+
+test("server info names the version and the published port range", async () => {
+  const info = await client.getServerInfo();
+  assert.notEqual(info.version, "");
+  assert.match(info.publishedPortRange, /^\d+-\d+$/);
+  assert.equal(info.dockerReachable, true);
+});
+
+test("creating an app, editing its ports and reading them back", async () => {
+  const name = KEPT_APP ?? uniqueName("node");
+  const fromEnv = Number(process.env.MIASMA_TEST_PUBLISHED_PORT ?? 0);
+  const [port, extra] = fromEnv ? [fromEnv, ...(await freePorts(1, [fromEnv]))] : await freePorts(2);
+
+  const app = await createApp(name, { command: HTTPD });
+  assert.equal(app.name, `apps/${name}`);
+  assert.equal(app.desiredState, DesiredState.DESIRED_STATE_RUNNING);
+  assert.deepEqual(
+    slots(app).map((s) => [s.publishedExplicit, s.targetExplicit, s.envNames]),
+    [[false, false, ["PORT", "PORT_1"]]],
+  );
+
+  const edited = await client.editPorts({
+    name: app.name,
+    addPublishedPorts: [{ number: port }],
+    addTargetPorts: [{ number: 80 }],
+  });
+  const want = [
+    { publishedPort: port, targetPort: 80, publishedExplicit: true, targetExplicit: true, envNames: ["PORT", "PORT_1"] },
+  ];
+  assert.deepEqual(slots(edited.app), want);
+  assert.deepEqual(
+    edited.changes.map((c) => [c.slot, c.oldBinding?.publishedPort, c.newBinding?.publishedPort]),
+    [[0, app.bindings[0].publishedPort, port]],
+  );
+
+  const read = (await client.getApp({ name: app.name })).app;
+  assert.deepEqual(slots(read), want);
+  assert.ok(read?.urls.some((url) => url.endsWith(`:${port}`)), `urls: ${read?.urls}`);
+  assert.notEqual(read?.etag, app.etag);
+
+  const listed: App[] = [];
+  let pageToken = "";
+  do {
+    const page = await client.listApps({ pageSize: 2, pageToken });
+    listed.push(...page.apps);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  assert.deepEqual(slots(listed.find((a) => a.name === app.name)), want);
+
+  // The app really listens on target 80 behind the published port.
+  assert.match(await httpGet(port), /miasma-test/);
+
+  // A second published port opens slot 2 with a random target, as PORT_2;
+  // removing it drops the slot again and leaves slot 1 alone.
+  const two = await client.editPorts({ name: app.name, addPublishedPorts: [{ number: extra }] });
+  const [, second] = slots(two.app);
+  assert.equal(second.publishedPort, extra);
+  assert.equal(second.targetExplicit, false);
+  assert.deepEqual(second.envNames, ["PORT_2"]);
+  const one = await client.editPorts({ name: app.name, removePublishedPorts: [{ number: extra }] });
+  assert.deepEqual(slots(one.app), want);
+});
+
+test("a port out of range is INVALID_ARGUMENT naming the field, and changes nothing", async () => {
+  const app = await createStopped("node-bad");
+  const error = await expectError(
+    client.editPorts({ name: app.name, addPublishedPorts: [{ number: 70000 }] }),
+    status.INVALID_ARGUMENT,
+  );
+  assert.deepEqual(
+    error.fieldViolations.map((v) => v.field),
+    ["add_published_ports[0]"],
+  );
+  assert.match(error.fieldViolations[0].description, /70000/);
+  assert.equal(error.reason, "INVALID_PORT");
+  assert.deepEqual(slots((await client.getApp({ name: app.name })).app), slots(app));
+});
+
+test("a published port held by another app is ALREADY_EXISTS naming the holder", async () => {
+  const [port] = await freePorts(1);
+  const holder = await createStopped("node-holder");
+  const other = await createStopped("node-other");
+  await client.editPorts({ name: holder.name, addPublishedPorts: [{ number: port }] });
+  const error = await expectError(
+    client.editPorts({ name: other.name, addPublishedPorts: [{ number: port }] }),
+    status.ALREADY_EXISTS,
+  );
+  assert.equal(error.resourceName, holder.name);
+  assert.equal(error.reason, "PORT_IN_USE");
+});
+
+test("an unknown app is NOT_FOUND", async () => {
+  const name = `apps/${uniqueName("ghost")}`;
+  const error = await expectError(client.getApp({ name }), status.NOT_FOUND);
+  assert.equal(error.reason, "APP_NOT_FOUND");
+  assert.equal(error.resourceName, name);
+});
+
+test("a deleted app is gone", async () => {
+  const app = await createStopped("node-gone");
+  const deleted = await client.deleteApp({ name: app.name });
+  assert.equal(deleted.app?.name, app.name);
+  await expectError(client.getApp({ name: app.name }), status.NOT_FOUND);
+  const { apps } = await client.listApps({ pageSize: 1000 });
+  assert.ok(!apps.some((a) => a.name === app.name));
+});

@@ -1,0 +1,287 @@
+"""The `miasma` CLI as a user runs it: a real subprocess against a real server and Docker.
+
+The seed page's commands are run verbatim (strings copied from
+``shared/seed/port-management.md``); results are checked with
+``docker inspect`` and HTTP, never only with the CLI's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HTTPD_COMMAND
+from tests.docker_cli import containers, http_get, the_container
+from tests.server import ServerProcess, free_port
+
+pytestmark = pytest.mark.docker
+
+MIASMA = str(Path(sys.executable).with_name("miasma"))
+PUBLISHED_RANGE = range(15001, 16000)
+
+
+class Cli:
+    """Runs ``miasma`` with a private config folder and the test server's address."""
+
+    def __init__(self, server: ServerProcess, config_home: Path, image: str) -> None:
+        self.server = server
+        self.image = image
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
+        self.env |= {"XDG_CONFIG_HOME": str(config_home), "MIASMA_SERVER": server.address}
+
+    def run(
+        self, command: str | list[str], *, ok: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``miasma ARGS`` (a shell-like string, or a list of args)."""
+        args = shlex.split(command) if isinstance(command, str) else command
+        if args[0] == "miasma":
+            args = args[1:]
+        result = subprocess.run(
+            [MIASMA, *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=self.env | (env or {}),
+            check=False,
+        )
+        if ok:
+            assert result.returncode == 0, f"miasma {args} failed: {result.stderr}"
+        return result
+
+    def json(self, command: str) -> object:
+        """Run a read command with ``--json`` and parse its output."""
+        return json.loads(self.run(f"{command} --json").stdout)
+
+    def create(self, name: str) -> None:
+        """Create a running app whose busybox httpd serves every PORT_n."""
+        self.run(["apps:create", name, "-i", self.image, "--", *HTTPD_COMMAND])
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server whose auto published ports come from 15001-15999."""
+    return make_server(published_range="15001-15999")
+
+
+@pytest.fixture
+def cli(server: ServerProcess, tmp_path: Path, test_image: str) -> Cli:
+    """The CLI pointed at this test's server, with its own config folder."""
+    return Cli(server, tmp_path / "config", test_image)
+
+
+def published(server: ServerProcess, app: str) -> dict[str, int]:
+    """What Docker publishes for ``app``: ``{"TARGET/tcp": HOST_PORT}``."""
+    return the_container(server.docker_host, server.instance, app).published
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The error a failed command printed: exactly one line on stderr."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_seed_published_port_commands(cli: Cli, server: ServerProcess) -> None:
+    """`--add-published-ports 5432` publishes the app there; `--rm-…` goes back to a random port."""
+    cli.create("postgres")
+    [(target, _)] = published(server, "postgres").items()
+    cli.run("miasma apps:edit -a postgres --add-published-ports 5432")
+    assert published(server, "postgres") == {target: 5432}
+    assert http_get(5432).strip() == "miasma-test"
+    cli.run("miasma apps:edit -a postgres --rm-published-ports 5432")
+    [(same_target, port)] = published(server, "postgres").items()
+    assert same_target == target
+    assert port in PUBLISHED_RANGE
+    assert http_get(port).strip() == "miasma-test"
+
+
+def test_seed_target_port_commands(cli: Cli, server: ServerProcess) -> None:
+    """`--add-target-ports 80` runs the app on 80 inside; `--rm-target-ports 80` re-randomizes."""
+    cli.create("example-website")
+    [(_, port)] = published(server, "example-website").items()
+    cli.run("miasma apps:edit -a example-website --add-target-ports 80")
+    container = the_container(server.docker_host, server.instance, "example-website")
+    assert container.published == {"80/tcp": port}  # the published port is sticky
+    assert container.env["PORT"] == "80"
+    assert http_get(port).strip() == "miasma-test"
+    # The seed page's "go back" line names postgres, so give postgres target 80 first.
+    cli.create("postgres")
+    cli.run("miasma apps:edit -a postgres --add-target-ports 80")
+    cli.run("miasma apps:edit -a postgres --rm-target-ports 80")
+    container = the_container(server.docker_host, server.instance, "postgres")
+    assert container.env["PORT"] != "80"
+    assert list(container.published) == [f"{container.env['PORT']}/tcp"]
+
+
+def test_seed_multiple_ports_in_order(cli: Cli, server: ServerProcess) -> None:
+    """8081 then 8082 give PORT_1/PORT_2; hard-coded targets pair them 8081:8081, 8082:8082."""
+    cli.create("example")
+    cli.run("miasma apps:edit -a example --add-published-ports 8081 --add-published-ports 8082")
+    container = the_container(server.docker_host, server.instance, "example")
+    assert container.published == {
+        f"{container.env['PORT_1']}/tcp": 8081,
+        f"{container.env['PORT_2']}/tcp": 8082,
+    }
+    assert container.env["PORT"] == container.env["PORT_1"]
+    assert http_get(8081).strip() == http_get(8082).strip() == "miasma-test"
+    # The page repeats the published command where it means target ports: both must work.
+    repeated = cli.run(
+        "miasma apps:edit -a example --add-published-ports 8081 --add-published-ports 8082"
+    )
+    assert "No port changes" in repeated.stdout
+    cli.run("miasma apps:edit -a example --add-target-ports 8081 --add-target-ports 8082")
+    assert published(server, "example") == {"8081/tcp": 8081, "8082/tcp": 8082}
+    assert http_get(8081).strip() == http_get(8082).strip() == "miasma-test"
+
+
+def test_seed_order_matters(cli: Cli, server: ServerProcess) -> None:
+    """8082 before 8081 on the published side ends up as 8081:8082 and 8082:8081."""
+    cli.create("example")
+    cli.run("miasma apps:edit -a example --add-published-ports 8082 --add-published-ports 8081")
+    cli.run("miasma apps:edit -a example --add-target-ports 8081 --add-target-ports 8082")
+    assert published(server, "example") == {"8081/tcp": 8082, "8082/tcp": 8081}
+    assert http_get(8081).strip() == http_get(8082).strip() == "miasma-test"
+
+
+def test_comma_lists_and_udp(cli: Cli, server: ServerProcess) -> None:
+    """`8083,8084` adds two slots; `5353/udp` publishes a UDP slot."""
+    cli.create("multi")
+    cli.run(
+        "miasma apps:edit -a multi --add-published-ports 8083,8084 --add-published-ports 5353/udp"
+    )
+    ports = published(server, "multi")
+    assert sorted(ports.values()) == [5353, 8083, 8084]
+    [udp] = [key for key, value in ports.items() if value == 5353]
+    assert udp.endswith("/udp")
+
+
+def test_show_and_list_print_slots_urls_and_counts(cli: Cli, server: ServerProcess) -> None:
+    """`apps:show` has the slot table with env names; `apps` has URL and running/total."""
+    cli.create("web")
+    cli.run("apps:edit -a web --add-published-ports 8085 --add-target-ports 8080")
+    shown = cli.run("apps:show -a web").stdout
+    assert "8085 (explicit)" in shown
+    assert "8080 (explicit)" in shown
+    assert "PORT, PORT_1" in shown
+    assert "running" in shown
+    listed = cli.run("apps").stdout
+    assert "web" in listed
+    assert "http://localhost:8085" in listed
+    assert "1/1" in listed
+
+
+def test_json_output_parses_and_matches_docker(cli: Cli, server: ServerProcess) -> None:
+    """`--json` on apps, apps:show, apps:edit and server:info is JSON with the real ports."""
+    cli.create("web")
+    edited = json.loads(cli.run("apps:edit -a web --add-published-ports 8086 --json").stdout)
+    assert edited["changes"][0]["new_binding"]["published_port"] == 8086
+    shown = cli.json("apps:show -a web")
+    assert isinstance(shown, dict)
+    [binding] = shown["bindings"]
+    assert published(server, "web") == {f"{binding['target_port']}/tcp": 8086}
+    assert shown["observed"] == {"running": 1, "total": 1, "last_error": ""}
+    listed = cli.json("apps")
+    assert isinstance(listed, list)
+    assert [app["name"] for app in listed] == ["apps/web"]
+    info = cli.json("server:info")
+    assert isinstance(info, dict)
+    assert info["runtime_mode"] == "container"
+    assert info["docker_reachable"] is True
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(cli: Cli, server: ServerProcess) -> None:
+    """`apps:edit --dry-run` shows the new slot but Docker and the app keep the old ports."""
+    cli.create("web")
+    before = published(server, "web")
+    result = cli.run("apps:edit -a web --add-published-ports 8087 --dry-run")
+    assert "Dry run" in result.stdout
+    assert "8087" in result.stdout
+    assert published(server, "web") == before
+    shown = cli.json("apps:show -a web")
+    assert isinstance(shown, dict)
+    assert [b["published_port"] for b in shown["bindings"]] == list(before.values())
+
+
+def test_bad_input_gets_one_line_and_changes_nothing(cli: Cli, server: ServerProcess) -> None:
+    """abc, 70000, an unknown app and a held port each fail with one line and a non-zero exit."""
+    cli.create("web")
+    cli.create("other")
+    before = published(server, "web")
+    line = one_line_error(cli.run("apps:edit -a web --add-published-ports abc", ok=False))
+    assert "--add-published-ports" in line
+    assert "'abc' is not a port" in line
+    result = cli.run("apps:edit -a web --add-published-ports 70000", ok=False)
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "--add-published-ports" in line
+    assert "70000" in line
+    assert "INVALID_ARGUMENT" in line
+    line = one_line_error(cli.run("apps:edit -a nope --add-published-ports 8088", ok=False))
+    assert "NOT_FOUND" in line
+    assert "nope" in line
+    cli.run("apps:edit -a other --add-published-ports 8089")
+    line = one_line_error(cli.run("apps:edit -a web --add-published-ports 8089", ok=False))
+    assert "ALREADY_EXISTS" in line
+    assert "other" in line
+    assert published(server, "web") == before
+
+
+def test_lifecycle_commands(cli: Cli, server: ServerProcess) -> None:
+    """stop keeps the ports, start brings the app back on them, delete removes it."""
+    cli.create("web")
+    before = published(server, "web")
+    cli.run("apps:stop -a web")
+    assert not any(c.running for c in containers(server.docker_host, server.instance, "web"))
+    cli.run("apps:start -a web")
+    assert published(server, "web") == before
+    cli.run("apps:restart -a web")
+    assert published(server, "web") == before
+    cli.run("apps:delete -a web")
+    assert containers(server.docker_host, server.instance, "web") == []
+    assert cli.json("apps") == []
+
+
+def test_connect_saves_the_server_and_env_and_flags_override_it(
+    cli: Cli, server: ServerProcess, tmp_path: Path
+) -> None:
+    """`connect` writes an owner-only config file; MIASMA_SERVER and --server win over it."""
+    del cli.env["MIASMA_SERVER"]
+    result = cli.run(f"connect {server.address} --auth s3cret")
+    assert "Connected to Miasma" in result.stdout
+    path = tmp_path / "config" / "miasma" / "config.json"
+    assert json.loads(path.read_text()) == {"server": server.address, "token": "s3cret"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert cli.json("apps") == []
+    elsewhere = f"127.0.0.1:{free_port()}"
+    line = one_line_error(cli.run("apps", ok=False, env={"MIASMA_SERVER": elsewhere}))
+    assert f"cannot reach Miasma at {elsewhere}" in line
+    cli.run(["--server", server.address, "apps"], env={"MIASMA_SERVER": elsewhere})
+
+
+def test_connect_refuses_an_unreachable_server(cli: Cli, tmp_path: Path) -> None:
+    """`connect` to a port nobody serves fails with one line and saves nothing."""
+    elsewhere = f"127.0.0.1:{free_port()}"
+    line = one_line_error(cli.run(f"connect {elsewhere}", ok=False))
+    assert "cannot reach Miasma" in line
+    assert not (tmp_path / "config" / "miasma" / "config.json").exists()
+
+
+def test_help_lists_every_command(cli: Cli) -> None:
+    """`miasma --help` names each command; `apps:edit --help` describes each port flag."""
+    top = cli.run("--help").stdout
+    for command in ("connect", "apps", "apps:create", "apps:edit", "apps:show", "apps:delete"):
+        assert command in top
+    edit = cli.run("apps:edit --help").stdout
+    for flag in ("--add-published-ports", "--rm-published-ports", "--add-target-ports",
+                 "--rm-target-ports", "--dry-run", "--json"):  # fmt: skip
+        assert flag in edit

@@ -1,0 +1,164 @@
+"""The Python client's pure parts: port spelling, settings precedence, error decoding."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+import miasma_client
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from miasma.v1 import apps_pb2
+from miasma_client import MiasmaError, Settings, parse_port, parse_ports
+from miasma_client._errors import DETAILS_KEY, from_rpc_error
+from miasma_client._settings import resolve, save_file
+from miasma_client.cli import cli
+
+TCP, UDP = apps_pb2.PROTOCOL_TCP, apps_pb2.PROTOCOL_UDP
+
+
+def test_public_surface_is_pinned() -> None:
+    """The names users import from ``miasma_client`` change only on purpose."""
+    assert sorted(miasma_client.__all__) == sorted([
+        "DEFAULT_SERVER", "DEFAULT_TIMEOUT", "AppStatus", "AsyncMiasmaClient", "FieldViolation",
+        "MiasmaClient", "MiasmaError", "Operation", "PortLike", "Settings", "SettingsError",
+        "app_status", "config_path", "format_port", "parse_port", "parse_ports", "resource_name",
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spelling", "number", "protocol"),
+    [("8080", 8080, TCP), ("8080/tcp", 8080, TCP), ("5353/udp", 5353, UDP), (" 53/UDP ", 53, UDP)],
+)
+def test_port_spellings(spelling: str, number: int, protocol: apps_pb2.Protocol.ValueType) -> None:
+    """NUMBER, NUMBER/tcp and NUMBER/udp parse; TCP is the default."""
+    assert parse_port(spelling) == apps_pb2.Port(number=number, protocol=protocol)
+
+
+@pytest.mark.parametrize("spelling", ["abc", "80/sctp", "-1", "80/", "", ",", "1e3"])
+def test_bad_port_spellings_name_the_accepted_forms(spelling: str) -> None:
+    """Anything else is refused with the forms that would work."""
+    with pytest.raises(ValueError, match="is not a port"):
+        parse_ports([spelling])
+
+
+def test_comma_lists_keep_their_order() -> None:
+    """``8082,8081`` is two ports in that order, as the pairing rule needs."""
+    assert [p.number for p in parse_ports(["8082,8081", 9000])] == [8082, 8081, 9000]
+
+
+def test_out_of_range_numbers_reach_the_server() -> None:
+    """70000 is well formed; the server decides it is out of range (and names the field)."""
+    assert parse_port("70000").number == 70000
+
+
+def test_settings_precedence_flags_over_env_over_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config file is the base, MIASMA_* env overrides it, explicit values override both."""
+    monkeypatch.setenv("MIASMA_CONFIG", str(tmp_path / "config.json"))
+    for name in ("MIASMA_SERVER", "MIASMA_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve() == Settings()
+    save_file(Settings(server="file:1", token="from-file"))
+    assert resolve() == Settings(server="file:1", token="from-file")
+    monkeypatch.setenv("MIASMA_SERVER", "env:2")
+    assert resolve() == Settings(server="env:2", token="from-file")
+    assert resolve(server="flag:3", token=None) == Settings(server="flag:3", token="from-file")
+
+
+def test_saved_config_is_private_and_holds_only_what_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file may hold a token, so only its owner can read it."""
+    path = save_file(Settings(server="h:1", token="t"), tmp_path / "miasma" / "config.json")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"server": "h:1", "token": "t"}
+
+
+def test_token_travels_as_bearer_metadata_and_tls_is_opt_in() -> None:
+    """A token becomes ``authorization: Bearer``; a CA file turns TLS on."""
+    assert Settings(token="t").metadata() == (("authorization", "Bearer t"),)
+    assert Settings().metadata() == ()
+    assert Settings().credentials() is None
+    assert Settings(tls_ca="/x.pem").uses_tls
+
+
+class FailedCall(grpc.RpcError):
+    """What grpc raises: an RpcError that is also a Call (code, details, trailers)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: Any) -> None:
+        self._code, self._details, self._trailers = code, details, trailers
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> Any:
+        return self._trailers
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def test_rich_status_becomes_one_error_with_reason_fields_and_holder() -> None:
+    """ErrorInfo, BadRequest and ResourceInfo details land on MiasmaError's attributes."""
+    status = status_pb2.Status(
+        code=6,
+        message="port 5432/tcp is held by app 'db'",
+        details=[
+            _packed(error_details_pb2.ErrorInfo(reason="PORT_IN_USE", domain="miasma")),
+            _packed(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field="add_published_ports[0]", description="held"
+                        )
+                    ]
+                )
+            ),
+            _packed(error_details_pb2.ResourceInfo(resource_name="apps/db")),
+        ],
+    )
+    trailers = ((DETAILS_KEY, status.SerializeToString()),)
+    error = from_rpc_error(FailedCall(grpc.StatusCode.ALREADY_EXISTS, "x", trailers))
+    assert error.code is grpc.StatusCode.ALREADY_EXISTS
+    assert error.reason == "PORT_IN_USE"
+    assert error.resource == "apps/db"
+    assert [(v.field, v.description) for v in error.violations] == [
+        ("add_published_ports[0]", "held")
+    ]
+    assert str(error) == (
+        "port 5432/tcp is held by app 'db' "
+        "(ALREADY_EXISTS PORT_IN_USE; field: add_published_ports[0])"
+    )
+
+
+def test_transport_failures_have_no_reason() -> None:
+    """Without a status trailer the error still carries the code and the message."""
+    error = from_rpc_error(FailedCall(grpc.StatusCode.UNAVAILABLE, "connection refused", ()))
+    assert isinstance(error, MiasmaError)
+    assert (error.code, error.reason, error.message) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "",
+        "connection refused",
+    )
+
+
+def test_every_cli_flag_has_help() -> None:
+    """`--help` describes every option of every command."""
+    for name, command in cli.commands.items():
+        assert command.help, name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{name} {param.opts}"

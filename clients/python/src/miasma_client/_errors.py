@@ -66,10 +66,9 @@ class MiasmaError(Exception):
 
 def from_rpc_error(error: grpc.RpcError) -> MiasmaError:
     """Translate a failed call (blocking or async) into :class:`MiasmaError`."""
-    call: grpc.Call = error  # type: ignore[assignment]  # every RpcError grpc raises is a Call
-    code = call.code()
-    message = call.details() or code.name
-    trailers: Any = call.trailing_metadata() or ()
+    code = error.code()
+    message = error.details() or code.name
+    trailers: Any = error.trailing_metadata() or ()  # (key, value) pairs at runtime
     raw = next((value for key, value in trailers if key == DETAILS_KEY), None)
     if not isinstance(raw, bytes):
         return MiasmaError(code, message)

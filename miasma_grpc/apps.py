@@ -9,6 +9,10 @@ when Docker returns.
 
 During a rollout an app holds both its old and new published ports in the
 ledger, so a revert can never find its old ports taken by someone else.
+
+Every change to an app's bindings is recorded as a port event in the same
+transaction as the change; the result of each rollout (applied, failed,
+pending) is recorded when Docker has answered.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from miasma_grpc.domain.errors import (
     RuntimeFailure,
     Unavailable,
 )
+from miasma_grpc.domain.events import EventKind, PortEvent
 from miasma_grpc.domain.models import App, Binding, DesiredState, Observed, is_reserved_env_name
 from miasma_grpc.domain.names import validate_app_name
 from miasma_grpc.domain.ports import (
@@ -40,10 +45,11 @@ from miasma_grpc.domain.ports import (
     published_ports,
 )
 from miasma_grpc.runtime.base import HostPorts, Runtime
-from miasma_grpc.store.sqlite import SqliteStore, now
+from miasma_grpc.store.sqlite import SqliteStore, Transaction, now
 
 log = logging.getLogger(__name__)
 
+PENDING = "pending:"  # how observed.last_error marks a change waiting for Docker
 MAX_ENV = 256
 MAX_IMAGE = 512
 
@@ -138,14 +144,19 @@ class AppManager:
                     update_time=stamp,
                 )
                 await tx.insert_app(app)
+                await _record(tx, EventKind.ASSIGNED, app, app.revision, new=bindings)
             try:
-                await self._apply(app)
-            except RuntimeFailure:
+                applied = await self._apply(app)
+            except RuntimeFailure as exc:
                 async with self.store.transaction() as tx:
-                    await tx.next_revision()
+                    await _record(
+                        tx, EventKind.ROLLOUT_FAILED, app, new=bindings, message=exc.message
+                    )
                     await tx.delete_app(name)
+                    await _record(tx, EventKind.RELEASED, app, old=bindings)
                 self.observed.pop(name, None)
                 raise
+            await self._record_result(app, applied)
             return app
 
     async def edit_ports(
@@ -170,6 +181,9 @@ class AppManager:
                 )
                 await tx.update_app(new)
                 await tx.hold_ports(name, published_ports(bindings))
+                await _record(
+                    tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=bindings
+                )
                 if new.desired_state is DesiredState.STOPPED:
                     await tx.release_ports_except(name, published_ports(bindings))
             if new.desired_state is DesiredState.RUNNING:
@@ -249,16 +263,28 @@ class AppManager:
             except Unavailable:
                 log.warning("Docker unreachable: the container of %s is removed on reconcile", name)
             async with self.store.transaction() as tx:
-                await tx.next_revision()
                 await tx.delete_app(name)
+                await _record(tx, EventKind.RELEASED, app, old=app.bindings)
             self.observed.pop(name, None)
         self._locks.pop(name, None)
         return app
 
     async def converge(self, name: str) -> None:
-        """Drive Docker to the stored state of ``name`` (used by the reconciler)."""
+        """Drive Docker to the stored state of ``name`` (used by the reconciler).
+
+        A rollout that was pending (Docker was away) gets its result event now.
+        """
         async with self.lock(name):
-            await self._apply(await self.store.get_app(name))
+            app = await self.store.get_app(name)
+            was_pending = self.observed_state(name).last_error.startswith(PENDING)
+            try:
+                applied = await self._apply(app)
+            except RuntimeFailure as exc:
+                if was_pending:
+                    await self._record_result(app, True, failure=exc.message)
+                raise
+            if was_pending and applied:
+                await self._record_result(app, True)
 
     # -- internals -----------------------------------------------------------
 
@@ -273,36 +299,77 @@ class AppManager:
             name, current, edit, self.ledger, self.choose_target, fields, busy=self.host_ports.busy
         )
 
-    async def _apply(self, app: App) -> None:
+    async def _apply(self, app: App) -> bool:
+        """Drive Docker to ``app``: True if applied, False if pending (Docker away)."""
         try:
             self.observed[app.name] = await self.runtime.apply(app)
         except Unavailable as exc:
             self._pending(app.name, exc)
+            return False
         except RuntimeFailure as exc:
             self.observed[app.name] = Observed(running=0, total=1, last_error=exc.message)
             raise
+        return True
+
+    async def _record_result(self, app: App, applied: bool, failure: str = "") -> None:
+        """Log a rollout's result: applied, failed (``failure``) or pending."""
+        if failure:
+            kind, message = EventKind.ROLLOUT_FAILED, failure
+        elif applied:
+            kind, message = EventKind.ROLLOUT_APPLIED, ""
+        else:
+            kind, message = EventKind.ROLLOUT_PENDING, self.observed_state(app.name).last_error
+        async with self.store.transaction() as tx:
+            await _record(tx, kind, app, new=app.bindings, message=message)
 
     async def _rollout(self, old: App, new: App) -> None:
         """Apply ``new``; on refusal commit ``old`` back and re-raise."""
         try:
-            await self._apply(new)
-        except RuntimeFailure:
+            applied = await self._apply(new)
+        except RuntimeFailure as exc:
             async with self.store.transaction() as tx:
+                await _record(
+                    tx, EventKind.ROLLOUT_FAILED, new, old=old.bindings, new=new.bindings,
+                    message=exc.message,
+                )  # fmt: skip
                 restored = replace(old, revision=await tx.next_revision(), update_time=now())
                 await tx.update_app(restored)
                 await tx.release_ports_except(old.name, published_ports(old.bindings))
+                if restored.bindings != new.bindings:
+                    await _record(
+                        tx, EventKind.CHANGED, restored, restored.revision, old=new.bindings,
+                        new=restored.bindings, message="reverted: " + exc.message,
+                    )  # fmt: skip
             try:
                 await self._apply(restored)
-            except (RuntimeFailure, Unavailable) as exc:
-                log.error("could not restore app %s after a failed change: %s", old.name, exc)
+            except (RuntimeFailure, Unavailable) as restore_exc:
+                log.error(
+                    "could not restore app %s after a failed change: %s", old.name, restore_exc
+                )
             raise
         async with self.store.transaction() as tx:
             await tx.release_ports_except(new.name, published_ports(new.bindings))
+        await self._record_result(new, applied)
 
     def _pending(self, name: str, exc: Unavailable) -> None:
         self.observed[name] = Observed(
-            running=0, total=1, last_error=f"pending: {exc.message}; applied when Docker returns"
+            running=0, total=1, last_error=f"{PENDING} {exc.message}; applied when Docker returns"
         )
+
+
+async def _record(
+    tx: Transaction,
+    kind: EventKind,
+    app: App,
+    revision: int = 0,
+    *,
+    old: tuple[Binding, ...] = (),
+    new: tuple[Binding, ...] = (),
+    message: str = "",
+) -> None:
+    """Log a port event in ``tx``, at ``revision`` or at a fresh one."""
+    revision = revision or await tx.next_revision()
+    await tx.record(PortEvent(revision, app.name, kind, old, new, message, now()))
 
 
 async def _absent(store: SqliteStore, name: str) -> None:

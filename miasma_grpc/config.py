@@ -10,8 +10,10 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+from miasma_grpc.domain.events import Retention
 from miasma_grpc.domain.models import Port, PortRange, Protocol
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -32,6 +34,16 @@ class Settings:
     public_host: str = "localhost"
     reconcile_interval: float = 30.0
     log_level: str = "INFO"
+    watch_heartbeat: float = 15.0
+    event_retention: int = 100_000
+    event_max_age: float = 7 * 24 * 3600.0  # seconds; 0 keeps events of any age
+    event_compaction_interval: float = 60.0
+
+    @property
+    def retention(self) -> Retention:
+        """How much of the event log compaction keeps."""
+        age = timedelta(seconds=self.event_max_age) if self.event_max_age > 0 else None
+        return Retention(max_events=self.event_retention, max_age=age)
 
     @property
     def listen_port(self) -> int:
@@ -104,6 +116,22 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.reconcile_interval,
     )
     add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
+    add(
+        "watch-heartbeat",
+        "seconds of silence after which a WatchPortEvents stream gets a progress message",
+        defaults.watch_heartbeat,
+    )
+    add("event-retention", "port events the log keeps at most", defaults.event_retention)
+    add(
+        "event-max-age",
+        "seconds after which port events are dropped from the log (0: never)",
+        defaults.event_max_age,
+    )
+    add(
+        "event-compaction-interval",
+        "seconds between compactions of the event log",
+        defaults.event_compaction_interval,
+    )
     return parser
 
 
@@ -127,8 +155,22 @@ def load_settings(
             public_host=str(ns.public_host),
             reconcile_interval=float(ns.reconcile_interval),
             log_level=str(ns.log_level).upper(),
+            watch_heartbeat=_positive(float(ns.watch_heartbeat), "--watch-heartbeat"),
+            event_retention=int(ns.event_retention),
+            event_max_age=float(ns.event_max_age),
+            event_compaction_interval=_positive(
+                float(ns.event_compaction_interval), "--event-compaction-interval"
+            ),
         )
+        if settings.event_retention < 1:
+            raise ValueError("--event-retention must be at least 1")
         settings.listen_port  # noqa: B018 - validates the listen address early
     except ValueError as exc:
         parser.error(str(exc))
     return settings
+
+
+def _positive(value: float, flag: str) -> float:
+    if value <= 0:
+        raise ValueError(f"{flag} must be positive, got {value:g}")
+    return value

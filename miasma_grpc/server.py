@@ -17,6 +17,7 @@ from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.allocator import PortLedger, RandomTargets
+from miasma_grpc.events import EventHub
 from miasma_grpc.reconcile import Reconciler
 from miasma_grpc.runtime.base import HostPorts
 from miasma_grpc.runtime.containers import DockerContainerRuntime
@@ -28,6 +29,15 @@ log = logging.getLogger("miasma_grpc")
 SERVICE_NAME = apps_pb2.DESCRIPTOR.services_by_name["AppService"].full_name
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 SHUTDOWN_GRACE = 5.0
+# HTTP/2 keepalive: ping idle connections so proxies and NATs keep watch streams
+# open, and accept clients' keepalive pings down to every 10 s.
+KEEPALIVE = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
 
 def docker_host(settings: Settings) -> str:
@@ -60,8 +70,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             RandomTargets(settings.target_range),
             host_ports(engine, settings.publish_address),
         )
-        server = grpc.aio.server()
-        apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, settings), server)
+        hub = EventHub(store)
+        await hub.start()
+        server = grpc.aio.server(options=KEEPALIVE)
+        apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, hub, settings), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -92,11 +104,19 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         reconciler = Reconciler(manager, reachability, settings.reconcile_interval)
         async with asyncio.TaskGroup() as background:
-            reconciling = background.create_task(reconciler.run(), name="reconciler")
+            tasks = [
+                background.create_task(reconciler.run(), name="reconciler"),
+                background.create_task(
+                    hub.compact_forever(settings.retention, settings.event_compaction_interval),
+                    name="event-compaction",
+                ),
+            ]
             await stop.wait()
             log.info("shutting down")
             await health_servicer.enter_graceful_shutdown()
-            reconciling.cancel()
+            hub.close()  # watch streams end with UNAVAILABLE and their resume revision
+            for task in tasks:
+                task.cancel()
             await server.stop(SHUTDOWN_GRACE)
 
 

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from miasma.v1 import apps_pb2
 
 from miasma_grpc.domain.errors import InvalidArgument
+from miasma_grpc.domain.events import EventKind, PortEvent, Progress, SnapshotComplete, WatchItem
 from miasma_grpc.domain.models import (
     App,
     Binding,
@@ -31,6 +32,15 @@ PROTOCOL_TO_PROTO = {Protocol.TCP: apps_pb2.PROTOCOL_TCP, Protocol.UDP: apps_pb2
 STATE_TO_PROTO = {
     DesiredState.RUNNING: apps_pb2.DESIRED_STATE_RUNNING,
     DesiredState.STOPPED: apps_pb2.DESIRED_STATE_STOPPED,
+}
+EVENT_KIND_TO_PROTO = {
+    EventKind.SNAPSHOT: apps_pb2.PORT_EVENT_KIND_SNAPSHOT,
+    EventKind.ASSIGNED: apps_pb2.PORT_EVENT_KIND_ASSIGNED,
+    EventKind.CHANGED: apps_pb2.PORT_EVENT_KIND_CHANGED,
+    EventKind.RELEASED: apps_pb2.PORT_EVENT_KIND_RELEASED,
+    EventKind.ROLLOUT_APPLIED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_APPLIED,
+    EventKind.ROLLOUT_FAILED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED,
+    EventKind.ROLLOUT_PENDING: apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING,
 }
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
@@ -126,3 +136,27 @@ def decode_page_token(token: str) -> str:
     if prefix != "after":
         raise InvalidArgument.field("page_token", "not a token returned by ListApps")
     return name
+
+
+def watch_item_to_proto(item: WatchItem) -> apps_pb2.WatchPortEventsResponse:
+    """An event, snapshot marker or heartbeat -> one stream message."""
+    if isinstance(item, SnapshotComplete):
+        return apps_pb2.WatchPortEventsResponse(
+            snapshot_complete=apps_pb2.SnapshotComplete(revision=item.revision)
+        )
+    if isinstance(item, Progress):
+        return apps_pb2.WatchPortEventsResponse(progress=apps_pb2.Progress(revision=item.revision))
+    return apps_pb2.WatchPortEventsResponse(event=event_to_proto(item))
+
+
+def event_to_proto(event: PortEvent) -> apps_pb2.PortEvent:
+    """Domain port event -> proto."""
+    return apps_pb2.PortEvent(
+        revision=event.revision,
+        app=resource_name(event.app),
+        kind=EVENT_KIND_TO_PROTO[event.kind],
+        old_bindings=[binding_to_proto(b, i) for i, b in enumerate(event.old)],
+        new_bindings=[binding_to_proto(b, i) for i, b in enumerate(event.new)],
+        message=event.message,
+        time=_timestamp(event.time),
+    )

@@ -24,6 +24,7 @@ STATUS_CODES: dict[type[errors.MiasmaError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     # Docker answered and refused (image cannot be pulled, host port taken):
     # the system is not in a state where the change can be made.

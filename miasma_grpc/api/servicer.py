@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -19,14 +19,16 @@ from miasma_grpc.api.convert import (
     encode_page_token,
     page_size,
     ports_from_proto,
+    watch_item_to_proto,
 )
 from miasma_grpc.api.errors import to_status
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.errors import InvalidArgument, MiasmaError
 from miasma_grpc.domain.models import App, DesiredState
-from miasma_grpc.domain.names import parse_resource_name
+from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
 from miasma_grpc.domain.ports import PortEdit
+from miasma_grpc.events import EventHub
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -56,8 +58,9 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
 class AppServicer(apps_pb2_grpc.AppServiceServicer):
     """gRPC adapter over :class:`AppManager`."""
 
-    def __init__(self, manager: AppManager, settings: Settings) -> None:
+    def __init__(self, manager: AppManager, hub: EventHub, settings: Settings) -> None:
         self.manager = manager
+        self.hub = hub
         self.settings = settings
 
     def _proto(self, app: App) -> apps_pb2.App:
@@ -189,6 +192,23 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             for c in result.changes
         ]
         return apps_pb2.EditPortsResponse(app=self._proto(result.app), changes=changes)
+
+    async def WatchPortEvents(
+        self, request: apps_pb2.WatchPortEventsRequest, context: Context
+    ) -> AsyncIterator[apps_pb2.WatchPortEventsResponse]:
+        """Stream port events from ``start_revision`` (0: snapshot first), with heartbeats."""
+        try:
+            app = parse_watch_name(request.name)
+            if request.start_revision < 0:
+                raise InvalidArgument.field("start_revision", "must be 0 or a revision seen before")
+            items = self.hub.watch(
+                app, request.start_revision, heartbeat=self.settings.watch_heartbeat
+            )
+            async for item in items:
+                yield watch_item_to_proto(item)
+        except MiasmaError as exc:
+            status = to_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
 
     @rpc
     async def GetServerInfo(

@@ -98,6 +98,16 @@ class Aborted(MiasmaError):
     reason = "ETAG_MISMATCH"
 
 
+class OutOfRange(MiasmaError):
+    """Raised when a watch asks for revisions the event log no longer (or not yet) holds.
+
+    ``metadata["oldest_revision"]`` is the lowest ``start_revision`` that
+    can still be resumed from; below it the client re-lists (start at 0).
+    """
+
+    reason = "REVISION_COMPACTED"
+
+
 class Unavailable(MiasmaError):
     """Raised when Docker cannot be reached and the operation needs it now."""
 

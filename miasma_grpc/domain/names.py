@@ -33,6 +33,22 @@ def parse_resource_name(resource: str, field: str = "name") -> str:
     return validate_app_name(resource[len(COLLECTION) :], field)
 
 
+ALL_APPS = COLLECTION + "-"
+
+
+def parse_watch_name(resource: str, field: str = "name") -> str | None:
+    """``apps/{app}`` -> ``app``; ``apps/-`` (every app) -> ``None``."""
+    if resource == ALL_APPS:
+        return None
+    if not resource:
+        raise InvalidArgument.field(
+            field,
+            "name the app to watch (apps/{app}) or every app (apps/-)",
+            reason="NAME_REQUIRED",
+        )
+    return parse_resource_name(resource, field)
+
+
 def resource_name(app: str) -> str:
     """``app`` -> ``apps/{app}``."""
     return COLLECTION + app

@@ -47,4 +47,23 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX published_ports_by_app ON published_ports (app);
     """,
+    # 2: the port-event log. Each row is written in the transaction whose
+    # change it records, under that transaction's server-wide revision.
+    # 'events_floor' is the revision up to which the log was compacted: a
+    # watch may resume from any revision at or above it. A database that
+    # predates the log starts its floor at its current revision.
+    """
+    CREATE TABLE events (
+        revision     INTEGER PRIMARY KEY,
+        app          TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        old_bindings TEXT NOT NULL,   -- JSON array of slots
+        new_bindings TEXT NOT NULL,   -- JSON array of slots
+        message      TEXT NOT NULL,
+        time         TEXT NOT NULL
+    );
+    CREATE INDEX events_by_app ON events (app, revision);
+    CREATE INDEX events_by_time ON events (time);
+    INSERT INTO meta (key, value) SELECT 'events_floor', value FROM meta WHERE key = 'revision';
+    """,
 )

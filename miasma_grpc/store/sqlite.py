@@ -4,7 +4,9 @@ One writer connection runs every change in a ``BEGIN IMMEDIATE``
 transaction, serialised by an :class:`asyncio.Lock`; a second connection
 serves reads, which WAL lets run beside the writer and which never see
 uncommitted changes. The in-memory :class:`PortLedger` mirrors the
-``published_ports`` table and is updated only after a commit.
+``published_ports`` table and is updated only after a commit, when the
+commit's revision and events are also handed to the subscribers (the event
+hub): commits happen one at a time, so subscribers see revisions in order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +25,12 @@ import aiosqlite
 
 from miasma_grpc.domain.allocator import PortLedger
 from miasma_grpc.domain.errors import AlreadyExists, NotFound
+from miasma_grpc.domain.events import PortEvent, Retention
 from miasma_grpc.domain.models import App, Binding, DesiredState, Port, Protocol
+from miasma_grpc.store import events
 from miasma_grpc.store.migrations import MIGRATIONS
+
+CommitListener = Callable[[int, Sequence[PortEvent]], None]
 
 _APP_COLUMNS = "name, image, command, env, desired_state, revision, create_time, update_time"
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in _APP_COLUMNS.split(", "))
@@ -62,6 +68,11 @@ class SqliteStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._listeners: list[CommitListener] = []
+
+    def subscribe(self, listener: CommitListener) -> None:
+        """Call ``listener(revision, events)`` after every commit that bumped the revision."""
+        self._listeners.append(listener)
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +158,23 @@ class SqliteStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def snapshot(self, app: str | None = None) -> tuple[int, list[App]]:
+        """The current revision and the apps (or one app) as of that revision."""
+        return await _snapshot(self._db, app)
+
+    async def read_events(self, *, after: int, app: str | None, limit: int) -> list[PortEvent]:
+        """Logged events after revision ``after`` (of one app, or all), oldest first."""
+        return await events.read(self._db, after=after, app=app, limit=limit)
+
+    async def events_floor(self) -> int:
+        """The lowest revision a watch can resume from."""
+        return await events.floor(self._db)
+
+    async def compact_events(self, retention: Retention) -> int:
+        """Apply ``retention`` to the event log; returns the new floor."""
+        async with self.transaction() as tx:
+            return await events.compact(tx.db, retention, now())
+
     # -- writes --------------------------------------------------------------
 
     @asynccontextmanager
@@ -168,34 +196,45 @@ class SqliteStore:
                     self.ledger.hold(app, ports)
                 else:
                     self.ledger.release(app, ports)
+            if tx.revision:
+                for listener in self._listeners:
+                    listener(tx.revision, tx.events)
 
 
 class Transaction:
     """Write operations inside one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+        self.db = db
         # (held?, app, ports) in the order they happened: replayed in that order after
         # the commit, so a port held and then released in one transaction ends released.
         self.ledger_changes: list[tuple[bool, str, list[Port]]] = []
+        self.revision = 0  # the last revision this transaction took, 0 if none
+        self.events: list[PortEvent] = []
 
     async def get_app(self, name: str) -> App:
         """The app as this transaction sees it."""
-        return await _get_app(self._db, name)
+        return await _get_app(self.db, name)
 
     async def next_revision(self) -> int:
         """Bump and return the server-wide revision."""
-        async with self._db.execute(
+        async with self.db.execute(
             "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value"
         ) as cursor:
             row = await cursor.fetchone()
         assert row is not None  # the row is created by migration 1
-        return int(row[0])
+        self.revision = int(row[0])
+        return self.revision
+
+    async def record(self, event: PortEvent) -> None:
+        """Append ``event`` to the log, committed (or rolled back) with this transaction."""
+        await events.insert(self.db, event)
+        self.events.append(event)
 
     async def insert_app(self, app: App) -> None:
         """Insert a new app with its bindings and hold its published ports."""
         try:
-            await self._db.execute(
+            await self.db.execute(
                 f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 _app_row(app),
             )
@@ -206,21 +245,21 @@ class Transaction:
 
     async def update_app(self, app: App) -> None:
         """Overwrite an app's fields and bindings (ports are held separately)."""
-        await self._db.execute(
+        await self.db.execute(
             "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, revision = ?, "
             "update_time = ? WHERE name = ?",
             (*_app_row(app)[1:6], _iso(app.update_time), app.name),
         )
-        await self._db.execute("DELETE FROM bindings WHERE app = ?", (app.name,))
+        await self.db.execute("DELETE FROM bindings WHERE app = ?", (app.name,))
         await self._write_bindings(app.name, app.bindings)
 
     async def delete_app(self, name: str) -> None:
         """Delete an app; its bindings and ledger rows go with it."""
-        async with self._db.execute(
+        async with self.db.execute(
             "SELECT protocol, port FROM published_ports WHERE app = ?", (name,)
         ) as cursor:
             ports = [Port(r["port"], Protocol(r["protocol"])) for r in await cursor.fetchall()]
-        await self._db.execute("DELETE FROM apps WHERE name = ?", (name,))
+        await self.db.execute("DELETE FROM apps WHERE name = ?", (name,))
         self.ledger_changes.append((False, name, ports))
 
     async def hold_ports(self, app: str, ports: Iterable[Port]) -> None:
@@ -232,7 +271,7 @@ class Transaction:
         wanted = list(ports)
         for port in wanted:
             # RETURNING yields a row when inserted or already ours, none when another app holds it.
-            async with self._db.execute(
+            async with self.db.execute(
                 "INSERT INTO published_ports (protocol, port, app) VALUES (?, ?, ?) "
                 "ON CONFLICT (protocol, port) DO UPDATE SET app = app WHERE app = excluded.app "
                 "RETURNING app",
@@ -240,7 +279,7 @@ class Transaction:
             ) as cursor:
                 if await cursor.fetchone() is not None:
                     continue
-            async with self._db.execute(
+            async with self.db.execute(
                 "SELECT app FROM published_ports WHERE protocol = ? AND port = ?",
                 (str(port.protocol), port.number),
             ) as cursor:
@@ -256,19 +295,19 @@ class Transaction:
     async def release_ports_except(self, app: str, keep: Iterable[Port]) -> None:
         """Release every port ``app`` holds that is not in ``keep``."""
         kept = set(keep)
-        async with self._db.execute(
+        async with self.db.execute(
             "SELECT protocol, port FROM published_ports WHERE app = ?", (app,)
         ) as cursor:
             held = [Port(r["port"], Protocol(r["protocol"])) for r in await cursor.fetchall()]
         dropped = [p for p in held if p not in kept]
-        await self._db.executemany(
+        await self.db.executemany(
             "DELETE FROM published_ports WHERE protocol = ? AND port = ? AND app = ?",
             [(str(p.protocol), p.number, app) for p in dropped],
         )
         self.ledger_changes.append((False, app, dropped))
 
     async def _write_bindings(self, app: str, bindings: Sequence[Binding]) -> None:
-        await self._db.executemany(
+        await self.db.executemany(
             "INSERT INTO bindings (app, slot, protocol, published, target, published_explicit, "
             "target_explicit) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -329,28 +368,56 @@ async def _get_app(db: aiosqlite.Connection, name: str) -> App:
     return apps[0]
 
 
+_BINDING_COLUMNS_OF_B = "b.protocol, b.published, b.target, b.published_explicit, b.target_explicit"
+
+
 async def _select_apps(db: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> list[App]:
     # One statement for apps and their bindings: SQLite runs it on one snapshot,
     # so a concurrent commit can never pair new app fields with old bindings.
     sql = (
-        f"SELECT {_APP_COLUMNS_OF_A}, b.protocol, b.published, b.target, b.published_explicit, "
-        f"b.target_explicit FROM apps AS a LEFT JOIN bindings AS b ON b.app = a.name "
-        f"{where} ORDER BY a.name, b.slot"
+        f"SELECT 0 AS snapshot_revision, {_APP_COLUMNS_OF_A}, {_BINDING_COLUMNS_OF_B} "
+        f"FROM apps AS a LEFT JOIN bindings AS b ON b.app = a.name {where} ORDER BY a.name, b.slot"
     )
+    return (await _query_apps(db, sql, params))[1]
+
+
+async def _snapshot(db: aiosqlite.Connection, app: str | None) -> tuple[int, list[App]]:
+    # The revision comes from the same statement as the apps, so from the same
+    # snapshot; the meta row on the left keeps one row even when no app matches.
+    where = "" if app is None else "AND a.name = ?"
+    sql = (
+        f"SELECT m.value AS snapshot_revision, {_APP_COLUMNS_OF_A}, {_BINDING_COLUMNS_OF_B} "
+        f"FROM meta AS m LEFT JOIN apps AS a ON 1 {where} "
+        f"LEFT JOIN bindings AS b ON b.app = a.name "
+        f"WHERE m.key = 'revision' ORDER BY a.name, b.slot"
+    )
+    return await _query_apps(db, sql, () if app is None else (app,))
+
+
+async def _query_apps(
+    db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]
+) -> tuple[int, list[App]]:
+    """Group the rows of an apps-join-bindings statement into apps (plus its revision column)."""
+    revision = 0
     rows: list[sqlite3.Row] = []
     bindings: dict[str, list[Binding]] = {}
     async with db.execute(sql, params) as cursor:
         async for r in cursor:
+            revision = r["snapshot_revision"]
+            if r["name"] is None:
+                continue
             if not rows or rows[-1]["name"] != r["name"]:
                 rows.append(r)
             if r["protocol"] is not None:
-                bindings.setdefault(r["name"], []).append(
-                    Binding(
-                        published=r["published"],
-                        target=r["target"],
-                        protocol=Protocol(r["protocol"]),
-                        published_explicit=bool(r["published_explicit"]),
-                        target_explicit=bool(r["target_explicit"]),
-                    )
-                )
-    return [_app_from_row(r, bindings.get(r["name"], ())) for r in rows]
+                bindings.setdefault(r["name"], []).append(_binding_from_row(r))
+    return revision, [_app_from_row(r, bindings.get(r["name"], ())) for r in rows]
+
+
+def _binding_from_row(r: sqlite3.Row) -> Binding:
+    return Binding(
+        published=r["published"],
+        target=r["target"],
+        protocol=Protocol(r["protocol"]),
+        published_explicit=bool(r["published_explicit"]),
+        target_explicit=bool(r["target_explicit"]),
+    )

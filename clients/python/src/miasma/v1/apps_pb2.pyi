@@ -57,6 +57,48 @@ DESIRED_STATE_RUNNING: DesiredState.ValueType  # 1
 DESIRED_STATE_STOPPED: DesiredState.ValueType  # 2
 Global___DesiredState: _TypeAlias = DesiredState  # noqa: Y015
 
+class _PortEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PortEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PortEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PORT_EVENT_KIND_UNSPECIFIED: _PortEventKind.ValueType  # 0
+    PORT_EVENT_KIND_SNAPSHOT: _PortEventKind.ValueType  # 1
+    """The app's bindings as they are now (start_revision 0 only)."""
+    PORT_EVENT_KIND_ASSIGNED: _PortEventKind.ValueType  # 2
+    """A new app got its bindings."""
+    PORT_EVENT_KIND_CHANGED: _PortEventKind.ValueType  # 3
+    """The bindings changed (an edit, or the revert of a refused one)."""
+    PORT_EVENT_KIND_RELEASED: _PortEventKind.ValueType  # 4
+    """The app was deleted and its ports released."""
+    PORT_EVENT_KIND_ROLLOUT_APPLIED: _PortEventKind.ValueType  # 5
+    """Docker runs the app's desired state."""
+    PORT_EVENT_KIND_ROLLOUT_FAILED: _PortEventKind.ValueType  # 6
+    """Docker refused the change; message says why."""
+    PORT_EVENT_KIND_ROLLOUT_PENDING: _PortEventKind.ValueType  # 7
+    """Docker is unreachable; the change is applied when it returns."""
+
+class PortEventKind(_PortEventKind, metaclass=_PortEventKindEnumTypeWrapper):
+    """What happened to an app's ports."""
+
+PORT_EVENT_KIND_UNSPECIFIED: PortEventKind.ValueType  # 0
+PORT_EVENT_KIND_SNAPSHOT: PortEventKind.ValueType  # 1
+"""The app's bindings as they are now (start_revision 0 only)."""
+PORT_EVENT_KIND_ASSIGNED: PortEventKind.ValueType  # 2
+"""A new app got its bindings."""
+PORT_EVENT_KIND_CHANGED: PortEventKind.ValueType  # 3
+"""The bindings changed (an edit, or the revert of a refused one)."""
+PORT_EVENT_KIND_RELEASED: PortEventKind.ValueType  # 4
+"""The app was deleted and its ports released."""
+PORT_EVENT_KIND_ROLLOUT_APPLIED: PortEventKind.ValueType  # 5
+"""Docker runs the app's desired state."""
+PORT_EVENT_KIND_ROLLOUT_FAILED: PortEventKind.ValueType  # 6
+"""Docker refused the change; message says why."""
+PORT_EVENT_KIND_ROLLOUT_PENDING: PortEventKind.ValueType  # 7
+"""Docker is unreachable; the change is applied when it returns."""
+Global___PortEventKind: _TypeAlias = PortEventKind  # noqa: Y015
+
 @_typing.final
 class Port(_message.Message):
     """A port number with its protocol, as in "5432" or "5353/udp"."""
@@ -807,3 +849,149 @@ class GetServerInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class WatchPortEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    START_REVISION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The app to watch, "apps/{app}", or "apps/-" for every app."""
+    start_revision: _builtins.int
+    """The last revision the client has seen; 0 for a snapshot first."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        start_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "start_revision", b"start_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchPortEventsRequest: _TypeAlias = WatchPortEventsRequest  # noqa: Y015
+
+@_typing.final
+class PortEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    APP_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    OLD_BINDINGS_FIELD_NUMBER: _builtins.int
+    NEW_BINDINGS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """Server-wide revision of the event; strictly increasing along a stream."""
+    app: _builtins.str
+    """The app, "apps/{app}"."""
+    kind: Global___PortEventKind.ValueType
+    message: _builtins.str
+    """Why a rollout failed or is pending."""
+    @_builtins.property
+    def old_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+        """Bindings before the event (CHANGED, RELEASED)."""
+
+    @_builtins.property
+    def new_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
+        """Bindings after the event (SNAPSHOT, ASSIGNED, CHANGED, rollouts)."""
+
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the event was recorded."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        app: _builtins.str = ...,
+        kind: Global___PortEventKind.ValueType = ...,
+        old_bindings: _abc.Iterable[Global___PortBinding] | None = ...,
+        new_bindings: _abc.Iterable[Global___PortBinding] | None = ...,
+        message: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "kind", b"kind", "message", b"message", "new_bindings", b"new_bindings", "old_bindings", b"old_bindings", "revision", b"revision", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortEvent: _TypeAlias = PortEvent  # noqa: Y015
+
+@_typing.final
+class SnapshotComplete(_message.Message):
+    """Sent once after the SNAPSHOT events of a start_revision 0 stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """Resume from here if the stream breaks after this marker."""
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotComplete: _TypeAlias = SnapshotComplete  # noqa: Y015
+
+@_typing.final
+class Progress(_message.Message):
+    """Sent when the stream is idle: every event up to revision has been sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class WatchPortEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COMPLETE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___PortEvent: ...
+    @_builtins.property
+    def snapshot_complete(self) -> Global___SnapshotComplete: ...
+    @_builtins.property
+    def progress(self) -> Global___Progress: ...
+    def __init__(
+        self,
+        *,
+        event: Global___PortEvent | None = ...,
+        snapshot_complete: Global___SnapshotComplete | None = ...,
+        progress: Global___Progress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "payload", b"payload", "progress", b"progress", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "payload", b"payload", "progress", b"progress", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["event", "snapshot_complete", "progress"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___WatchPortEventsResponse: _TypeAlias = WatchPortEventsResponse  # noqa: Y015

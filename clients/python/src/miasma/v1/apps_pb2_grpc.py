@@ -89,6 +89,11 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.WatchPortEvents = channel.unary_stream(
+                '/miasma.v1.AppService/WatchPortEvents',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AppServiceServicer:
@@ -169,6 +174,22 @@ class AppServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPortEvents(self, request, context):
+        """Streams port changes and rollout results, resumable by revision.
+
+        With start_revision 0 the stream opens with the current bindings of
+        every watched app (SNAPSHOT events), then a snapshot_complete marker,
+        then live events. With start_revision R it sends every event after R,
+        in order, with no gap and no duplicate, then live events. Progress
+        messages carry the current revision when nothing else is sent. A
+        revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+        metadata "oldest_revision"); server shutdown ends streams with
+        UNAVAILABLE: resume from the last revision seen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AppServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +242,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'WatchPortEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPortEvents,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -498,6 +524,33 @@ class AppService:
             '/miasma.v1.AppService/GetServerInfo',
             miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPortEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/miasma.v1.AppService/WatchPortEvents',
+            miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.WatchPortEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

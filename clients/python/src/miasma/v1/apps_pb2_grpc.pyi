@@ -58,6 +58,18 @@ class AppServiceStub:
     """Adds or removes published and target ports, atomically."""
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_apps_pb2.GetServerInfoRequest, _apps_pb2.GetServerInfoResponse]
     """Describes the server: version, Docker, runtime mode, port ranges."""
+    WatchPortEvents: _grpc.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]
+    """Streams port changes and rollout results, resumable by revision.
+
+    With start_revision 0 the stream opens with the current bindings of
+    every watched app (SNAPSHOT events), then a snapshot_complete marker,
+    then live events. With start_revision R it sends every event after R,
+    in order, with no gap and no duplicate, then live events. Progress
+    messages carry the current revision when nothing else is sent. A
+    revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+    metadata "oldest_revision"); server shutdown ends streams with
+    UNAVAILABLE: resume from the last revision seen.
+    """
 
 @_typing.type_check_only
 class AppServiceAsyncStub(AppServiceStub):
@@ -89,6 +101,18 @@ class AppServiceAsyncStub(AppServiceStub):
     """Adds or removes published and target ports, atomically."""
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_apps_pb2.GetServerInfoRequest, _apps_pb2.GetServerInfoResponse]  # type: ignore[assignment]
     """Describes the server: version, Docker, runtime mode, port ranges."""
+    WatchPortEvents: _aio.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]  # type: ignore[assignment]
+    """Streams port changes and rollout results, resumable by revision.
+
+    With start_revision 0 the stream opens with the current bindings of
+    every watched app (SNAPSHOT events), then a snapshot_complete marker,
+    then live events. With start_revision R it sends every event after R,
+    in order, with no gap and no duplicate, then live events. Progress
+    messages carry the current revision when nothing else is sent. A
+    revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+    metadata "oldest_revision"); server shutdown ends streams with
+    UNAVAILABLE: resume from the last revision seen.
+    """
 
 class AppServiceServicer(metaclass=_abc_1.ABCMeta):
     """AppService runs apps on Docker with Heroku-style port management.
@@ -177,5 +201,23 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.GetServerInfoResponse, _abc.Awaitable[_apps_pb2.GetServerInfoResponse]]:
         """Describes the server: version, Docker, runtime mode, port ranges."""
+
+    @_abc_1.abstractmethod
+    def WatchPortEvents(
+        self,
+        request: _apps_pb2.WatchPortEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_apps_pb2.WatchPortEventsResponse], _abc.AsyncIterator[_apps_pb2.WatchPortEventsResponse]]:
+        """Streams port changes and rollout results, resumable by revision.
+
+        With start_revision 0 the stream opens with the current bindings of
+        every watched app (SNAPSHOT events), then a snapshot_complete marker,
+        then live events. With start_revision R it sends every event after R,
+        in order, with no gap and no duplicate, then live events. Progress
+        messages carry the current revision when nothing else is sent. A
+        revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+        metadata "oldest_revision"); server shutdown ends streams with
+        UNAVAILABLE: resume from the last revision seen.
+        """
 
 def add_AppServiceServicer_to_server(servicer: AppServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

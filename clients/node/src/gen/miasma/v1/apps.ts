@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -100,6 +102,83 @@ export function desiredStateToJSON(object: DesiredState): string {
     case DesiredState.DESIRED_STATE_STOPPED:
       return "DESIRED_STATE_STOPPED";
     case DesiredState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** What happened to an app's ports. */
+export enum PortEventKind {
+  PORT_EVENT_KIND_UNSPECIFIED = 0,
+  /** PORT_EVENT_KIND_SNAPSHOT - The app's bindings as they are now (start_revision 0 only). */
+  PORT_EVENT_KIND_SNAPSHOT = 1,
+  /** PORT_EVENT_KIND_ASSIGNED - A new app got its bindings. */
+  PORT_EVENT_KIND_ASSIGNED = 2,
+  /** PORT_EVENT_KIND_CHANGED - The bindings changed (an edit, or the revert of a refused one). */
+  PORT_EVENT_KIND_CHANGED = 3,
+  /** PORT_EVENT_KIND_RELEASED - The app was deleted and its ports released. */
+  PORT_EVENT_KIND_RELEASED = 4,
+  /** PORT_EVENT_KIND_ROLLOUT_APPLIED - Docker runs the app's desired state. */
+  PORT_EVENT_KIND_ROLLOUT_APPLIED = 5,
+  /** PORT_EVENT_KIND_ROLLOUT_FAILED - Docker refused the change; message says why. */
+  PORT_EVENT_KIND_ROLLOUT_FAILED = 6,
+  /** PORT_EVENT_KIND_ROLLOUT_PENDING - Docker is unreachable; the change is applied when it returns. */
+  PORT_EVENT_KIND_ROLLOUT_PENDING = 7,
+  UNRECOGNIZED = -1,
+}
+
+export function portEventKindFromJSON(object: any): PortEventKind {
+  switch (object) {
+    case 0:
+    case "PORT_EVENT_KIND_UNSPECIFIED":
+      return PortEventKind.PORT_EVENT_KIND_UNSPECIFIED;
+    case 1:
+    case "PORT_EVENT_KIND_SNAPSHOT":
+      return PortEventKind.PORT_EVENT_KIND_SNAPSHOT;
+    case 2:
+    case "PORT_EVENT_KIND_ASSIGNED":
+      return PortEventKind.PORT_EVENT_KIND_ASSIGNED;
+    case 3:
+    case "PORT_EVENT_KIND_CHANGED":
+      return PortEventKind.PORT_EVENT_KIND_CHANGED;
+    case 4:
+    case "PORT_EVENT_KIND_RELEASED":
+      return PortEventKind.PORT_EVENT_KIND_RELEASED;
+    case 5:
+    case "PORT_EVENT_KIND_ROLLOUT_APPLIED":
+      return PortEventKind.PORT_EVENT_KIND_ROLLOUT_APPLIED;
+    case 6:
+    case "PORT_EVENT_KIND_ROLLOUT_FAILED":
+      return PortEventKind.PORT_EVENT_KIND_ROLLOUT_FAILED;
+    case 7:
+    case "PORT_EVENT_KIND_ROLLOUT_PENDING":
+      return PortEventKind.PORT_EVENT_KIND_ROLLOUT_PENDING;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PortEventKind.UNRECOGNIZED;
+  }
+}
+
+export function portEventKindToJSON(object: PortEventKind): string {
+  switch (object) {
+    case PortEventKind.PORT_EVENT_KIND_UNSPECIFIED:
+      return "PORT_EVENT_KIND_UNSPECIFIED";
+    case PortEventKind.PORT_EVENT_KIND_SNAPSHOT:
+      return "PORT_EVENT_KIND_SNAPSHOT";
+    case PortEventKind.PORT_EVENT_KIND_ASSIGNED:
+      return "PORT_EVENT_KIND_ASSIGNED";
+    case PortEventKind.PORT_EVENT_KIND_CHANGED:
+      return "PORT_EVENT_KIND_CHANGED";
+    case PortEventKind.PORT_EVENT_KIND_RELEASED:
+      return "PORT_EVENT_KIND_RELEASED";
+    case PortEventKind.PORT_EVENT_KIND_ROLLOUT_APPLIED:
+      return "PORT_EVENT_KIND_ROLLOUT_APPLIED";
+    case PortEventKind.PORT_EVENT_KIND_ROLLOUT_FAILED:
+      return "PORT_EVENT_KIND_ROLLOUT_FAILED";
+    case PortEventKind.PORT_EVENT_KIND_ROLLOUT_PENDING:
+      return "PORT_EVENT_KIND_ROLLOUT_PENDING";
+    case PortEventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -333,6 +412,46 @@ export interface GetServerInfoResponse {
   reservedPorts: Port[];
   /** Host name used in app URLs. */
   publicHost: string;
+}
+
+export interface WatchPortEventsRequest {
+  /** The app to watch, "apps/{app}", or "apps/-" for every app. */
+  name: string;
+  /** The last revision the client has seen; 0 for a snapshot first. */
+  startRevision: number;
+}
+
+export interface PortEvent {
+  /** Server-wide revision of the event; strictly increasing along a stream. */
+  revision: number;
+  /** The app, "apps/{app}". */
+  app: string;
+  kind: PortEventKind;
+  /** Bindings before the event (CHANGED, RELEASED). */
+  oldBindings: PortBinding[];
+  /** Bindings after the event (SNAPSHOT, ASSIGNED, CHANGED, rollouts). */
+  newBindings: PortBinding[];
+  /** Why a rollout failed or is pending. */
+  message: string;
+  /** When the event was recorded. */
+  time: Date | undefined;
+}
+
+/** Sent once after the SNAPSHOT events of a start_revision 0 stream. */
+export interface SnapshotComplete {
+  /** Resume from here if the stream breaks after this marker. */
+  revision: number;
+}
+
+/** Sent when the stream is idle: every event up to revision has been sent. */
+export interface Progress {
+  revision: number;
+}
+
+export interface WatchPortEventsResponse {
+  event?: PortEvent | undefined;
+  snapshotComplete?: SnapshotComplete | undefined;
+  progress?: Progress | undefined;
 }
 
 function createBasePort(): Port {
@@ -3035,6 +3154,513 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
   },
 };
 
+function createBaseWatchPortEventsRequest(): WatchPortEventsRequest {
+  return { name: "", startRevision: 0 };
+}
+
+export const WatchPortEventsRequest: MessageFns<WatchPortEventsRequest> = {
+  encode(message: WatchPortEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.startRevision !== 0) {
+      writer.uint32(16).int64(message.startRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchPortEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchPortEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.startRevision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchPortEventsRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      startRevision: isSet(object.startRevision)
+        ? globalThis.Number(object.startRevision)
+        : isSet(object.start_revision)
+        ? globalThis.Number(object.start_revision)
+        : 0,
+    };
+  },
+
+  toJSON(message: WatchPortEventsRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.startRevision !== 0) {
+      obj.startRevision = Math.round(message.startRevision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchPortEventsRequest>): WatchPortEventsRequest {
+    return WatchPortEventsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchPortEventsRequest>): WatchPortEventsRequest {
+    const message = createBaseWatchPortEventsRequest();
+    message.name = object.name ?? "";
+    message.startRevision = object.startRevision ?? 0;
+    return message;
+  },
+};
+
+function createBasePortEvent(): PortEvent {
+  return { revision: 0, app: "", kind: 0, oldBindings: [], newBindings: [], message: "", time: undefined };
+}
+
+export const PortEvent: MessageFns<PortEvent> = {
+  encode(message: PortEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
+    if (message.app !== "") {
+      writer.uint32(18).string(message.app);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(24).int32(message.kind);
+    }
+    for (const v of message.oldBindings) {
+      PortBinding.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.newBindings) {
+      PortBinding.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.message !== "") {
+      writer.uint32(50).string(message.message);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PortEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePortEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.app = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.oldBindings.push(PortBinding.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.newBindings.push(PortBinding.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PortEvent {
+    return {
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      app: isSet(object.app) ? globalThis.String(object.app) : "",
+      kind: isSet(object.kind) ? portEventKindFromJSON(object.kind) : 0,
+      oldBindings: globalThis.Array.isArray(object?.oldBindings)
+        ? object.oldBindings.map((e: any) => PortBinding.fromJSON(e))
+        : globalThis.Array.isArray(object?.old_bindings)
+        ? object.old_bindings.map((e: any) => PortBinding.fromJSON(e))
+        : [],
+      newBindings: globalThis.Array.isArray(object?.newBindings)
+        ? object.newBindings.map((e: any) => PortBinding.fromJSON(e))
+        : globalThis.Array.isArray(object?.new_bindings)
+        ? object.new_bindings.map((e: any) => PortBinding.fromJSON(e))
+        : [],
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+    };
+  },
+
+  toJSON(message: PortEvent): unknown {
+    const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.app !== "") {
+      obj.app = message.app;
+    }
+    if (message.kind !== 0) {
+      obj.kind = portEventKindToJSON(message.kind);
+    }
+    if (message.oldBindings?.length) {
+      obj.oldBindings = message.oldBindings.map((e) => PortBinding.toJSON(e));
+    }
+    if (message.newBindings?.length) {
+      obj.newBindings = message.newBindings.map((e) => PortBinding.toJSON(e));
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PortEvent>): PortEvent {
+    return PortEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PortEvent>): PortEvent {
+    const message = createBasePortEvent();
+    message.revision = object.revision ?? 0;
+    message.app = object.app ?? "";
+    message.kind = object.kind ?? 0;
+    message.oldBindings = object.oldBindings?.map((e) => PortBinding.fromPartial(e)) || [];
+    message.newBindings = object.newBindings?.map((e) => PortBinding.fromPartial(e)) || [];
+    message.message = object.message ?? "";
+    message.time = object.time ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSnapshotComplete(): SnapshotComplete {
+  return { revision: 0 };
+}
+
+export const SnapshotComplete: MessageFns<SnapshotComplete> = {
+  encode(message: SnapshotComplete, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotComplete {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotComplete();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotComplete {
+    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
+  },
+
+  toJSON(message: SnapshotComplete): unknown {
+    const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SnapshotComplete>): SnapshotComplete {
+    return SnapshotComplete.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotComplete>): SnapshotComplete {
+    const message = createBaseSnapshotComplete();
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseProgress(): Progress {
+  return { revision: 0 };
+}
+
+export const Progress: MessageFns<Progress> = {
+  encode(message: Progress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Progress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Progress {
+    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
+  },
+
+  toJSON(message: Progress): unknown {
+    const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Progress>): Progress {
+    return Progress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Progress>): Progress {
+    const message = createBaseProgress();
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseWatchPortEventsResponse(): WatchPortEventsResponse {
+  return { event: undefined, snapshotComplete: undefined, progress: undefined };
+}
+
+export const WatchPortEventsResponse: MessageFns<WatchPortEventsResponse> = {
+  encode(message: WatchPortEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.event !== undefined) {
+      PortEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    if (message.snapshotComplete !== undefined) {
+      SnapshotComplete.encode(message.snapshotComplete, writer.uint32(18).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      Progress.encode(message.progress, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchPortEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchPortEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.event = PortEvent.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.snapshotComplete = SnapshotComplete.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.progress = Progress.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WatchPortEventsResponse {
+    return {
+      event: isSet(object.event) ? PortEvent.fromJSON(object.event) : undefined,
+      snapshotComplete: isSet(object.snapshotComplete)
+        ? SnapshotComplete.fromJSON(object.snapshotComplete)
+        : isSet(object.snapshot_complete)
+        ? SnapshotComplete.fromJSON(object.snapshot_complete)
+        : undefined,
+      progress: isSet(object.progress) ? Progress.fromJSON(object.progress) : undefined,
+    };
+  },
+
+  toJSON(message: WatchPortEventsResponse): unknown {
+    const obj: any = {};
+    if (message.event !== undefined) {
+      obj.event = PortEvent.toJSON(message.event);
+    }
+    if (message.snapshotComplete !== undefined) {
+      obj.snapshotComplete = SnapshotComplete.toJSON(message.snapshotComplete);
+    }
+    if (message.progress !== undefined) {
+      obj.progress = Progress.toJSON(message.progress);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchPortEventsResponse>): WatchPortEventsResponse {
+    return WatchPortEventsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchPortEventsResponse>): WatchPortEventsResponse {
+    const message = createBaseWatchPortEventsResponse();
+    message.event = (object.event !== undefined && object.event !== null)
+      ? PortEvent.fromPartial(object.event)
+      : undefined;
+    message.snapshotComplete = (object.snapshotComplete !== undefined && object.snapshotComplete !== null)
+      ? SnapshotComplete.fromPartial(object.snapshotComplete)
+      : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? Progress.fromPartial(object.progress)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * AppService runs apps on Docker with Heroku-style port management.
  *
@@ -3145,6 +3771,29 @@ export const AppServiceService = {
       Buffer.from(GetServerInfoResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetServerInfoResponse => GetServerInfoResponse.decode(value),
   },
+  /**
+   * Streams port changes and rollout results, resumable by revision.
+   *
+   * With start_revision 0 the stream opens with the current bindings of
+   * every watched app (SNAPSHOT events), then a snapshot_complete marker,
+   * then live events. With start_revision R it sends every event after R,
+   * in order, with no gap and no duplicate, then live events. Progress
+   * messages carry the current revision when nothing else is sent. A
+   * revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+   * metadata "oldest_revision"); server shutdown ends streams with
+   * UNAVAILABLE: resume from the last revision seen.
+   */
+  watchPortEvents: {
+    path: "/miasma.v1.AppService/WatchPortEvents" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchPortEventsRequest): Buffer =>
+      Buffer.from(WatchPortEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchPortEventsRequest => WatchPortEventsRequest.decode(value),
+    responseSerialize: (value: WatchPortEventsResponse): Buffer =>
+      Buffer.from(WatchPortEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchPortEventsResponse => WatchPortEventsResponse.decode(value),
+  },
 } as const;
 
 export interface AppServiceServer extends UntypedServiceImplementation {
@@ -3168,6 +3817,19 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   editPorts: handleUnaryCall<EditPortsRequest, EditPortsResponse>;
   /** Describes the server: version, Docker, runtime mode, port ranges. */
   getServerInfo: handleUnaryCall<GetServerInfoRequest, GetServerInfoResponse>;
+  /**
+   * Streams port changes and rollout results, resumable by revision.
+   *
+   * With start_revision 0 the stream opens with the current bindings of
+   * every watched app (SNAPSHOT events), then a snapshot_complete marker,
+   * then live events. With start_revision R it sends every event after R,
+   * in order, with no gap and no duplicate, then live events. Progress
+   * messages carry the current revision when nothing else is sent. A
+   * revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+   * metadata "oldest_revision"); server shutdown ends streams with
+   * UNAVAILABLE: resume from the last revision seen.
+   */
+  watchPortEvents: handleServerStreamingCall<WatchPortEventsRequest, WatchPortEventsResponse>;
 }
 
 export interface AppServiceClient extends Client {
@@ -3331,6 +3993,27 @@ export interface AppServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetServerInfoResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams port changes and rollout results, resumable by revision.
+   *
+   * With start_revision 0 the stream opens with the current bindings of
+   * every watched app (SNAPSHOT events), then a snapshot_complete marker,
+   * then live events. With start_revision R it sends every event after R,
+   * in order, with no gap and no duplicate, then live events. Progress
+   * messages carry the current revision when nothing else is sent. A
+   * revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
+   * metadata "oldest_revision"); server shutdown ends streams with
+   * UNAVAILABLE: resume from the last revision seen.
+   */
+  watchPortEvents(
+    request: WatchPortEventsRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchPortEventsResponse>;
+  watchPortEvents(
+    request: WatchPortEventsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchPortEventsResponse>;
 }
 
 export const AppServiceClient = makeGenericClientConstructor(AppServiceService, "miasma.v1.AppService") as unknown as {

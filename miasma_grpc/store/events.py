@@ -1,0 +1,110 @@
+"""The port-event log's SQL: append inside a transaction, read a page, compact.
+
+Kept apart from ``sqlite.py`` (apps and the ledger) because it changes for
+different reasons: retention, paging and watch catch-up.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+import aiosqlite
+
+from miasma_grpc.domain.events import EventKind, PortEvent, Retention
+from miasma_grpc.domain.models import Binding, Protocol
+
+_COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time"
+
+
+def _dump(bindings: Sequence[Binding]) -> str:
+    return json.dumps(
+        [
+            [b.published, b.target, str(b.protocol), b.published_explicit, b.target_explicit]
+            for b in bindings
+        ],
+        separators=(",", ":"),
+    )
+
+
+def _load(text: str) -> tuple[Binding, ...]:
+    return tuple(
+        Binding(published, target, Protocol(protocol), bool(pub_explicit), bool(tgt_explicit))
+        for published, target, protocol, pub_explicit, tgt_explicit in json.loads(text)
+    )
+
+
+def _event(row: sqlite3.Row) -> PortEvent:
+    return PortEvent(
+        revision=row["revision"],
+        app=row["app"],
+        kind=EventKind(row["kind"]),
+        old=_load(row["old_bindings"]),
+        new=_load(row["new_bindings"]),
+        message=row["message"],
+        time=datetime.fromisoformat(row["time"]),
+    )
+
+
+async def insert(db: aiosqlite.Connection, event: PortEvent) -> None:
+    """Append ``event`` (inside the caller's transaction)."""
+    assert event.time is not None
+    await db.execute(
+        f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.revision,
+            event.app,
+            str(event.kind),
+            _dump(event.old),
+            _dump(event.new),
+            event.message,
+            event.time.isoformat(),
+        ),
+    )
+
+
+async def read(
+    db: aiosqlite.Connection, *, after: int, app: str | None, limit: int
+) -> list[PortEvent]:
+    """Up to ``limit`` events with a revision above ``after``, oldest first."""
+    if app is None:
+        sql, params = "WHERE revision > ?", (after, limit)
+    else:
+        sql, params = "WHERE app = ? AND revision > ?", (app, after, limit)  # type: ignore[assignment]
+    async with db.execute(
+        f"SELECT {_COLUMNS} FROM events {sql} ORDER BY revision LIMIT ?", params
+    ) as cursor:
+        return [_event(row) for row in await cursor.fetchall()]
+
+
+async def floor(db: aiosqlite.Connection) -> int:
+    """The revision the log was compacted up to: resuming below it is impossible."""
+    async with db.execute("SELECT value FROM meta WHERE key = 'events_floor'") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def compact(db: aiosqlite.Connection, retention: Retention, now: datetime) -> int:
+    """Drop events beyond ``retention`` (inside the caller's transaction); the new floor."""
+    cut = 0
+    async with db.execute(
+        "SELECT revision FROM events ORDER BY revision DESC LIMIT 1 OFFSET ?",
+        (retention.max_events,),
+    ) as cursor:
+        row = await cursor.fetchone()
+        if row is not None:
+            cut = int(row[0])
+    if retention.max_age is not None:
+        async with db.execute(
+            "SELECT max(revision) FROM events WHERE time < ?",
+            ((now - retention.max_age).isoformat(),),
+        ) as cursor:
+            row = await cursor.fetchone()
+            if row is not None and row[0] is not None:
+                cut = max(cut, int(row[0]))
+    if cut:
+        await db.execute("DELETE FROM events WHERE revision <= ?", (cut,))
+        await db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'", (cut,))
+    return await floor(db)

@@ -38,6 +38,7 @@ class Settings:
     event_retention: int = 100_000
     event_max_age: float = 7 * 24 * 3600.0  # seconds; 0 keeps events of any age
     event_compaction_interval: float = 60.0
+    event_buffer: int = 4096
 
     @property
     def retention(self) -> Retention:
@@ -132,6 +133,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "seconds between compactions of the event log",
         defaults.event_compaction_interval,
     )
+    add(
+        "event-buffer",
+        "recent port events kept in memory for watchers (older ones are read from the log)",
+        defaults.event_buffer,
+    )
     return parser
 
 
@@ -157,13 +163,14 @@ def load_settings(
             log_level=str(ns.log_level).upper(),
             watch_heartbeat=_positive(float(ns.watch_heartbeat), "--watch-heartbeat"),
             event_retention=int(ns.event_retention),
+            event_buffer=int(ns.event_buffer),
             event_max_age=float(ns.event_max_age),
             event_compaction_interval=_positive(
                 float(ns.event_compaction_interval), "--event-compaction-interval"
             ),
         )
-        if settings.event_retention < 1:
-            raise ValueError("--event-retention must be at least 1")
+        if settings.event_retention < 1 or settings.event_buffer < 1:
+            raise ValueError("--event-retention and --event-buffer must be at least 1")
         settings.listen_port  # noqa: B018 - validates the listen address early
     except ValueError as exc:
         parser.error(str(exc))

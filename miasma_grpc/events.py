@@ -15,7 +15,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from miasma_grpc.domain.errors import OutOfRange, Unavailable
 from miasma_grpc.domain.events import (
@@ -80,7 +80,7 @@ class EventHub:
 
     async def watch(
         self, app: str | None, start_revision: int, *, heartbeat: float
-    ) -> AsyncIterator[WatchItem]:
+    ) -> AsyncGenerator[WatchItem]:
         """Events of ``app`` (or all apps) after ``start_revision``; 0 starts with a snapshot.
 
         Yields a :class:`Progress` whenever ``heartbeat`` seconds pass without

@@ -70,7 +70,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             RandomTargets(settings.target_range),
             host_ports(engine, settings.publish_address),
         )
-        hub = EventHub(store)
+        hub = EventHub(store, ring_size=settings.event_buffer)
         await hub.start()
         server = grpc.aio.server(options=KEEPALIVE)
         apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, hub, settings), server)

@@ -285,3 +285,34 @@ def test_help_lists_every_command(cli: Cli) -> None:
     for flag in ("--add-published-ports", "--rm-published-ports", "--add-target-ports",
                  "--rm-target-ports", "--dry-run", "--json"):  # fmt: skip
         assert flag in edit
+
+
+def test_ports_watch_prints_changes_live(cli: Cli, server: ServerProcess) -> None:
+    """`ports:watch` prints the current ports, then each change as it happens (and --json)."""
+    cli.create("web")
+    [(_, auto)] = published(server, "web").items()
+    watcher = subprocess.Popen(
+        [MIASMA, "ports:watch", "-a", "web", "--max-events", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env,
+    )
+    assert watcher.stdout is not None
+    current = watcher.stdout.readline()
+    assert "web  current" in current
+    assert str(auto) in current
+    assert "watching" in watcher.stdout.readline()
+    cli.run("apps:edit -a web --add-published-ports 8095")
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    changed, applied = out.strip().splitlines()
+    assert "web  changed" in changed
+    assert f"{auto} → " in changed
+    assert "⇒  8095 → " in changed
+    assert "web  applied" in applied
+    revision = int(changed.split()[0].lstrip("#"))
+    lines = cli.run(f"ports:watch -a web --since {revision} --max-events 1 --json").stdout
+    [message] = [json.loads(line) for line in lines.splitlines()]
+    assert message["event"]["kind"] == "PORT_EVENT_KIND_ROLLOUT_APPLIED"
+    assert int(message["event"]["revision"]) > revision

@@ -98,3 +98,20 @@ def test_unreachable_server_is_unavailable_without_reason() -> None:
     with MiasmaClient("127.0.0.1:1", timeout=10) as client, pytest.raises(MiasmaError) as error:
         client.server_info()
     assert (error.value.code, error.value.reason) == (grpc.StatusCode.UNAVAILABLE, "")
+
+
+def test_blocking_watch_sees_an_edit_after_the_snapshot(
+    server: ServerProcess, test_image: str
+) -> None:
+    """The blocking watch iterator yields the snapshot, its marker, then the edit."""
+    with MiasmaClient(server.address) as client:
+        client.create_app("web", test_image, stopped=True)
+        stream = client.watch_port_events("web")
+        kinds = [next(stream).WhichOneof("payload") for _ in range(2)]
+        reply = client.edit_ports("web", add_published=[8096])
+        event = next(m for m in stream if m.HasField("event")).event
+        stream.close()
+    assert kinds == ["event", "snapshot_complete"]
+    assert event.kind == apps_pb2.PORT_EVENT_KIND_CHANGED
+    assert event.revision == reply.app.revision
+    assert [b.published_port for b in event.new_bindings] == [8096]

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -23,6 +23,7 @@ from miasma_client import _operations as ops
 from miasma_client._errors import from_rpc_error
 from miasma_client._settings import Settings, resolve
 from miasma_client._status import app_status
+from miasma_client._watch import watch_async, watch_blocking
 
 DEFAULT_TIMEOUT = 120.0  # seconds per call: a rollout may have to pull an image
 POLL_INTERVAL = 0.25
@@ -158,6 +159,19 @@ class MiasmaClient(_Connection):
         """Every app in name order."""
         return list(self.iter_apps())
 
+    def watch_port_events(
+        self, app: str | None = None, *, since: int = 0, resume: bool = True
+    ) -> Generator[apps_pb2.WatchPortEventsResponse]:
+        """Stream port events of ``app`` (or every app) after revision ``since``.
+
+        ``since=0`` starts with the current bindings (SNAPSHOT events and a
+        ``snapshot_complete`` marker). With ``resume`` the stream reconnects
+        by itself after UNAVAILABLE, from the last revision seen: no gap, no
+        duplicate. Other errors (OUT_OF_RANGE for a compacted revision, …)
+        raise :class:`MiasmaError`. Close the generator to stop watching.
+        """
+        return watch_blocking(self, app, since, resume)
+
     def wait_settled(self, name: str, timeout: float = 60.0) -> apps_pb2.App:
         """Poll until the app runs, has stopped or has failed (or ``timeout`` passes)."""
         deadline = time.monotonic() + timeout
@@ -231,6 +245,12 @@ class AsyncMiasmaClient(_Connection):
     async def list_apps(self) -> list[apps_pb2.App]:
         """Every app in name order."""
         return [app async for app in self.iter_apps()]
+
+    def watch_port_events(
+        self, app: str | None = None, *, since: int = 0, resume: bool = True
+    ) -> AsyncGenerator[apps_pb2.WatchPortEventsResponse]:
+        """Async twin of :meth:`MiasmaClient.watch_port_events` (``async for``)."""
+        return watch_async(self, app, since, resume)
 
     async def wait_settled(self, name: str) -> apps_pb2.App:
         """Poll until the app runs, has stopped or has failed; bound it with ``asyncio.timeout``."""

@@ -127,3 +127,41 @@ def print_changes(changes: Iterable[apps_pb2.PortChange]) -> None:
         for change in changes
     ]
     out.print("\n".join(lines) if lines else "No port changes: the app already has these ports.")
+
+
+EVENT_WORDS = {
+    apps_pb2.PORT_EVENT_KIND_SNAPSHOT: "current",
+    apps_pb2.PORT_EVENT_KIND_ASSIGNED: "assigned",
+    apps_pb2.PORT_EVENT_KIND_CHANGED: "changed",
+    apps_pb2.PORT_EVENT_KIND_RELEASED: "released",
+    apps_pb2.PORT_EVENT_KIND_ROLLOUT_APPLIED: "applied",
+    apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED: "failed",
+    apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING: "pending",
+}
+
+
+def _bindings(bindings: Iterable[apps_pb2.PortBinding]) -> str:
+    return ", ".join(
+        f"{format_port(b.published_port, b.protocol)} → {b.target_port}" for b in bindings
+    )
+
+
+def event_line(response: apps_pb2.WatchPortEventsResponse) -> str:
+    """``#14  web  changed  3001 → 3332  ⇒  8081 → 3332``; empty for heartbeats."""
+    payload = response.WhichOneof("payload")
+    if payload == "snapshot_complete":
+        return f"#{response.snapshot_complete.revision}  watching (the ports above are current)"
+    if payload != "event":
+        return ""
+    event = response.event
+    word = EVENT_WORDS.get(event.kind, "event")
+    name = event.app.removeprefix("apps/")
+    if event.kind == apps_pb2.PORT_EVENT_KIND_CHANGED:
+        detail = f"{_bindings(event.old_bindings)}  ⇒  {_bindings(event.new_bindings)}"
+    elif event.kind == apps_pb2.PORT_EVENT_KIND_RELEASED:
+        detail = _bindings(event.old_bindings)
+    else:
+        detail = _bindings(event.new_bindings)
+    if event.message:
+        detail = f"{detail}  ({event.message})"
+    return f"#{event.revision}  {name}  {word}  {detail}"

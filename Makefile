@@ -12,7 +12,7 @@ NODE   := clients/node
 NODE_STAMP := $(NODE)/node_modules/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help run test lint protos check-protos buf-lint typecheck unit clean
+.PHONY: help run test lint protos check-protos buf-lint typecheck unit clean bench
 
 help:  ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,12 +37,15 @@ run: $(STAMP)  ## Run the server (starts a private Docker engine if none is reac
 test: lint $(NODE_STAMP)  ## Run everything: lint, type-check, protos drift, unit/integration/e2e on real Docker.
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP)  ## Run the benchmarks (figures beside a baseline measured in the same run).
+	$(PY) -m bench.watch_fanout
+
 lint: $(STAMP) check-protos buf-lint typecheck  ## ruff, mypy --strict, buf lint, generated-code drift.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy miasma_grpc clients/python/src/miasma_client tests scripts
+	$(VENV)/bin/mypy miasma_grpc clients/python/src/miasma_client tests scripts bench
 
 buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from miasma_client import MiasmaClient
 
 from tests.docker_cli import containers, http_get, the_container
 from tests.server import ServerProcess
@@ -102,6 +103,9 @@ def test_grpcurl_recipes(server: ServerProcess, test_image: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
     outputs: dict[str, str] = {}
     for args, comment in commands(readme_blocks()[1], "grpcurl"):
+        if comment.startswith("streams"):
+            watch_with_grpcurl(args, server, env, test_image)
+            continue
         result = run(args, server, env)
         if comment.startswith("fails"):
             assert result.returncode != 0
@@ -121,3 +125,23 @@ def test_grpcurl_recipes(server: ServerProcess, test_image: str) -> None:
     assert "grpc.health.v1.Health" in outputs["list"]
     assert json.loads(outputs["grpc.health.v1.Health/Check"]) == {"status": "SERVING"}
     assert containers(server.docker_host, server.instance, "web") == []
+
+
+def watch_with_grpcurl(
+    args: list[str], server: ServerProcess, env: dict[str, str], image: str
+) -> None:
+    """The streaming recipe prints the snapshot marker, then an app created meanwhile."""
+    args = [a.replace(DOCUMENTED_ADDRESS, server.address) for a in args]
+    watcher = subprocess.Popen(
+        [str(BIN / args[0]), *args[1:]], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert watcher.stdout is not None
+    try:
+        lines = iter(watcher.stdout.readline, "")
+        assert any("snapshot_complete" in line for line in lines)
+        with MiasmaClient(server.address) as client:
+            client.create_app("watched", image, stopped=True)
+        assert any("PORT_EVENT_KIND_ASSIGNED" in line for line in lines)
+    finally:
+        watcher.terminate()
+        watcher.wait(10)

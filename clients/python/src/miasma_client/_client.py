@@ -27,6 +27,13 @@ from miasma_client._watch import watch_async, watch_blocking
 
 DEFAULT_TIMEOUT = 120.0  # seconds per call: a rollout may have to pull an image
 POLL_INTERVAL = 0.25
+# Keepalive pings on idle connections keep watch streams open through proxies and
+# notice a dead server; the server accepts pings down to every 10 s.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -110,9 +117,9 @@ class MiasmaClient(_Connection):
     ) -> None:
         super().__init__(server, token=token, settings=settings, timeout=timeout)
         self._channel = (
-            grpc.secure_channel(self.server, self._credentials)
+            grpc.secure_channel(self.server, self._credentials, CHANNEL_OPTIONS)
             if self._credentials
-            else grpc.insecure_channel(self.server)
+            else grpc.insecure_channel(self.server, CHANNEL_OPTIONS)
         )
         self.stub = apps_pb2_grpc.AppServiceStub(self._channel)
 
@@ -196,9 +203,9 @@ class AsyncMiasmaClient(_Connection):
     ) -> None:
         super().__init__(server, token=token, settings=settings, timeout=timeout)
         self._channel = (
-            grpc.aio.secure_channel(self.server, self._credentials)
+            grpc.aio.secure_channel(self.server, self._credentials, CHANNEL_OPTIONS)
             if self._credentials
-            else grpc.aio.insecure_channel(self.server)
+            else grpc.aio.insecure_channel(self.server, CHANNEL_OPTIONS)
         )
         self.stub = apps_pb2_grpc.AppServiceStub(self._channel)
 

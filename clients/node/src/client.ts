@@ -1,15 +1,18 @@
 /**
  * A thin promise client over the generated `miasma.v1.AppService` stubs:
  * requests are partial plain objects, replies are the generated types, and
- * every failure is a MiasmaError.
+ * every failure is a MiasmaError. Port events stream as async iterables.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   type CallOptions,
   type ChannelCredentials,
+  type ClientReadableStream,
   credentials,
   Metadata,
   type MethodDefinition,
   type ServiceError,
+  status,
 } from "@grpc/grpc-js";
 import { MiasmaError } from "./errors";
 import {
@@ -28,6 +31,7 @@ import {
   type GetServerInfoResponse,
   ListAppsRequest,
   type ListAppsResponse,
+  PortEventKind,
   RestartAppRequest,
   type RestartAppResponse,
   StartAppRequest,
@@ -36,6 +40,8 @@ import {
   type StopAppResponse,
   UpdateAppRequest,
   type UpdateAppResponse,
+  WatchPortEventsRequest,
+  type WatchPortEventsResponse,
 } from "./gen/miasma/v1/apps";
 
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -58,6 +64,42 @@ export interface MiasmaClientOptions {
 /** Per-call options of @grpc/grpc-js, e.g. `{ deadline: Date.now() + 5000 }`. */
 export type MiasmaCallOptions = Partial<CallOptions>;
 
+/** Options of a streaming call: grpc-js's, and a signal that cancels it. */
+export type MiasmaStreamOptions = MiasmaCallOptions & { signal?: AbortSignal };
+
+/**
+ * An open WatchPortEvents stream: iterate it (once) for the responses.
+ * Leaving the loop, `cancel()` or the signal ends the call; iteration then
+ * stops quietly. Any other end of the stream is thrown as a MiasmaError.
+ */
+export interface PortEventStream extends AsyncIterable<WatchPortEventsResponse> {
+  cancel(): void;
+}
+
+/** Options of {@link MiasmaClient.watch}. */
+export interface WatchOptions {
+  /** The last revision already seen; 0 (the default) starts with a snapshot of the current bindings. */
+  since?: number;
+  /** Ends the watch: the iteration returns. */
+  signal?: AbortSignal;
+  /** Called before each reconnection, with what broke the stream and the delay in ms. */
+  onReconnect?: (error: MiasmaError, delayMs: number) => void;
+}
+
+/** Reconnection delays of {@link MiasmaClient.watch}: doubling from the first to the max. */
+export const WATCH_FIRST_DELAY_MS = 100;
+export const WATCH_MAX_DELAY_MS = 2_000;
+
+/**
+ * Keepalive pings on idle connections keep watch streams open through proxies and
+ * notice a dead server; the server accepts pings down to every 10 s.
+ */
+const KEEPALIVE = {
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+};
+
 export class MiasmaClient {
   /** The generated grpc-js client, for anything this class does not wrap. */
   readonly stub: AppServiceClient;
@@ -66,7 +108,7 @@ export class MiasmaClient {
   /** `address` defaults to $MIASMA_SERVER, else 127.0.0.1:50051. */
   constructor(address?: string, options: MiasmaClientOptions = {}) {
     const target = address ?? process.env.MIASMA_SERVER ?? DEFAULT_ADDRESS;
-    this.stub = new AppServiceClient(target, channelCredentials(options.tls));
+    this.stub = new AppServiceClient(target, channelCredentials(options.tls), KEEPALIVE);
     this.token = options.token;
   }
 
@@ -113,6 +155,71 @@ export class MiasmaClient {
     return this.unary(AppServiceService.getServerInfo, GetServerInfoRequest.fromPartial(request), options);
   }
 
+  /**
+   * Open a WatchPortEvents stream of `name` ("apps/{app}", or "apps/-" for
+   * every app) from `startRevision` (0: a snapshot first). One stream: see
+   * {@link watch} for one that survives server restarts.
+   */
+  watchPortEvents(
+    request: DeepPartial<WatchPortEventsRequest>,
+    options: MiasmaStreamOptions = {},
+  ): PortEventStream {
+    const { signal, ...callOptions } = options;
+    const method = AppServiceService.watchPortEvents;
+    const call = this.stub.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      WatchPortEventsRequest.fromPartial(request),
+      this.metadata(),
+      callOptions,
+    );
+    return new CallStream(call, signal);
+  }
+
+  /**
+   * Port events of `app` ("hello" or "apps/hello"; every app when omitted)
+   * after revision `since` (0: a snapshot of the current bindings, then
+   * `snapshotComplete`, then live events), as WatchPortEventsResponses:
+   * `event`, `snapshotComplete` or `progress`.
+   *
+   * When the stream breaks with UNAVAILABLE (server shutdown or restart,
+   * connection lost) it reconnects after a short backoff from the last
+   * revision seen, so every event arrives once, in order. A snapshot broken
+   * before its marker starts over (it is state, not history). Other errors
+   * (OUT_OF_RANGE: `since` was compacted away; INVALID_ARGUMENT; …) are
+   * thrown as MiasmaError. Stop with `break` or the signal.
+   */
+  async *watch(app?: string, options: WatchOptions = {}): AsyncGenerator<WatchPortEventsResponse, void, undefined> {
+    const { signal, onReconnect } = options;
+    const name = app === undefined ? "apps/-" : app.startsWith("apps/") ? app : `apps/${app}`;
+    let since = options.since ?? 0;
+    let delay = WATCH_FIRST_DELAY_MS;
+    while (!signal?.aborted) {
+      let error = streamEnded();
+      try {
+        for await (const response of this.watchPortEvents({ name, startRevision: since }, { signal })) {
+          since = resumeRevision(since, response);
+          delay = WATCH_FIRST_DELAY_MS;
+          yield response;
+        }
+      } catch (caught) {
+        if (!(caught instanceof MiasmaError) || caught.code !== status.UNAVAILABLE) {
+          throw caught;
+        }
+        error = caught;
+      }
+      if (signal?.aborted) {
+        return;
+      }
+      onReconnect?.(error, delay);
+      if (!(await pause(delay, signal))) {
+        return;
+      }
+      delay = Math.min(delay * 2, WATCH_MAX_DELAY_MS);
+    }
+  }
+
   /** Close the channel; later calls fail. */
   close(): void {
     this.stub.close();
@@ -123,17 +230,13 @@ export class MiasmaClient {
     request: Req,
     options: MiasmaCallOptions = {},
   ): Promise<Res> {
-    const metadata = new Metadata();
-    if (this.token !== undefined) {
-      metadata.set("authorization", `Bearer ${this.token}`);
-    }
     return new Promise((resolve, reject) => {
       this.stub.makeUnaryRequest(
         method.path,
         method.requestSerialize,
         method.responseDeserialize,
         request,
-        metadata,
+        this.metadata(),
         options,
         (error: ServiceError | null, response?: Res) => {
           if (error) {
@@ -145,6 +248,90 @@ export class MiasmaClient {
       );
     });
   }
+
+  private metadata(): Metadata {
+    const metadata = new Metadata();
+    if (this.token !== undefined) {
+      metadata.set("authorization", `Bearer ${this.token}`);
+    }
+    return metadata;
+  }
+}
+
+/** A grpc-js response stream as a PortEventStream. */
+class CallStream implements PortEventStream {
+  private cancelled = false;
+
+  constructor(
+    private readonly call: ClientReadableStream<WatchPortEventsResponse>,
+    signal: AbortSignal | undefined,
+  ) {
+    // The iterator reports errors; without a listener an unread one would crash the process.
+    call.on("error", () => undefined);
+    if (signal !== undefined) {
+      const onAbort = () => this.cancel();
+      signal.addEventListener("abort", onAbort, { once: true });
+      call.on("status", () => signal.removeEventListener("abort", onAbort));
+      if (signal.aborted) {
+        this.cancel();
+      }
+    }
+  }
+
+  cancel(): void {
+    this.cancelled = true;
+    this.call.cancel();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<WatchPortEventsResponse, void, undefined> {
+    try {
+      for await (const response of this.call) {
+        yield response as WatchPortEventsResponse;
+      }
+    } catch (error) {
+      if (!this.cancelled) {
+        throw isServiceError(error) ? new MiasmaError(error) : error;
+      }
+    } finally {
+      this.call.cancel(); // a no-op once the call has ended
+    }
+  }
+}
+
+/** Where to resume after `response`: snapshot events count only once their marker arrives. */
+function resumeRevision(since: number, response: WatchPortEventsResponse): number {
+  if (response.event !== undefined) {
+    return response.event.kind === PortEventKind.PORT_EVENT_KIND_SNAPSHOT ? since : response.event.revision;
+  }
+  if (response.snapshotComplete !== undefined) {
+    return response.snapshotComplete.revision;
+  }
+  if (response.progress !== undefined) {
+    return Math.max(since, response.progress.revision);
+  }
+  return since;
+}
+
+/** A watch stream the server closed without an error: reconnect as after UNAVAILABLE. */
+function streamEnded(): MiasmaError {
+  const details = "the server ended the watch stream";
+  return new MiasmaError(
+    Object.assign(new Error(details), { code: status.UNAVAILABLE, details, metadata: new Metadata() }),
+  );
+}
+
+/** Wait `ms`; false when the signal aborts first. */
+async function pause(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  try {
+    await sleep(ms, undefined, { signal });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number";
 }
 
 function channelCredentials(tls: TlsOptions | undefined): ChannelCredentials {

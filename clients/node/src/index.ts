@@ -5,7 +5,12 @@ export {
   type MiasmaCallOptions,
   MiasmaClient,
   type MiasmaClientOptions,
+  type MiasmaStreamOptions,
+  type PortEventStream,
   type TlsOptions,
+  WATCH_FIRST_DELAY_MS,
+  WATCH_MAX_DELAY_MS,
+  type WatchOptions,
 } from "./client";
 export { type FieldViolation, MiasmaError } from "./errors";
 export * from "./gen/miasma/v1/apps";

@@ -8,12 +8,10 @@
  * the caller can check it in Docker; without it the app is deleted.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { after, test } from "node:test";
 import { type App, DesiredState, MiasmaClient, MiasmaError, type PortBinding, status } from "../src";
+import { freePorts, IMAGE, uniqueName } from "./support";
 
-const IMAGE = process.env.MIASMA_TEST_IMAGE ?? "miasma-test/busybox:latest";
 const KEPT_APP = process.env.MIASMA_TEST_APP;
 // Busybox httpd on every PORT_<n> the app gets (as tests/conftest.py's HTTPD_COMMAND).
 const HTTPD = [
@@ -34,10 +32,6 @@ after(async () => {
   client.close();
 });
 
-function uniqueName(prefix: string): string {
-  return `${prefix}-${randomBytes(4).toString("hex")}`;
-}
-
 /** Create an app; it is deleted after the tests unless it is $MIASMA_TEST_APP. */
 async function createApp(appId: string, app: Partial<App>): Promise<App> {
   const reply = await client.createApp({ appId, app: { image: IMAGE, ...app } });
@@ -50,29 +44,6 @@ async function createApp(appId: string, app: Partial<App>): Promise<App> {
 
 function createStopped(prefix: string): Promise<App> {
   return createApp(uniqueName(prefix), { desiredState: DesiredState.DESIRED_STATE_STOPPED });
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = createServer();
-    probe.once("error", () => resolve(true));
-    probe.listen(port, "0.0.0.0", () => probe.close(() => resolve(false)));
-  });
-}
-
-/** Ports of the server's published range that nothing listens on now, picked at random. */
-async function freePorts(count: number, taken: number[] = []): Promise<number[]> {
-  const { publishedPortRange } = await client.getServerInfo();
-  const [low, high] = publishedPortRange.split("-").map(Number);
-  const found = new Set<number>();
-  for (let tries = 0; found.size < count && tries < 200; tries++) {
-    const port = low + Math.floor(Math.random() * (high - low + 1));
-    if (!taken.includes(port) && !(await listening(port))) {
-      found.add(port);
-    }
-  }
-  assert.equal(found.size, count, `no ${count} free ports in ${publishedPortRange}`);
-  return [...found];
 }
 
 /** The parts of a binding a user chose or reads. */
@@ -125,7 +96,7 @@ test("server info names the version and the published port range", async () => {
 test("creating an app, editing its ports and reading them back", async () => {
   const name = KEPT_APP ?? uniqueName("node");
   const fromEnv = Number(process.env.MIASMA_TEST_PUBLISHED_PORT ?? 0);
-  const [port, extra] = fromEnv ? [fromEnv, ...(await freePorts(1, [fromEnv]))] : await freePorts(2);
+  const [port, extra] = fromEnv ? [fromEnv, ...(await freePorts(client, 1, [fromEnv]))] : await freePorts(client, 2);
 
   const app = await createApp(name, { command: HTTPD });
   assert.equal(app.name, `apps/${name}`);
@@ -193,7 +164,7 @@ test("a port out of range is INVALID_ARGUMENT naming the field, and changes noth
 });
 
 test("a published port held by another app is ALREADY_EXISTS naming the holder", async () => {
-  const [port] = await freePorts(1);
+  const [port] = await freePorts(client, 1);
   const holder = await createStopped("node-holder");
   const other = await createStopped("node-other");
   await client.editPorts({ name: holder.name, addPublishedPorts: [{ number: port }] });

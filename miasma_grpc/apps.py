@@ -35,6 +35,7 @@ from miasma_grpc.domain.errors import (
 from miasma_grpc.domain.events import EventKind, PortEvent
 from miasma_grpc.domain.models import App, Binding, DesiredState, Observed, is_reserved_env_name
 from miasma_grpc.domain.names import validate_app_name
+from miasma_grpc.domain.placement import validate_constraints
 from miasma_grpc.domain.ports import (
     CREATE_FIELDS,
     EditFields,
@@ -118,17 +119,23 @@ class AppManager:
         command: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         desired_state: DesiredState = DesiredState.RUNNING,
+        constraints: Sequence[str] = (),
         ports: PortEdit = PortEdit(),
         validate_only: bool = False,
     ) -> App:
         """Create an app with one auto/auto slot (plus ``ports``) and start it."""
         validate_app_name(name, "app_id")
         _validate_spec(image, command, env or {})
+        placement = validate_constraints(constraints)
+        await self._refresh_host_ports()
         async with self.lock(name):
             if validate_only:
                 await _absent(self.store, name)
                 bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
-                return App(name, image, bindings, tuple(command), dict(env or {}), desired_state)
+                return App(
+                    name, image, bindings, tuple(command), dict(env or {}), desired_state,
+                    constraints=placement,
+                )  # fmt: skip
             async with self.store.transaction() as tx:
                 bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
                 stamp = now()
@@ -139,6 +146,7 @@ class AppManager:
                     command=tuple(command),
                     env=dict(env or {}),
                     desired_state=desired_state,
+                    constraints=placement,
                     revision=await tx.next_revision(),
                     create_time=stamp,
                     update_time=stamp,
@@ -163,6 +171,7 @@ class AppManager:
         self, name: str, edit: PortEdit, *, validate_only: bool = False, etag: str = ""
     ) -> EditResult:
         """Add/remove published and target ports atomically; see DESIGN §1."""
+        await self._refresh_host_ports()
         async with self.lock(name):
             if validate_only:
                 current = await self.store.get_app(name)
@@ -197,9 +206,10 @@ class AppManager:
         image: str | None = None,
         command: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
+        constraints: Sequence[str] | None = None,
         etag: str = "",
     ) -> App:
-        """Change image, command or env (``None`` leaves a field as it is)."""
+        """Change image, command, env or constraints (``None`` leaves a field as it is)."""
         async with self.lock(name):
             async with self.store.transaction() as tx:
                 old = await tx.get_app(name)
@@ -209,6 +219,11 @@ class AppManager:
                     image=old.image if image is None else image,
                     command=old.command if command is None else tuple(command),
                     env=old.env if env is None else dict(env),
+                    constraints=(
+                        old.constraints
+                        if constraints is None
+                        else validate_constraints(constraints)
+                    ),
                 )
                 _validate_spec(new.image, new.command, new.env)
                 if new == old:
@@ -298,6 +313,13 @@ class AppManager:
         return plan_edit(
             name, current, edit, self.ledger, self.choose_target, fields, busy=self.host_ports.busy
         )
+
+    async def _refresh_host_ports(self) -> None:
+        """Learn which ports others hold; without Docker, plan with what is known."""
+        try:
+            await self.host_ports.refresh()
+        except (Unavailable, RuntimeFailure) as exc:
+            log.debug("could not refresh busy ports: %s", exc.message)
 
     async def _apply(self, app: App) -> bool:
         """Drive Docker to ``app``: True if applied, False if pending (Docker away)."""

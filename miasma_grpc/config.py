@@ -17,6 +17,7 @@ from miasma_grpc.domain.events import Retention
 from miasma_grpc.domain.models import Port, PortRange, Protocol
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+RUNTIMES = ("auto", "container", "swarm")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Settings:
     event_max_age: float = 7 * 24 * 3600.0  # seconds; 0 keeps events of any age
     event_compaction_interval: float = 60.0
     event_buffer: int = 4096
+    runtime: str = "auto"  # auto | container | swarm
 
     @property
     def retention(self) -> Retention:
@@ -93,6 +95,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         )
 
     add("listen", "address to serve gRPC on", defaults.listen)
+    add(
+        "runtime",
+        "auto, container or swarm: how apps run (auto picks swarm on a swarm manager)",
+        defaults.runtime,
+    )
     add("db-path", "SQLite database file", defaults.db_path)
     add(
         "docker-host",
@@ -164,11 +171,14 @@ def load_settings(
             watch_heartbeat=_positive(float(ns.watch_heartbeat), "--watch-heartbeat"),
             event_retention=int(ns.event_retention),
             event_buffer=int(ns.event_buffer),
+            runtime=str(ns.runtime).lower(),
             event_max_age=float(ns.event_max_age),
             event_compaction_interval=_positive(
                 float(ns.event_compaction_interval), "--event-compaction-interval"
             ),
         )
+        if settings.runtime not in RUNTIMES:
+            raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}")
         if settings.event_retention < 1 or settings.event_buffer < 1:
             raise ValueError("--event-retention and --event-buffer must be at least 1")
         settings.listen_port  # noqa: B018 - validates the listen address early

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 
+import aiodocker
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -21,7 +22,8 @@ from miasma_grpc.events import EventHub
 from miasma_grpc.reconcile import Reconciler
 from miasma_grpc.runtime.base import HostPorts
 from miasma_grpc.runtime.containers import DockerContainerRuntime
-from miasma_grpc.runtime.hostports import LocalHostPorts, NoHostPorts
+from miasma_grpc.runtime.hostports import AnyHostPorts, LocalHostPorts, NoHostPorts
+from miasma_grpc.runtime.swarm import DockerSwarmRuntime
 from miasma_grpc.store.sqlite import SqliteStore
 
 log = logging.getLogger("miasma_grpc")
@@ -52,24 +54,41 @@ def host_ports(engine: str, publish_address: str) -> HostPorts:
     return NoHostPorts()
 
 
+async def choose_runtime(settings: Settings, engine: str) -> str:
+    """``container`` or ``swarm``; ``auto`` asks the engine whether it manages a swarm."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    try:
+        async with aiodocker.Docker(url=engine) as docker, asyncio.timeout(5):
+            info = await docker.system.info()
+    except (aiodocker.DockerError, OSError, TimeoutError) as exc:
+        log.warning("Docker unreachable at start (%s): using the container runtime", exc)
+        return "container"
+    return "swarm" if info.get("Swarm", {}).get("ControlAvailable") else "container"
+
+
+def build_runtime(
+    mode: str, engine: str, settings: Settings
+) -> tuple[DockerContainerRuntime | DockerSwarmRuntime, HostPorts]:
+    """The runtime for ``mode`` and what tells it which ports others hold."""
+    local = host_ports(engine, settings.publish_address)
+    if mode == "swarm":
+        swarm = DockerSwarmRuntime(engine, instance=settings.instance)
+        return swarm, AnyHostPorts(local, swarm)
+    container = DockerContainerRuntime(
+        engine, instance=settings.instance, publish_address=settings.publish_address
+    )
+    return container, local
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, then shut down gracefully."""
     ledger = PortLedger(settings.published_range, settings.all_reserved)
     engine = docker_host(settings)
-    async with (
-        SqliteStore(settings.db_path, ledger) as store,
-        DockerContainerRuntime(
-            engine,
-            instance=settings.instance,
-            publish_address=settings.publish_address,
-        ) as runtime,
-    ):
-        manager = AppManager(
-            store,
-            runtime,
-            RandomTargets(settings.target_range),
-            host_ports(engine, settings.publish_address),
-        )
+    mode = await choose_runtime(settings, engine)
+    runtime, busy_ports = build_runtime(mode, engine, settings)
+    async with SqliteStore(settings.db_path, ledger) as store, runtime:
+        manager = AppManager(store, runtime, RandomTargets(settings.target_range), busy_ports)
         hub = EventHub(store, ring_size=settings.event_buffer)
         await hub.start()
         server = grpc.aio.server(options=KEEPALIVE)
@@ -96,11 +115,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await server.start()
         host = settings.listen.rsplit(":", 1)[0]
         log.info(
-            "miasma-grpc serving on %s:%d (database %s, docker %s)",
+            "miasma-grpc serving on %s:%d (database %s, docker %s, %s runtime)",
             host,
             port,
             settings.db_path,
             engine,
+            mode,
         )
         reconciler = Reconciler(manager, reachability, settings.reconcile_interval)
         async with asyncio.TaskGroup() as background:

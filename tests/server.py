@@ -36,6 +36,7 @@ class ServerProcess:
     docker_host: str
     instance: str
     published_range: str = "3001-3999"
+    runtime: str = "container"  # the test engine is also a swarm manager: say which to test
     extra_args: Sequence[str] = ()
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
@@ -66,6 +67,8 @@ class ServerProcess:
             self.published_range,
             "--publish-address",
             "127.0.0.1",
+            "--runtime",
+            self.runtime,
             "--log-level",
             "DEBUG",
             *self.extra_args,

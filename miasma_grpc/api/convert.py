@@ -19,9 +19,11 @@ from miasma_grpc.domain.models import (
     Observed,
     Port,
     Protocol,
+    PublishMode,
     env_names,
 )
 from miasma_grpc.domain.names import resource_name
+from miasma_grpc.domain.ports import EditFields, PortEdit
 
 PROTOCOL_FROM_PROTO = {
     apps_pb2.PROTOCOL_UNSPECIFIED: Protocol.TCP,
@@ -42,12 +44,22 @@ EVENT_KIND_TO_PROTO = {
     EventKind.ROLLOUT_FAILED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED,
     EventKind.ROLLOUT_PENDING: apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING,
 }
+MODE_FROM_PROTO = {
+    apps_pb2.PUBLISH_MODE_INGRESS: PublishMode.INGRESS,
+    apps_pb2.PUBLISH_MODE_HOST: PublishMode.HOST,
+}
+MODE_TO_PROTO = {mode: value for value, mode in MODE_FROM_PROTO.items()}
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 
 
-def ports_from_proto(ports: Iterable[apps_pb2.Port], field: str) -> tuple[Port, ...]:
-    """Repeated ``Port`` messages -> domain ports (range checks happen in the planner)."""
+def ports_from_proto(
+    ports: Iterable[apps_pb2.Port], field: str, modes: dict[Port, PublishMode] | None = None
+) -> tuple[Port, ...]:
+    """Repeated ``Port`` messages -> domain ports (range checks happen in the planner).
+
+    Publish modes go into ``modes``; where none is expected a mode is refused.
+    """
     result = []
     for index, port in enumerate(ports):
         protocol = PROTOCOL_FROM_PROTO.get(port.protocol)
@@ -56,7 +68,37 @@ def ports_from_proto(ports: Iterable[apps_pb2.Port], field: str) -> tuple[Port, 
                 f"{field}[{index}].protocol", f"unknown protocol value {port.protocol}"
             )
         result.append(Port(port.number, protocol))
+        if port.mode == apps_pb2.PUBLISH_MODE_UNSPECIFIED:
+            continue
+        mode = MODE_FROM_PROTO.get(port.mode)
+        if mode is None:
+            raise InvalidArgument.field(
+                f"{field}[{index}].mode", f"unknown publish mode value {port.mode}"
+            )
+        if modes is None:
+            raise InvalidArgument.field(
+                f"{field}[{index}].mode", "a publish mode applies only to published ports added"
+            )
+        modes[result[-1]] = mode
     return tuple(result)
+
+
+def edit_from_proto(
+    add_published: Iterable[apps_pb2.Port],
+    add_target: Iterable[apps_pb2.Port],
+    fields: EditFields,
+    remove_published: Iterable[apps_pb2.Port] = (),
+    remove_target: Iterable[apps_pb2.Port] = (),
+) -> PortEdit:
+    """The four port lists of a request -> a :class:`PortEdit` (with publish modes)."""
+    modes: dict[Port, PublishMode] = {}
+    return PortEdit(
+        add_published=ports_from_proto(add_published, fields.add_published, modes),
+        remove_published=ports_from_proto(remove_published, fields.remove_published),
+        add_target=ports_from_proto(add_target, fields.add_target),
+        remove_target=ports_from_proto(remove_target, fields.remove_target),
+        modes=modes,
+    )
 
 
 def desired_state_from_proto(value: int) -> DesiredState:
@@ -77,6 +119,7 @@ def binding_to_proto(binding: Binding, slot: int) -> apps_pb2.PortBinding:
         published_explicit=binding.published_explicit,
         target_explicit=binding.target_explicit,
         env_names=env_names(slot),
+        publish_mode=MODE_TO_PROTO[binding.mode],
     )
 
 
@@ -109,6 +152,7 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         revision=app.revision,
         create_time=_timestamp(app.create_time),
         update_time=_timestamp(app.update_time),
+        constraints=list(app.constraints),
     )
 
 

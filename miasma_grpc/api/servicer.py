@@ -16,9 +16,9 @@ from miasma_grpc.api.convert import (
     binding_to_proto,
     decode_page_token,
     desired_state_from_proto,
+    edit_from_proto,
     encode_page_token,
     page_size,
-    ports_from_proto,
     watch_item_to_proto,
 )
 from miasma_grpc.api.errors import to_status
@@ -27,14 +27,14 @@ from miasma_grpc.config import Settings
 from miasma_grpc.domain.errors import InvalidArgument, MiasmaError
 from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
-from miasma_grpc.domain.ports import PortEdit
+from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields
 from miasma_grpc.events import EventHub
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[["AppServicer", Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 
-UPDATABLE = ("image", "command", "env")
+UPDATABLE = ("image", "command", "env", "constraints")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -81,10 +81,8 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             command=list(request.app.command),
             env=dict(request.app.env),
             desired_state=desired_state_from_proto(request.app.desired_state),
-            ports=PortEdit(
-                add_published=ports_from_proto(request.published_ports, "published_ports"),
-                add_target=ports_from_proto(request.target_ports, "target_ports"),
-            ),
+            constraints=list(request.app.constraints),
+            ports=edit_from_proto(request.published_ports, request.target_ports, CREATE_FIELDS),
             validate_only=request.validate_only,
         )
         return apps_pb2.CreateAppResponse(app=self._proto(app))
@@ -113,7 +111,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     async def UpdateApp(
         self, request: apps_pb2.UpdateAppRequest, context: Context
     ) -> apps_pb2.UpdateAppResponse:
-        """Change image, command or env, as selected by the field mask."""
+        """Change image, command, env or constraints, as selected by the field mask."""
         name = parse_resource_name(request.app.name, "app.name")
         paths = list(request.update_mask.paths) or list(UPDATABLE)
         for index, path in enumerate(paths):
@@ -128,6 +126,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             image=request.app.image if "image" in paths else None,
             command=list(request.app.command) if "command" in paths else None,
             env=dict(request.app.env) if "env" in paths else None,
+            constraints=list(request.app.constraints) if "constraints" in paths else None,
             etag=request.app.etag,
         )
         return apps_pb2.UpdateAppResponse(app=self._proto(app))
@@ -172,13 +171,12 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> apps_pb2.EditPortsResponse:
         """Add/remove published and target ports atomically."""
         name = parse_resource_name(request.name)
-        edit = PortEdit(
-            add_published=ports_from_proto(request.add_published_ports, "add_published_ports"),
-            remove_published=ports_from_proto(
-                request.remove_published_ports, "remove_published_ports"
-            ),
-            add_target=ports_from_proto(request.add_target_ports, "add_target_ports"),
-            remove_target=ports_from_proto(request.remove_target_ports, "remove_target_ports"),
+        edit = edit_from_proto(
+            request.add_published_ports,
+            request.add_target_ports,
+            EditFields(),
+            request.remove_published_ports,
+            request.remove_target_ports,
         )
         result = await self.manager.edit_ports(
             name, edit, validate_only=request.validate_only, etag=request.etag

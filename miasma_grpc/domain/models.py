@@ -28,6 +28,13 @@ class DesiredState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class PublishMode(enum.StrEnum):
+    """How the swarm runtime publishes a port (the container runtime ignores it)."""
+
+    INGRESS = "ingress"  # every node routes the port to the app
+    HOST = "host"  # only the node running the task listens
+
+
 @dataclass(frozen=True, order=True)
 class Port:
     """A port number together with its protocol (``5353/udp``)."""
@@ -52,6 +59,7 @@ class Binding:
     protocol: Protocol = Protocol.TCP
     published_explicit: bool = False
     target_explicit: bool = False
+    mode: PublishMode = PublishMode.INGRESS
 
     @property
     def published_port(self) -> Port:
@@ -139,6 +147,7 @@ class App:
     revision: int = 0
     create_time: datetime | None = None
     update_time: datetime | None = None
+    constraints: tuple[str, ...] = ()
 
     @property
     def etag(self) -> str:

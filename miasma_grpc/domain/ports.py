@@ -7,15 +7,16 @@ This is Miasma's port semantics (DESIGN §1) as one pure function. Rules:
 * an added published (target) port fills the first slot whose published
   (target) side is auto and whose protocol matches -- a fully automatic slot
   may change protocol -- else a new slot is appended ("order matters");
-* adding a port the app already has on that side is a no-op;
+* adding a port the app already has on that side is a no-op (unless it
+  names a publish mode, which then changes);
 * a slot with both sides auto is dropped unless it is the only one;
 * auto ports are sticky: kept unless their slot's side is replaced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from miasma_grpc.domain.allocator import PortLedger, TargetChooser
 from miasma_grpc.domain.errors import (
@@ -24,7 +25,7 @@ from miasma_grpc.domain.errors import (
     FieldViolation,
     InvalidArgument,
 )
-from miasma_grpc.domain.models import PORT_MAX, PORT_MIN, Binding, Port, Protocol
+from miasma_grpc.domain.models import PORT_MAX, PORT_MIN, Binding, Port, Protocol, PublishMode
 
 MAX_SLOTS = 64
 
@@ -50,6 +51,8 @@ class PortEdit:
     remove_published: tuple[Port, ...] = ()
     add_target: tuple[Port, ...] = ()
     remove_target: tuple[Port, ...] = ()
+    # Publish modes asked for some of ``add_published`` (the rest: ingress, or unchanged).
+    modes: Mapping[Port, PublishMode] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class _Slot:
     target: int | None
     published_explicit: bool
     target_explicit: bool
+    mode: PublishMode = PublishMode.INGRESS
 
     @property
     def fully_auto(self) -> bool:
@@ -103,7 +107,7 @@ def plan_edit(
     """
     _validate(edit, fields)
     slots = [
-        _Slot(b.protocol, b.published, b.target, b.published_explicit, b.target_explicit)
+        _Slot(b.protocol, b.published, b.target, b.published_explicit, b.target_explicit, b.mode)
         for b in current
     ]
     _apply_removals(slots, edit, fields)
@@ -125,6 +129,7 @@ def plan_edit(
             protocol=s.protocol,
             published_explicit=s.published_explicit,
             target_explicit=s.target_explicit,
+            mode=s.mode,
         )
         for s in slots
     )
@@ -185,7 +190,7 @@ def _apply_removals(slots: list[_Slot], edit: PortEdit, fields: EditFields) -> N
         slot = _find(slots, port, published=True)
         if slot is None:
             raise _not_held(before, port, f"{fields.remove_published}[{index}]", published=True)
-        slot.published, slot.published_explicit = None, False
+        slot.published, slot.published_explicit, slot.mode = None, False, PublishMode.INGRESS
     for index, port in enumerate(edit.remove_target):
         slot = _find(slots, port, published=False)
         if slot is None:
@@ -226,17 +231,21 @@ def _apply_additions(
                 violations=[FieldViolation(field, f"port {port} is in use on the host")],
                 metadata={"port": str(port.number), "protocol": str(port.protocol)},
             )
+        mode = edit.modes.get(port)
         existing = _find(slots, port, published=True)
         if existing is not None and existing.published_explicit:
+            existing.mode = mode or existing.mode
             continue
         if existing is not None:  # our own auto port, now asked for explicitly
             existing.published = None
         slot = _first_open(slots, port.protocol, published=True)
         if slot is None:
-            slots.append(_Slot(port.protocol, port.number, None, True, False))
+            slot = _Slot(port.protocol, port.number, None, True, False)
+            slots.append(slot)
         else:
             _claim(slot, port.protocol)
             slot.published, slot.published_explicit = port.number, True
+        slot.mode = mode or PublishMode.INGRESS
     for port in edit.add_target:
         existing = _find(slots, port, published=False)
         if existing is not None and existing.target_explicit:

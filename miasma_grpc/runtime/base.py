@@ -60,8 +60,12 @@ class Runtime(Protocol):
 
 
 class HostPorts(Protocol):
-    """Tells whether a process outside Miasma listens on a port of the Docker host."""
+    """Tells whether something outside Miasma holds a port (on the host, or in the swarm)."""
+
+    async def refresh(self) -> None:
+        """Bring what :meth:`busy` knows up to date (called before each plan)."""
+        ...
 
     def busy(self, port: Port) -> bool:
-        """True if ``port`` cannot be bound on the Docker host."""
+        """True if ``port`` is taken by something that is not an app of this Miasma."""
         ...

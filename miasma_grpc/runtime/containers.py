@@ -13,8 +13,6 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -24,27 +22,11 @@ from aiodocker.containers import DockerContainer
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo
+from miasma_grpc.runtime.docker import docker_errors, ensure_image
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
-PULL_TIMEOUT = 300.0
 STOP_TIMEOUT = 5
-
-
-@asynccontextmanager
-async def docker_errors(action: str) -> AsyncIterator[None]:
-    """Translate aiodocker failures into Miasma's errors, once, at the edge."""
-    try:
-        yield
-    except aiodocker.DockerError as exc:
-        if exc.status == UNREACHABLE:
-            raise Unavailable(
-                f"Docker is unreachable while trying to {action}: {exc.message}"
-            ) from exc
-        raise RuntimeFailure(f"Docker refused to {action}: {exc.message}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise Unavailable(f"Docker is unreachable while trying to {action}: {exc}") from exc
 
 
 def spec_hash(app: App, network: str) -> str:
@@ -181,7 +163,7 @@ class DockerContainerRuntime:
             )
 
     async def _replace(self, app: App, want: str, stale: list[DockerContainer]) -> None:
-        await self._ensure_image(app.image)
+        await ensure_image(self.docker, app.image)
         await self._ensure_network()
         new_ports = {b.published_port for b in app.bindings}
         overlap = any(_published(c) & new_ports for c in stale)
@@ -240,23 +222,6 @@ class DockerContainerRuntime:
         if app.command:
             config["Cmd"] = list(app.command)
         return config
-
-    async def _ensure_image(self, image: str) -> None:
-        try:
-            async with docker_errors(f"inspect image {image!r}"):
-                await self.docker.images.inspect(image)
-            return
-        except RuntimeFailure:
-            pass  # not present locally: pull it
-        try:
-            async with asyncio.timeout(PULL_TIMEOUT), docker_errors(f"pull image {image!r}"):
-                await self.docker.images.pull(image)
-        except RuntimeFailure as exc:
-            raise RuntimeFailure(
-                f"image {image!r} is not available locally and could not be pulled: {exc.message}",
-                reason="IMAGE_PULL_FAILED",
-                metadata={"image": image},
-            ) from exc
 
     async def _ensure_network(self) -> None:
         if self._network_ready:

@@ -12,6 +12,7 @@ import errno
 import socket
 
 from miasma_grpc.domain.models import Port, Protocol
+from miasma_grpc.runtime.base import HostPorts
 
 
 class LocalHostPorts:
@@ -19,6 +20,9 @@ class LocalHostPorts:
 
     def __init__(self, address: str = "0.0.0.0") -> None:
         self.address = address
+
+    async def refresh(self) -> None:
+        """Nothing to prepare: each probe is live."""
 
     def busy(self, port: Port) -> bool:
         """True if binding ``port`` fails because something holds it."""
@@ -39,6 +43,25 @@ class LocalHostPorts:
 class NoHostPorts:
     """For remote engines: nothing can be probed from here, so nothing is busy."""
 
+    async def refresh(self) -> None:
+        """Nothing to prepare."""
+
     def busy(self, port: Port) -> bool:
         """Always False."""
         return False
+
+
+class AnyHostPorts:
+    """Busy if any of several sources says so (the local probe and the swarm's services)."""
+
+    def __init__(self, *sources: HostPorts) -> None:
+        self.sources = sources
+
+    async def refresh(self) -> None:
+        """Refresh every source."""
+        for source in self.sources:
+            await source.refresh()
+
+    def busy(self, port: Port) -> bool:
+        """True if one source says ``port`` is taken."""
+        return any(source.busy(port) for source in self.sources)

@@ -14,26 +14,25 @@ from datetime import datetime
 import aiosqlite
 
 from miasma_grpc.domain.events import EventKind, PortEvent, Retention
-from miasma_grpc.domain.models import Binding, Protocol
+from miasma_grpc.domain.models import Binding, Protocol, PublishMode
 
 _COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time"
 
 
 def _dump(bindings: Sequence[Binding]) -> str:
-    return json.dumps(
-        [
-            [b.published, b.target, str(b.protocol), b.published_explicit, b.target_explicit]
-            for b in bindings
-        ],
-        separators=(",", ":"),
-    )
+    slots = [
+        [b.published, b.target, str(b.protocol), b.published_explicit, b.target_explicit, b.mode]
+        for b in bindings
+    ]
+    return json.dumps(slots, separators=(",", ":"))
 
 
 def _load(text: str) -> tuple[Binding, ...]:
     return tuple(
-        Binding(published, target, Protocol(protocol), bool(pub_explicit), bool(tgt_explicit))
-        for published, target, protocol, pub_explicit, tgt_explicit in json.loads(text)
-    )
+        Binding(published, target, Protocol(protocol), bool(pub_explicit), bool(tgt_explicit),
+                PublishMode(mode))
+        for published, target, protocol, pub_explicit, tgt_explicit, mode in json.loads(text)
+    )  # fmt: skip
 
 
 def _event(row: sqlite3.Row) -> PortEvent:

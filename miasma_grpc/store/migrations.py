@@ -66,4 +66,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_time ON events (time);
     INSERT INTO meta (key, value) SELECT 'events_floor', value FROM meta WHERE key = 'revision';
     """,
+    # 3: swarm: a publish mode per slot and placement constraints per app.
+    """
+    ALTER TABLE bindings ADD COLUMN publish_mode TEXT NOT NULL DEFAULT 'ingress'
+        CHECK (publish_mode IN ('ingress', 'host'));
+    ALTER TABLE apps ADD COLUMN constraints TEXT NOT NULL DEFAULT '[]';  -- JSON array
+    """,
 )

@@ -26,13 +26,15 @@ import aiosqlite
 from miasma_grpc.domain.allocator import PortLedger
 from miasma_grpc.domain.errors import AlreadyExists, NotFound
 from miasma_grpc.domain.events import PortEvent, Retention
-from miasma_grpc.domain.models import App, Binding, DesiredState, Port, Protocol
+from miasma_grpc.domain.models import App, Binding, DesiredState, Port, Protocol, PublishMode
 from miasma_grpc.store import events
 from miasma_grpc.store.migrations import MIGRATIONS
 
 CommitListener = Callable[[int, Sequence[PortEvent]], None]
 
-_APP_COLUMNS = "name, image, command, env, desired_state, revision, create_time, update_time"
+_APP_COLUMNS = (
+    "name, image, command, env, desired_state, revision, create_time, update_time, constraints"
+)
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in _APP_COLUMNS.split(", "))
 
 
@@ -235,7 +237,7 @@ class Transaction:
         """Insert a new app with its bindings and hold its published ports."""
         try:
             await self.db.execute(
-                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _app_row(app),
             )
         except sqlite3.IntegrityError as exc:
@@ -247,8 +249,13 @@ class Transaction:
         """Overwrite an app's fields and bindings (ports are held separately)."""
         await self.db.execute(
             "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, revision = ?, "
-            "update_time = ? WHERE name = ?",
-            (*_app_row(app)[1:6], _iso(app.update_time), app.name),
+            "update_time = ?, constraints = ? WHERE name = ?",
+            (
+                *_app_row(app)[1:6],
+                _iso(app.update_time),
+                json.dumps(list(app.constraints)),
+                app.name,
+            ),
         )
         await self.db.execute("DELETE FROM bindings WHERE app = ?", (app.name,))
         await self._write_bindings(app.name, app.bindings)
@@ -309,7 +316,7 @@ class Transaction:
     async def _write_bindings(self, app: str, bindings: Sequence[Binding]) -> None:
         await self.db.executemany(
             "INSERT INTO bindings (app, slot, protocol, published, target, published_explicit, "
-            "target_explicit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "target_explicit, publish_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     app,
@@ -319,6 +326,7 @@ class Transaction:
                     b.target,
                     int(b.published_explicit),
                     int(b.target_explicit),
+                    str(b.mode),
                 )
                 for slot, b in enumerate(bindings)
             ],
@@ -344,6 +352,7 @@ def _app_row(app: App) -> tuple[Any, ...]:
         app.revision,
         _iso(app.create_time),
         _iso(app.update_time),
+        json.dumps(list(app.constraints)),
     )
 
 
@@ -358,6 +367,7 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
         create_time=datetime.fromisoformat(row["create_time"]),
         update_time=datetime.fromisoformat(row["update_time"]),
         bindings=tuple(bindings),
+        constraints=tuple(json.loads(row["constraints"])),
     )
 
 
@@ -368,7 +378,9 @@ async def _get_app(db: aiosqlite.Connection, name: str) -> App:
     return apps[0]
 
 
-_BINDING_COLUMNS_OF_B = "b.protocol, b.published, b.target, b.published_explicit, b.target_explicit"
+_BINDING_COLUMNS_OF_B = (
+    "b.protocol, b.published, b.target, b.published_explicit, b.target_explicit, b.publish_mode"
+)
 
 
 async def _select_apps(db: aiosqlite.Connection, where: str, params: tuple[Any, ...]) -> list[App]:
@@ -420,4 +432,5 @@ def _binding_from_row(r: sqlite3.Row) -> Binding:
         protocol=Protocol(r["protocol"]),
         published_explicit=bool(r["published_explicit"]),
         target_explicit=bool(r["target_explicit"]),
+        mode=PublishMode(r["publish_mode"]),
     )

@@ -39,6 +39,32 @@ PROTOCOL_TCP: Protocol.ValueType  # 1
 PROTOCOL_UDP: Protocol.ValueType  # 2
 Global___Protocol: _TypeAlias = Protocol  # noqa: Y015
 
+class _PublishMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PublishModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PublishMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PUBLISH_MODE_UNSPECIFIED: _PublishMode.ValueType  # 0
+    """Ingress."""
+    PUBLISH_MODE_INGRESS: _PublishMode.ValueType  # 1
+    """Every node of the swarm routes the port to the app (the routing mesh)."""
+    PUBLISH_MODE_HOST: _PublishMode.ValueType  # 2
+    """Only the node that runs the app's task listens on the port."""
+
+class PublishMode(_PublishMode, metaclass=_PublishModeEnumTypeWrapper):
+    """How the swarm runtime publishes a port. The container runtime always
+    publishes on the Docker host and ignores it.
+    """
+
+PUBLISH_MODE_UNSPECIFIED: PublishMode.ValueType  # 0
+"""Ingress."""
+PUBLISH_MODE_INGRESS: PublishMode.ValueType  # 1
+"""Every node of the swarm routes the port to the app (the routing mesh)."""
+PUBLISH_MODE_HOST: PublishMode.ValueType  # 2
+"""Only the node that runs the app's task listens on the port."""
+Global___PublishMode: _TypeAlias = PublishMode  # noqa: Y015
+
 class _DesiredState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -107,19 +133,25 @@ class Port(_message.Message):
 
     NUMBER_FIELD_NUMBER: _builtins.int
     PROTOCOL_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """1-65535."""
     protocol: Global___Protocol.ValueType
     """TCP when unspecified."""
+    mode: Global___PublishMode.ValueType
+    """How a published port is published (swarm runtime); only meaningful in
+    published ports being added. Ingress when unspecified.
+    """
     def __init__(
         self,
         *,
         number: _builtins.int = ...,
         protocol: Global___Protocol.ValueType = ...,
+        mode: Global___PublishMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["number", b"number", "protocol", b"protocol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "number", b"number", "protocol", b"protocol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -137,6 +169,7 @@ class PortBinding(_message.Message):
     PUBLISHED_EXPLICIT_FIELD_NUMBER: _builtins.int
     TARGET_EXPLICIT_FIELD_NUMBER: _builtins.int
     ENV_NAMES_FIELD_NUMBER: _builtins.int
+    PUBLISH_MODE_FIELD_NUMBER: _builtins.int
     published_port: _builtins.int
     """The port users connect to on the Docker host."""
     target_port: _builtins.int
@@ -146,6 +179,8 @@ class PortBinding(_message.Message):
     """True when a user asked for the published port; false when Miasma chose it."""
     target_explicit: _builtins.bool
     """True when a user asked for the target port; false when Miasma chose it."""
+    publish_mode: Global___PublishMode.ValueType
+    """How the published port is published (swarm runtime)."""
     @_builtins.property
     def env_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Environment variables carrying target_port: ["PORT", "PORT_1"] for the
@@ -161,10 +196,11 @@ class PortBinding(_message.Message):
         published_explicit: _builtins.bool = ...,
         target_explicit: _builtins.bool = ...,
         env_names: _abc.Iterable[_builtins.str] | None = ...,
+        publish_mode: Global___PublishMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["env_names", b"env_names", "protocol", b"protocol", "published_explicit", b"published_explicit", "published_port", b"published_port", "target_explicit", b"target_explicit", "target_port", b"target_port"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["env_names", b"env_names", "protocol", b"protocol", "publish_mode", b"publish_mode", "published_explicit", b"published_explicit", "published_port", b"published_port", "target_explicit", b"target_explicit", "target_port", b"target_port"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -238,6 +274,7 @@ class App(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CONSTRAINTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "apps/{app}"; {app} is a DNS label."""
     image: _builtins.str
@@ -278,6 +315,12 @@ class App(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Swarm placement constraints, e.g. "node.labels.zone==a" or
+        "node.hostname!=db1". Ignored by the container runtime.
+        """
+
     def __init__(
         self,
         *,
@@ -293,10 +336,11 @@ class App(_message.Message):
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        constraints: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "image", b"image", "name", b"name", "observed", b"observed", "revision", b"revision", "update_time", b"update_time", "urls", b"urls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "image", b"image", "name", b"name", "observed", b"observed", "revision", b"revision", "update_time", b"update_time", "urls", b"urls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

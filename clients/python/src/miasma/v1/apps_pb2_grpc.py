@@ -126,7 +126,7 @@ class AppServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateApp(self, request, context):
-        """Changes an app's image, command or env (selected by update_mask).
+        """Changes an app's image, command, env or constraints (selected by update_mask).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,7 @@ class AppServiceStub:
     ListApps: _grpc.UnaryUnaryMultiCallable[_apps_pb2.ListAppsRequest, _apps_pb2.ListAppsResponse]
     """Lists apps in name order, one page at a time."""
     UpdateApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.UpdateAppRequest, _apps_pb2.UpdateAppResponse]
-    """Changes an app's image, command or env (selected by update_mask)."""
+    """Changes an app's image, command, env or constraints (selected by update_mask)."""
     DeleteApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.DeleteAppRequest, _apps_pb2.DeleteAppResponse]
     """Deletes an app, its container and its ports."""
     StartApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.StartAppRequest, _apps_pb2.StartAppResponse]
@@ -88,7 +88,7 @@ class AppServiceAsyncStub(AppServiceStub):
     ListApps: _aio.UnaryUnaryMultiCallable[_apps_pb2.ListAppsRequest, _apps_pb2.ListAppsResponse]  # type: ignore[assignment]
     """Lists apps in name order, one page at a time."""
     UpdateApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.UpdateAppRequest, _apps_pb2.UpdateAppResponse]  # type: ignore[assignment]
-    """Changes an app's image, command or env (selected by update_mask)."""
+    """Changes an app's image, command, env or constraints (selected by update_mask)."""
     DeleteApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.DeleteAppRequest, _apps_pb2.DeleteAppResponse]  # type: ignore[assignment]
     """Deletes an app, its container and its ports."""
     StartApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.StartAppRequest, _apps_pb2.StartAppResponse]  # type: ignore[assignment]
@@ -152,7 +152,7 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _apps_pb2.UpdateAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.UpdateAppResponse, _abc.Awaitable[_apps_pb2.UpdateAppResponse]]:
-        """Changes an app's image, command or env (selected by update_mask)."""
+        """Changes an app's image, command, env or constraints (selected by update_mask)."""
 
     @_abc_1.abstractmethod
     def DeleteApp(

@@ -67,6 +67,52 @@ export function protocolToJSON(object: Protocol): string {
   }
 }
 
+/**
+ * How the swarm runtime publishes a port. The container runtime always
+ * publishes on the Docker host and ignores it.
+ */
+export enum PublishMode {
+  /** PUBLISH_MODE_UNSPECIFIED - Ingress. */
+  PUBLISH_MODE_UNSPECIFIED = 0,
+  /** PUBLISH_MODE_INGRESS - Every node of the swarm routes the port to the app (the routing mesh). */
+  PUBLISH_MODE_INGRESS = 1,
+  /** PUBLISH_MODE_HOST - Only the node that runs the app's task listens on the port. */
+  PUBLISH_MODE_HOST = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function publishModeFromJSON(object: any): PublishMode {
+  switch (object) {
+    case 0:
+    case "PUBLISH_MODE_UNSPECIFIED":
+      return PublishMode.PUBLISH_MODE_UNSPECIFIED;
+    case 1:
+    case "PUBLISH_MODE_INGRESS":
+      return PublishMode.PUBLISH_MODE_INGRESS;
+    case 2:
+    case "PUBLISH_MODE_HOST":
+      return PublishMode.PUBLISH_MODE_HOST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PublishMode.UNRECOGNIZED;
+  }
+}
+
+export function publishModeToJSON(object: PublishMode): string {
+  switch (object) {
+    case PublishMode.PUBLISH_MODE_UNSPECIFIED:
+      return "PUBLISH_MODE_UNSPECIFIED";
+    case PublishMode.PUBLISH_MODE_INGRESS:
+      return "PUBLISH_MODE_INGRESS";
+    case PublishMode.PUBLISH_MODE_HOST:
+      return "PUBLISH_MODE_HOST";
+    case PublishMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Whether the user wants the app running. */
 export enum DesiredState {
   DESIRED_STATE_UNSPECIFIED = 0,
@@ -190,6 +236,11 @@ export interface Port {
   number: number;
   /** TCP when unspecified. */
   protocol: Protocol;
+  /**
+   * How a published port is published (swarm runtime); only meaningful in
+   * published ports being added. Ingress when unspecified.
+   */
+  mode: PublishMode;
 }
 
 /** One slot: published port i paired with target port i. */
@@ -208,6 +259,8 @@ export interface PortBinding {
    * first slot, ["PORT_2"] for the second, ...
    */
   envNames: string[];
+  /** How the published port is published (swarm runtime). */
+  publishMode: PublishMode;
 }
 
 /** What Docker last reported for an app. */
@@ -252,7 +305,14 @@ export interface App {
     | Date
     | undefined;
   /** Output only. */
-  updateTime: Date | undefined;
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * Swarm placement constraints, e.g. "node.labels.zone==a" or
+   * "node.hostname!=db1". Ignored by the container runtime.
+   */
+  constraints: string[];
 }
 
 export interface App_EnvEntry {
@@ -455,7 +515,7 @@ export interface WatchPortEventsResponse {
 }
 
 function createBasePort(): Port {
-  return { number: 0, protocol: 0 };
+  return { number: 0, protocol: 0, mode: 0 };
 }
 
 export const Port: MessageFns<Port> = {
@@ -465,6 +525,9 @@ export const Port: MessageFns<Port> = {
     }
     if (message.protocol !== 0) {
       writer.uint32(16).int32(message.protocol);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(24).int32(message.mode);
     }
     return writer;
   },
@@ -498,6 +561,14 @@ export const Port: MessageFns<Port> = {
             message.protocol = reader.int32() as any;
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -514,6 +585,7 @@ export const Port: MessageFns<Port> = {
     return {
       number: isSet(object.number) ? globalThis.Number(object.number) : 0,
       protocol: isSet(object.protocol) ? protocolFromJSON(object.protocol) : 0,
+      mode: isSet(object.mode) ? publishModeFromJSON(object.mode) : 0,
     };
   },
 
@@ -525,6 +597,9 @@ export const Port: MessageFns<Port> = {
     if (message.protocol !== 0) {
       obj.protocol = protocolToJSON(message.protocol);
     }
+    if (message.mode !== 0) {
+      obj.mode = publishModeToJSON(message.mode);
+    }
     return obj;
   },
 
@@ -535,6 +610,7 @@ export const Port: MessageFns<Port> = {
     const message = createBasePort();
     message.number = object.number ?? 0;
     message.protocol = object.protocol ?? 0;
+    message.mode = object.mode ?? 0;
     return message;
   },
 };
@@ -547,6 +623,7 @@ function createBasePortBinding(): PortBinding {
     publishedExplicit: false,
     targetExplicit: false,
     envNames: [],
+    publishMode: 0,
   };
 }
 
@@ -569,6 +646,9 @@ export const PortBinding: MessageFns<PortBinding> = {
     }
     for (const v of message.envNames) {
       writer.uint32(50).string(v!);
+    }
+    if (message.publishMode !== 0) {
+      writer.uint32(56).int32(message.publishMode);
     }
     return writer;
   },
@@ -634,6 +714,14 @@ export const PortBinding: MessageFns<PortBinding> = {
             message.envNames.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.publishMode = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -674,6 +762,11 @@ export const PortBinding: MessageFns<PortBinding> = {
         : globalThis.Array.isArray(object?.env_names)
         ? object.env_names.map((e: any) => globalThis.String(e))
         : [],
+      publishMode: isSet(object.publishMode)
+        ? publishModeFromJSON(object.publishMode)
+        : isSet(object.publish_mode)
+        ? publishModeFromJSON(object.publish_mode)
+        : 0,
     };
   },
 
@@ -697,6 +790,9 @@ export const PortBinding: MessageFns<PortBinding> = {
     if (message.envNames?.length) {
       obj.envNames = message.envNames;
     }
+    if (message.publishMode !== 0) {
+      obj.publishMode = publishModeToJSON(message.publishMode);
+    }
     return obj;
   },
 
@@ -711,6 +807,7 @@ export const PortBinding: MessageFns<PortBinding> = {
     message.publishedExplicit = object.publishedExplicit ?? false;
     message.targetExplicit = object.targetExplicit ?? false;
     message.envNames = object.envNames?.map((e) => e) || [];
+    message.publishMode = object.publishMode ?? 0;
     return message;
   },
 };
@@ -834,6 +931,7 @@ function createBaseApp(): App {
     revision: 0,
     createTime: undefined,
     updateTime: undefined,
+    constraints: [],
   };
 }
 
@@ -874,6 +972,9 @@ export const App: MessageFns<App> = {
     }
     if (message.updateTime !== undefined) {
       Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(98).fork()).join();
+    }
+    for (const v of message.constraints) {
+      writer.uint32(106).string(v!);
     }
     return writer;
   },
@@ -990,6 +1091,14 @@ export const App: MessageFns<App> = {
             message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.constraints.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1043,6 +1152,9 @@ export const App: MessageFns<App> = {
         : isSet(object.update_time)
         ? fromJsonTimestamp(object.update_time)
         : undefined,
+      constraints: globalThis.Array.isArray(object?.constraints)
+        ? object.constraints.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1090,6 +1202,9 @@ export const App: MessageFns<App> = {
     if (message.updateTime !== undefined) {
       obj.updateTime = message.updateTime.toISOString();
     }
+    if (message.constraints?.length) {
+      obj.constraints = message.constraints;
+    }
     return obj;
   },
 
@@ -1120,6 +1235,7 @@ export const App: MessageFns<App> = {
     message.revision = object.revision ?? 0;
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
+    message.constraints = object.constraints?.map((e) => e) || [];
     return message;
   },
 };
@@ -3700,7 +3816,7 @@ export const AppServiceService = {
     responseSerialize: (value: ListAppsResponse): Buffer => Buffer.from(ListAppsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListAppsResponse => ListAppsResponse.decode(value),
   },
-  /** Changes an app's image, command or env (selected by update_mask). */
+  /** Changes an app's image, command, env or constraints (selected by update_mask). */
   updateApp: {
     path: "/miasma.v1.AppService/UpdateApp" as const,
     requestStream: false as const,
@@ -3803,7 +3919,7 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   getApp: handleUnaryCall<GetAppRequest, GetAppResponse>;
   /** Lists apps in name order, one page at a time. */
   listApps: handleUnaryCall<ListAppsRequest, ListAppsResponse>;
-  /** Changes an app's image, command or env (selected by update_mask). */
+  /** Changes an app's image, command, env or constraints (selected by update_mask). */
   updateApp: handleUnaryCall<UpdateAppRequest, UpdateAppResponse>;
   /** Deletes an app, its container and its ports. */
   deleteApp: handleUnaryCall<DeleteAppRequest, DeleteAppResponse>;
@@ -3881,7 +3997,7 @@ export interface AppServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListAppsResponse) => void,
   ): ClientUnaryCall;
-  /** Changes an app's image, command or env (selected by update_mask). */
+  /** Changes an app's image, command, env or constraints (selected by update_mask). */
   updateApp(
     request: UpdateAppRequest,
     callback: (error: ServiceError | null, response: UpdateAppResponse) => void,

@@ -1,0 +1,31 @@
+"""Swarm placement constraints (``node.labels.zone==a``), checked before Docker sees them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from miasma_grpc.domain.errors import InvalidArgument
+
+MAX_CONSTRAINTS = 32
+_CONSTRAINT = re.compile(
+    r"\s*(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)\s*(?P<op>==|!=)\s*(?P<value>\S+)\s*"
+)
+
+
+def validate_constraints(values: Iterable[str], field: str = "app.constraints") -> tuple[str, ...]:
+    """Return the constraints normalised to ``key==value`` / ``key!=value``, or refuse them."""
+    result: list[str] = []
+    for index, text in enumerate(values):
+        match = _CONSTRAINT.fullmatch(text)
+        if match is None or len(text) > 256:
+            raise InvalidArgument.field(
+                f"{field}[{index}]",
+                f"{text[:80]!r} is not a placement constraint: use KEY==VALUE or KEY!=VALUE, "
+                "e.g. node.labels.zone==a or node.hostname!=db1",
+                reason="INVALID_CONSTRAINT",
+            )
+        result.append(f"{match['key']}{match['op']}{match['value']}")
+    if len(result) > MAX_CONSTRAINTS:
+        raise InvalidArgument.field(field, f"at most {MAX_CONSTRAINTS} constraints")
+    return tuple(result)

@@ -1,0 +1,53 @@
+"""What both runtimes need from aiodocker: error translation and local images."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiodocker
+
+from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
+
+UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
+PULL_TIMEOUT = 300.0
+
+
+@asynccontextmanager
+async def docker_errors(action: str) -> AsyncIterator[None]:
+    """Translate aiodocker failures into Miasma's errors, once, at the edge."""
+    try:
+        yield
+    except aiodocker.DockerError as exc:
+        if exc.status == UNREACHABLE:
+            raise Unavailable(
+                f"Docker is unreachable while trying to {action}: {exc.message}"
+            ) from exc
+        raise RuntimeFailure(f"Docker refused to {action}: {exc.message}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise Unavailable(f"Docker is unreachable while trying to {action}: {exc}") from exc
+
+
+def image_unavailable(image: str, detail: str) -> RuntimeFailure:
+    """The error for an image that is neither local nor pullable."""
+    return RuntimeFailure(
+        f"image {image!r} is not available locally and could not be pulled: {detail}",
+        reason="IMAGE_PULL_FAILED",
+        metadata={"image": image},
+    )
+
+
+async def ensure_image(docker: aiodocker.Docker, image: str) -> None:
+    """Use ``image`` if the engine has it, else pull it; :func:`image_unavailable` if neither."""
+    try:
+        async with docker_errors(f"inspect image {image!r}"):
+            await docker.images.inspect(image)
+        return
+    except RuntimeFailure:
+        pass  # not present locally: pull it
+    try:
+        async with asyncio.timeout(PULL_TIMEOUT), docker_errors(f"pull image {image!r}"):
+            await docker.images.pull(image)
+    except RuntimeFailure as exc:
+        raise image_unavailable(image, exc.message) from exc

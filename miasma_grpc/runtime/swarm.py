@@ -1,0 +1,403 @@
+"""Swarm runtime: one Docker Swarm service per app, across every node of the swarm.
+
+Ports are the service's ``EndpointSpec``: one entry per slot, published in
+ingress mode (every node routes the port) or host mode (only the node
+running the task listens). A port edit is a service update at the
+service's current version, retried when Docker says the update is out of
+sequence (someone else updated first). A rollout is over when the
+service's tasks run, or has failed when a new task is rejected or cannot
+be placed (image missing, host port taken on the node): the task's error
+is what the caller reports and reverts on, as in container mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import aiodocker
+
+from miasma_grpc.domain.errors import RuntimeFailure
+from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
+from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo
+from miasma_grpc.runtime.docker import docker_errors, image_unavailable
+
+log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT = 60.0  # a rollout still starting after this is reported as starting
+PLACEMENT_GRACE = 5.0  # "no suitable node" may be momentary while an old task stops
+POLL = 0.2
+UPDATE_ATTEMPTS = 5
+FAILED_STATES = {"rejected", "failed"}
+SpecDict = dict[str, Any]
+
+
+class DockerSwarmRuntime:
+    """Runs each app as one replicated swarm service (one replica, zero when stopped)."""
+
+    mode = "swarm"
+
+    def __init__(self, docker_host: str | None = None, *, instance: str = "miasma") -> None:
+        self._docker_host = docker_host
+        self.instance = instance
+        self.network = instance
+        self._network_id = ""
+        self._docker: aiodocker.Docker | None = None
+        self._foreign_ports: set[Port] = set()
+
+    async def __aenter__(self) -> Self:
+        self._docker = aiodocker.Docker(url=self._docker_host)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        """The aiodocker client (open between enter and exit)."""
+        if self._docker is None:
+            raise RuntimeError("runtime is not open")
+        return self._docker
+
+    # -- HostPorts: published ports held in the swarm by services that are not ours --
+
+    async def refresh(self) -> None:
+        """Read the published ports of every service outside this Miasma, cluster-wide."""
+        async with docker_errors("list the swarm's services"):
+            services = await self.docker.services.list()
+        self._foreign_ports = {
+            port
+            for service in services
+            if _labels(service).get(LABEL_MANAGED) != self.instance
+            for port in _endpoint_ports(service)
+        }
+
+    def busy(self, port: Port) -> bool:
+        """True if a service outside this Miasma publishes ``port`` (as of :meth:`refresh`)."""
+        return port in self._foreign_ports
+
+    # -- Runtime protocol ----------------------------------------------------
+
+    async def info(self) -> RuntimeInfo:
+        """Version, swarm ID and the command a worker runs to join; never raises."""
+        try:
+            async with asyncio.timeout(5):
+                version = await self.docker.version()
+                system = await self.docker.system.info()
+                swarm = await self.docker.swarm.inspect()
+        except (aiodocker.DockerError, OSError, TimeoutError) as exc:
+            log.debug("docker ping failed: %s", exc)
+            return RuntimeInfo(reachable=False, mode=self.mode)
+        managers = system.get("Swarm", {}).get("RemoteManagers") or []
+        address = managers[0]["Addr"] if managers else ""
+        token = swarm.get("JoinTokens", {}).get("Worker", "")
+        return RuntimeInfo(
+            reachable=True,
+            mode=self.mode,
+            docker_version=str(version.get("Version", "")),
+            swarm_id=str(swarm.get("ID", "")),
+            join_command=f"docker swarm join --token {token} {address}" if token else "",
+        )
+
+    async def apply(self, app: App) -> Observed:
+        """Create or update the app's service, then wait for its tasks (or their error)."""
+        await self._ensure_network()
+        service = await self._service(app.name)
+        if service is None:
+            return await self._create(app)
+        desired = self._spec(app, service)
+        if _essential(desired) == _essential(service["Spec"]):
+            return await self.observe(app)
+        before = await self._task_ids(service["ID"])
+        await self._update(service, desired)
+        return await self._settle(service["ID"], app, before)
+
+    async def restart(self, app: App) -> Observed:
+        """Redeploy the app's task on the same ports (a forced update)."""
+        await self._ensure_network()
+        service = await self._service(app.name)
+        if service is None:
+            return await self._create(app)
+        desired = self._spec(app, service)
+        desired["TaskTemplate"]["ForceUpdate"] = (
+            int(service["Spec"]["TaskTemplate"].get("ForceUpdate", 0)) + 1
+        )
+        before = await self._task_ids(service["ID"])
+        await self._update(service, desired)
+        return await self._settle(service["ID"], app, before)
+
+    async def remove(self, name: str) -> None:
+        """Remove the app's service (its tasks go with it)."""
+        for service in await self._services(name):
+            try:
+                async with docker_errors(f"remove the service of app {name!r}"):
+                    await self.docker.services.delete(service["ID"])
+            except RuntimeFailure as exc:
+                if "not found" not in exc.message:
+                    raise
+
+    async def managed_apps(self) -> set[str]:
+        """App names found on this Miasma's services."""
+        return {name for s in await self._services() if (name := _labels(s).get(LABEL_APP))}
+
+    async def observe(self, app: App) -> Observed:
+        """Running/total from the service's tasks, and the latest task error."""
+        service = await self._service(app.name)
+        if service is None:
+            return Observed(running=0, total=_replicas(app), last_error="no service")
+        tasks = await self._tasks(service["ID"])
+        return _observed(tasks, _replicas(app))
+
+    # -- internals -----------------------------------------------------------
+
+    def _spec(self, app: App, current: Mapping[str, Any] | None = None) -> SpecDict:
+        """The service spec for ``app`` (keeping the current spec's ForceUpdate counter)."""
+        force = 0
+        if current is not None:
+            force = int(current["Spec"]["TaskTemplate"].get("ForceUpdate", 0))
+        container: SpecDict = {
+            "Image": app.image,
+            "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
+            "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name},
+        }
+        if app.command:
+            container["Args"] = list(app.command)
+        ports = [
+            {
+                "Protocol": str(b.protocol),
+                "TargetPort": b.target,
+                "PublishedPort": b.published,
+                "PublishMode": str(b.mode),
+            }
+            for b in app.bindings
+        ]
+        host_ports = {p["PublishedPort"] for p in ports if p["PublishMode"] == "host"}
+        old_host = set() if current is None else _host_ports(current["Spec"])
+        return {
+            "Name": f"{self.instance}-{app.name}",
+            "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name},
+            "TaskTemplate": {
+                "ContainerSpec": container,
+                "Placement": {"Constraints": list(app.constraints)},
+                "Networks": [{"Target": self._network_id, "Aliases": [app.name]}],
+                "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
+                "ForceUpdate": force,
+            },
+            "Mode": {"Replicated": {"Replicas": _replicas(app)}},
+            # New task first (no downtime) unless it needs a host port the old one holds.
+            "UpdateConfig": {
+                "Parallelism": 1,
+                "Order": "stop-first" if host_ports & old_host else "start-first",
+                "FailureAction": "pause",
+            },
+            "EndpointSpec": {"Mode": "vip", "Ports": ports},
+        }
+
+    async def _create(self, app: App) -> Observed:
+        spec = self._spec(app)
+        async with docker_errors(f"create the service of app {app.name!r}"):
+            created = await self.docker._query_json(
+                "services/create", method="POST", data=json.dumps(spec)
+            )
+        try:
+            return await self._settle(str(created["ID"]), app, set())
+        except RuntimeFailure:
+            await self.remove(app.name)  # a create that fails leaves nothing behind
+            raise
+
+    async def _update(self, service: Mapping[str, Any], desired: SpecDict) -> None:
+        """Update at the service's version; on "out of sequence", re-read and retry."""
+        for attempt in range(UPDATE_ATTEMPTS):
+            version = service["Version"]["Index"]
+            try:
+                async with docker_errors(f"update service {desired['Name']!r}"):
+                    await self.docker._query_json(
+                        f"services/{service['ID']}/update",
+                        method="POST",
+                        params={"version": str(version)},
+                        data=json.dumps(desired),
+                    )
+                return
+            except RuntimeFailure as exc:
+                if "out of sequence" not in exc.message or attempt == UPDATE_ATTEMPTS - 1:
+                    raise
+                log.info("service %s changed under us; retrying the update", desired["Name"])
+                async with docker_errors(f"inspect service {desired['Name']!r}"):
+                    service = await self.docker.services.inspect(service["ID"])
+
+    async def _settle(self, service_id: str, app: App, before: set[str]) -> Observed:
+        """Wait until the rollout's tasks run; raise the task error if one cannot."""
+        replicas = _replicas(app)
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        unplaced_since: float | None = None
+        while True:
+            tasks = await self._tasks(service_id)
+            new = [t for t in tasks if t["ID"] not in before]
+            failed = [t for t in new if t["Status"]["State"] in FAILED_STATES]
+            if failed:
+                raise _task_failure(app, _latest(failed))
+            unplaced = [t for t in new if t["Status"]["State"] == "pending" and _error(t)]
+            if unplaced:
+                unplaced_since = unplaced_since or time.monotonic()
+                if time.monotonic() - unplaced_since > PLACEMENT_GRACE:
+                    raise _task_failure(app, _latest(unplaced))
+            else:
+                unplaced_since = None
+            observed = _observed(tasks, replicas)
+            running_new = [t for t in new if _running(t)]
+            done = len(running_new) >= replicas if before else observed.running >= replicas
+            if replicas == 0:
+                done = observed.running == 0
+            if done or time.monotonic() > deadline:
+                return observed
+            await asyncio.sleep(POLL)
+
+    async def _ensure_network(self) -> None:
+        if self._network_id:
+            return
+        async with docker_errors(f"set up network {self.network!r}"):
+            try:
+                network = await self.docker.networks.get(self.network)
+                details = await network.show()
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+                network = await self.docker.networks.create(
+                    {
+                        "Name": self.network,
+                        "Driver": "overlay",
+                        "Attachable": True,
+                        "Labels": {LABEL_MANAGED: self.instance},
+                    }
+                )
+                details = await network.show()
+        if details.get("Driver") != "overlay":
+            raise RuntimeFailure(
+                f"network {self.network!r} exists with driver {details.get('Driver')!r}; the "
+                "swarm runtime needs an overlay network: remove it or use another --instance",
+                reason="NETWORK_CONFLICT",
+            )
+        self._network_id = str(details["Id"])
+
+    async def _services(self, app: str | None = None) -> list[Mapping[str, Any]]:
+        labels = [f"{LABEL_MANAGED}={self.instance}"]
+        if app is not None:
+            labels.append(f"{LABEL_APP}={app}")
+        async with docker_errors("list services"):
+            return await self.docker.services.list(filters={"label": labels})
+
+    async def _service(self, app: str) -> Mapping[str, Any] | None:
+        services = await self._services(app)
+        if len(services) > 1:  # adopted duplicates (e.g. created by hand): keep one
+            for extra in services[1:]:
+                async with docker_errors(f"remove a duplicate service of app {app!r}"):
+                    await self.docker.services.delete(extra["ID"])
+        return services[0] if services else None
+
+    async def _tasks(self, service_id: str) -> list[Mapping[str, Any]]:
+        async with docker_errors("list tasks"):
+            return await self.docker.tasks.list(filters={"service": service_id})
+
+    async def _task_ids(self, service_id: str) -> set[str]:
+        return {str(t["ID"]) for t in await self._tasks(service_id)}
+
+
+def _labels(service: Mapping[str, Any]) -> dict[str, str]:
+    return dict(service.get("Spec", {}).get("Labels") or {})
+
+
+def _endpoint_ports(service: Mapping[str, Any]) -> set[Port]:
+    ports = service.get("Endpoint", {}).get("Ports") or service.get("Spec", {}).get(
+        "EndpointSpec", {}
+    ).get("Ports") or []  # fmt: skip
+    return {
+        Port(int(p["PublishedPort"]), Protocol(p.get("Protocol", "tcp")))
+        for p in ports
+        if p.get("PublishedPort")
+    }
+
+
+def _host_ports(spec: Mapping[str, Any]) -> set[int]:
+    ports = spec.get("EndpointSpec", {}).get("Ports") or []
+    return {int(p["PublishedPort"]) for p in ports if p.get("PublishMode") == "host"}
+
+
+def _essential(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What must match for a service to run the app as desired (drift check)."""
+    template = spec.get("TaskTemplate", {})
+    container = template.get("ContainerSpec", {})
+    ports = spec.get("EndpointSpec", {}).get("Ports") or []
+    return (
+        str(container.get("Image", "")).split("@")[0],
+        tuple(sorted(container.get("Env") or [])),
+        tuple(container.get("Args") or []),
+        tuple(container.get("Command") or []),
+        tuple(sorted(template.get("Placement", {}).get("Constraints") or [])),
+        tuple(
+            (n.get("Target"), tuple(n.get("Aliases") or [])) for n in template.get("Networks") or []
+        ),
+        tuple(
+            (
+                p.get("Protocol", "tcp"),
+                int(p.get("TargetPort", 0)),
+                int(p.get("PublishedPort", 0)),
+                p.get("PublishMode", "ingress"),
+            )
+            for p in ports
+        ),
+        spec.get("Mode", {}).get("Replicated", {}).get("Replicas"),
+        int(template.get("ForceUpdate", 0)),
+    )
+
+
+def _replicas(app: App) -> int:
+    return 0 if app.desired_state is DesiredState.STOPPED else 1
+
+
+def _running(task: Mapping[str, Any]) -> bool:
+    return bool(task["Status"]["State"] == "running" and task.get("DesiredState") == "running")
+
+
+def _error(task: Mapping[str, Any]) -> str:
+    status = task.get("Status", {})
+    return str(status.get("Err") or "")
+
+
+def _latest(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    return max(tasks, key=lambda t: str(t.get("UpdatedAt", "")))
+
+
+def _observed(tasks: Sequence[Mapping[str, Any]], replicas: int) -> Observed:
+    running = sum(1 for t in tasks if _running(t))
+    if running >= replicas:
+        return Observed(running=running, total=replicas)
+    errors = [t for t in tasks if _error(t)]
+    last_error = ""
+    if errors:
+        task = _latest(errors)
+        last_error = f"task {task['Status']['State']}: {_error(task)}"
+    return Observed(running=running, total=replicas, last_error=last_error)
+
+
+def _task_failure(app: App, task: Mapping[str, Any]) -> RuntimeFailure:
+    error = _error(task) or str(task["Status"].get("Message", ""))
+    if "No such image" in error or ("image" in error.lower() and "not found" in error.lower()):
+        return image_unavailable(app.image, error)
+    reason = "PORT_CONFLICT_ON_NODE" if "port" in error.lower() else "TASK_FAILED"
+    return RuntimeFailure(
+        f"the task of app {app.name!r} could not run: {error}",
+        reason=reason,
+        metadata={"task_state": str(task["Status"]["State"])},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Collection, Sequence
 
@@ -460,7 +461,7 @@ FIELDS = ("add_published", "remove_published", "add_target", "remove_target")
 
 
 def edit_with(field: str, ports: tuple[Port, ...]) -> PortEdit:
-    return PortEdit(**{field: ports})
+    return dataclasses.replace(PortEdit(), **{field: ports})
 
 
 @pytest.mark.parametrize("field", FIELDS)

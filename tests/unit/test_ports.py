@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import pytest
 
@@ -461,7 +462,8 @@ FIELDS = ("add_published", "remove_published", "add_target", "remove_target")
 
 
 def edit_with(field: str, ports: tuple[Port, ...]) -> PortEdit:
-    return dataclasses.replace(PortEdit(), **{field: ports})
+    changes: dict[str, Any] = {field: ports}
+    return dataclasses.replace(PortEdit(), **changes)
 
 
 @pytest.mark.parametrize("field", FIELDS)

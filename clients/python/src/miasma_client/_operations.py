@@ -53,18 +53,22 @@ def create_app(
     env: Mapping[str, str] | None = None,
     published_ports: Iterable[PortLike] = (),
     target_ports: Iterable[PortLike] = (),
+    constraints: Sequence[str] = (),
     stopped: bool = False,
     validate_only: bool = False,
 ) -> Operation[apps_pb2.App]:
     """Create app ``name`` from ``image``, started unless ``stopped``.
 
     Ports are ints, ``"5353/udp"`` strings, comma lists or ``Port`` messages;
-    published and target ports pair up by order.
+    published and target ports pair up by order. ``constraints`` place the
+    app on swarm nodes (``"node.labels.zone==a"``).
     """
     state = apps_pb2.DESIRED_STATE_STOPPED if stopped else apps_pb2.DESIRED_STATE_RUNNING
     request = apps_pb2.CreateAppRequest(
         app_id=name,
-        app=apps_pb2.App(image=image, command=command, env=env, desired_state=state),
+        app=apps_pb2.App(
+            image=image, command=command, env=env, desired_state=state, constraints=constraints
+        ),
         published_ports=parse_ports(published_ports),
         target_ports=parse_ports(target_ports),
         validate_only=validate_only,
@@ -91,14 +95,18 @@ def update_app(
     image: str | None = None,
     command: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    constraints: Sequence[str] | None = None,
 ) -> Operation[apps_pb2.App]:
     """Change only the fields given; a running app is rolled out again."""
-    changes = {"image": image, "command": command, "env": env}
+    changes = {"image": image, "command": command, "env": env, "constraints": constraints}
     paths = [path for path, value in changes.items() if value is not None]
     if not paths:
         # An empty mask means "every field" to the server: never send one by accident.
-        raise ValueError("update_app needs at least one of image, command or env")
-    app = apps_pb2.App(name=resource_name(name), image=image or "", command=command, env=env)
+        raise ValueError("update_app needs at least one of image, command, env or constraints")
+    app = apps_pb2.App(
+        name=resource_name(name), image=image or "", command=command, env=env,
+        constraints=constraints,
+    )  # fmt: skip
     mask = field_mask_pb2.FieldMask(paths=paths)
     return Operation("UpdateApp", apps_pb2.UpdateAppRequest(app=app, update_mask=mask), _app)
 

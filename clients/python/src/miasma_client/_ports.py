@@ -1,4 +1,8 @@
-"""The CLI's port spelling: ``8080``, ``8080/tcp``, ``5353/udp``, comma lists.
+"""The CLI's port spelling: ``8080``, ``8080/tcp``, ``5353/udp``, ``8080/host``, comma lists.
+
+A suffix names the protocol (``tcp``, ``udp``) or, for published ports on a
+swarm, the publish mode (``host``, ``ingress``); both may be given in any
+order (``5353/udp/host``).
 
 Only the shape is checked here (a number, a known protocol); whether the
 number is a usable port is the server's call, so every client gets the same
@@ -14,8 +18,10 @@ from miasma.v1 import apps_pb2
 
 PortLike = int | str | apps_pb2.Port
 
-_SPEC = re.compile(r"(?P<number>\d+)(?:/(?P<protocol>tcp|udp))?", re.IGNORECASE)
+_SPEC = re.compile(r"(?P<number>\d+)(?P<suffixes>(?:/[a-z]+){0,2})", re.IGNORECASE)
 _PROTOCOLS = {"tcp": apps_pb2.PROTOCOL_TCP, "udp": apps_pb2.PROTOCOL_UDP}
+_MODES = {"ingress": apps_pb2.PUBLISH_MODE_INGRESS, "host": apps_pb2.PUBLISH_MODE_HOST}
+_FORMS = "use NUMBER, NUMBER/udp, NUMBER/host or NUMBER/udp/host"
 
 
 def parse_port(value: PortLike) -> apps_pb2.Port:
@@ -30,12 +36,21 @@ def parse_port(value: PortLike) -> apps_pb2.Port:
         return apps_pb2.Port(number=value, protocol=apps_pb2.PROTOCOL_TCP)
     match = _SPEC.fullmatch(str(value).strip())
     if match is None:
-        raise ValueError(f"{value!r} is not a port: use NUMBER, NUMBER/tcp or NUMBER/udp")
+        raise ValueError(f"{value!r} is not a port: {_FORMS}")
     number = int(match["number"])
     if number > 0xFFFFFFFF:  # the wire type is uint32; the server judges the range
         raise ValueError(f"{value!r} is not a port: {number} is far above 65535")
-    protocol = _PROTOCOLS[(match["protocol"] or "tcp").lower()]
-    return apps_pb2.Port(number=number, protocol=protocol)
+    port = apps_pb2.Port(number=number, protocol=apps_pb2.PROTOCOL_TCP)
+    words = [w.lower() for w in match["suffixes"].split("/") if w]
+    protocols = [_PROTOCOLS[w] for w in words if w in _PROTOCOLS]
+    modes = [_MODES[w] for w in words if w in _MODES]
+    if len(protocols) + len(modes) != len(words) or len(protocols) > 1 or len(modes) > 1:
+        raise ValueError(f"{value!r} is not a port: {_FORMS}")
+    if protocols:
+        port.protocol = protocols[0]
+    if modes:
+        port.mode = modes[0]
+    return port
 
 
 def parse_ports(values: Iterable[PortLike]) -> list[apps_pb2.Port]:
@@ -45,7 +60,7 @@ def parse_ports(values: Iterable[PortLike]) -> list[apps_pb2.Port]:
         if isinstance(value, str):
             parts = [part for part in value.split(",") if part.strip()]
             if not parts:
-                raise ValueError(f"{value!r} is not a port: use NUMBER, NUMBER/tcp or NUMBER/udp")
+                raise ValueError(f"{value!r} is not a port: {_FORMS}")
             ports += [parse_port(part) for part in parts]
         else:
             ports.append(parse_port(value))

@@ -71,6 +71,12 @@ wait_option = click.option(
     show_default=True,
     help="Wait until the change is live (or failed) before returning.",
 )
+constraint_option = click.option(
+    "--constraint",
+    multiple=True,
+    metavar="KEY==VALUE",
+    help="Swarm placement constraint, e.g. node.labels.zone==a (repeatable).",
+)
 wait_timeout_option = click.option(
     "--wait-timeout", type=float, default=120.0, show_default=True, metavar="SECONDS",
     help="How long --wait waits.",
@@ -91,6 +97,7 @@ wait_timeout_option = click.option(
 @click.option(
     "-e", "--env", "env", type=ENV, multiple=True, help="Environment variable (repeatable)."
 )
+@constraint_option
 @click.option("--stopped", is_flag=True, help="Create the app without starting it.")
 @click.option("--dry-run", is_flag=True, help="Show the ports it would get; create nothing.")
 @wait_option
@@ -105,6 +112,7 @@ def create(
     published_ports: tuple[list[apps_pb2.Port], ...],
     target_ports: tuple[list[apps_pb2.Port], ...],
     env: tuple[tuple[str, str], ...],
+    constraint: tuple[str, ...],
     stopped: bool,
     dry_run: bool,
     wait: bool,
@@ -120,7 +128,8 @@ def create(
     with state.client() as client:
         app = client.create_app(
             name, image, command=command, env=dict(env), published_ports=flatten(published_ports),
-            target_ports=flatten(target_ports), stopped=stopped, validate_only=dry_run,
+            target_ports=flatten(target_ports), constraints=constraint, stopped=stopped,
+            validate_only=dry_run,
         )  # fmt: skip
         if wait and not dry_run:
             app = _settle(client, app, wait_timeout)
@@ -188,6 +197,54 @@ def edit(
     out.print(slots_table(edited.bindings))
 
 
+@click.command("apps:update")
+@app_option()
+@click.option("-i", "--image", help="Run this image from now on.")
+@click.option(
+    "-e", "--env", "env", type=ENV, multiple=True,
+    help="Environment variable (repeatable); the given set replaces the app's env.",
+)  # fmt: skip
+@constraint_option
+@click.option("--no-constraints", is_flag=True, help="Remove every placement constraint.")
+@wait_option
+@wait_timeout_option
+@json_option()
+@click.argument("command", nargs=-1, metavar="[-- COMMAND...]")
+@pass_state
+def update(
+    state: State,
+    app: str,
+    image: str | None,
+    env: tuple[tuple[str, str], ...],
+    constraint: tuple[str, ...],
+    no_constraints: bool,
+    wait: bool,
+    wait_timeout: float,
+    as_json: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Change an app's image, env, command or placement; it is rolled out again.
+
+    Only what is given changes; its ports stay as they are.
+    """
+    if constraint and no_constraints:
+        raise click.UsageError("--constraint and --no-constraints contradict each other")
+    constraints = () if no_constraints else (constraint or None)
+    if image is None and not env and not command and constraints is None:
+        raise click.UsageError("nothing to change: give --image, --env, --constraint or a command")
+    with state.client() as client:
+        updated = client.update_app(
+            app, image=image, env=dict(env) if env else None, command=command or None,
+            constraints=constraints,
+        )  # fmt: skip
+        if wait:
+            updated = _settle(client, updated, wait_timeout)
+    if as_json:
+        print_json(updated)
+    else:
+        out.print(f"Updated {app}.", status_text(updated))
+
+
 def _lifecycle(name: str, summary: str, past: str) -> click.Command:
     """``apps:start|stop|restart|delete -a NAME``."""
 
@@ -217,6 +274,7 @@ COMMANDS = [
     show,
     create,
     edit,
+    update,
     _lifecycle("apps:start", "Start a stopped app on its ports.", "Started"),
     _lifecycle("apps:stop", "Stop an app; its ports stay reserved.", "Stopped"),
     _lifecycle("apps:restart", "Restart an app on the same ports.", "Restarted"),

@@ -72,8 +72,9 @@ def apps_table(apps: Iterable[apps_pb2.App]) -> Table:
     return table
 
 
-def _side(port: int, explicit: bool) -> str:
-    return f"{port} ({'explicit' if explicit else 'auto'})"
+def _side(port: int, explicit: bool, host_mode: bool = False) -> str:
+    how = "explicit" if explicit else "auto"
+    return f"{port} ({how}, host mode)" if host_mode else f"{port} ({how})"
 
 
 def slots_table(bindings: Iterable[apps_pb2.PortBinding]) -> Table:
@@ -84,7 +85,11 @@ def slots_table(bindings: Iterable[apps_pb2.PortBinding]) -> Table:
     for slot, binding in enumerate(bindings, start=1):
         table.add_row(
             str(slot),
-            _side(binding.published_port, binding.published_explicit),
+            _side(
+                binding.published_port,
+                binding.published_explicit,
+                binding.publish_mode == apps_pb2.PUBLISH_MODE_HOST,
+            ),
             "↔",
             _side(binding.target_port, binding.target_explicit),
             "udp" if binding.protocol == apps_pb2.PROTOCOL_UDP else "tcp",
@@ -107,6 +112,8 @@ def show_app(app: apps_pb2.App) -> None:
     summary.add_row("URLs", "\n".join(app.urls) or "-")
     if app.env:
         summary.add_row("Env", "\n".join(f"{k}={v}" for k, v in sorted(app.env.items())))
+    if app.constraints:
+        summary.add_row("Placement", "\n".join(app.constraints))
     out.print(summary)
     out.print()
     out.print(slots_table(app.bindings))

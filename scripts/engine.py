@@ -70,6 +70,11 @@ def _run_script(*args: str, timeout: float) -> str:
     return lines[-1] if lines else ""
 
 
+def private_host(workdir: pathlib.Path) -> str:
+    """The DOCKER_HOST of the private engine under ``workdir``."""
+    return f"unix://{workdir.resolve() / 'docker.sock'}"
+
+
 def ensure_engine(workdir: pathlib.Path) -> str:
     """Return the DOCKER_HOST of a working engine, starting a private one in workdir if needed."""
     explicit = os.environ.get("MIASMA_TEST_DOCKER_HOST")
@@ -86,9 +91,9 @@ def ensure_engine(workdir: pathlib.Path) -> str:
             return docker_host
 
     workdir = workdir.resolve()
-    private_host = f"unix://{workdir / 'docker.sock'}"
-    if _docker_answers(private_host):
-        return private_host  # left running by someone else: use it, never stop it
+    private = private_host(workdir)
+    if _docker_answers(private):
+        return private  # left running by someone else: use it, never stop it
     docker_host = _run_script("start", str(workdir), timeout=_START_TIMEOUT)
     _started.add(workdir)
     if not docker_host.startswith("unix://"):

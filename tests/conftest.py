@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from miasma.v1 import apps_pb2_grpc
 
-from scripts import engine
+from scripts import engine, swarm
 from tests import docker_cli
 from tests.server import ServerProcess
 
@@ -39,6 +39,18 @@ def docker_host() -> Iterator[str]:
 def test_image(docker_host: str) -> str:
     """A busybox image imported from a local root filesystem (no registry needed)."""
     return engine.ensure_test_image(docker_host)
+
+
+@pytest.fixture(scope="session")
+def swarm_host(docker_host: str) -> str:
+    """The test engine as a single-node swarm manager (only our private engine is changed)."""
+    if docker_host != engine.private_host(ENGINE_DIR):
+        pytest.skip(
+            f"the Docker engine at {docker_host} is not this test run's private engine, and "
+            "turning someone's engine into a swarm manager is not ours to do: unset DOCKER_HOST"
+        )
+    swarm.init_swarm(docker_host)
+    return docker_host
 
 
 @pytest.fixture

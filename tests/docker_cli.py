@@ -69,22 +69,76 @@ def the_container(host: str, instance: str, app: str) -> Container:
 
 
 def remove_instance(host: str, instance: str) -> None:
-    """Remove every container and the network of a test instance."""
+    """Remove every service, container and the network of a test instance."""
+    remove_services(host, instance)
     ids = docker(host, "ps", "-aq", "--filter", f"label=io.miasma.instance={instance}").split()
     if ids:
         docker(host, "rm", "-f", *ids, check=False)
     docker(host, "network", "rm", instance, check=False)
 
 
-def http_get(port: int, timeout: float = 20.0) -> str:
-    """GET http://127.0.0.1:PORT/, retrying until the app answers or the deadline passes."""
+def http_get(port: int, timeout: float = 20.0, address: str = "127.0.0.1") -> str:
+    """GET http://ADDRESS:PORT/, retrying until the app answers or the deadline passes."""
     deadline = time.monotonic() + timeout
     error: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+            with urllib.request.urlopen(f"http://{address}:{port}/", timeout=2) as reply:
                 return str(reply.read().decode())
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             error = exc
             time.sleep(0.1)
-    raise AssertionError(f"nothing answered on 127.0.0.1:{port}: {error}")
+    raise AssertionError(f"nothing answered on {address}:{port}: {error}")
+
+
+@dataclass(frozen=True)
+class Service:
+    """The parts of ``docker service inspect`` the swarm tests look at."""
+
+    name: str
+    env: dict[str, str]
+    ports: list[tuple[int, int, str, str]]  # (published, target, protocol, publish mode)
+    constraints: list[str]
+    replicas: int
+
+
+def services(host: str, instance: str, app: str | None = None) -> list[Service]:
+    """Services of ``instance`` (optionally of one app), inspected."""
+    filters = ["--filter", f"label=io.miasma.instance={instance}"]
+    if app is not None:
+        filters += ["--filter", f"label=io.miasma.app={app}"]
+    ids = docker(host, "service", "ls", "-q", *filters).split()
+    if not ids:
+        return []
+    return [_service(raw) for raw in json.loads(docker(host, "service", "inspect", *ids))]
+
+
+def _service(raw: dict[str, Any]) -> Service:
+    spec = raw["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    return Service(
+        name=spec["Name"],
+        env=dict(item.split("=", 1) for item in container.get("Env") or []),
+        ports=[
+            (p["PublishedPort"], p["TargetPort"], p["Protocol"], p["PublishMode"])
+            for p in spec.get("EndpointSpec", {}).get("Ports") or []
+        ],
+        constraints=list(spec["TaskTemplate"].get("Placement", {}).get("Constraints") or []),
+        replicas=int(spec["Mode"]["Replicated"]["Replicas"]),
+    )
+
+
+def the_service(host: str, instance: str, app: str) -> Service:
+    """The single service of ``app`` (fails if there is not exactly one)."""
+    found = services(host, instance, app)
+    assert len(found) == 1, f"expected one service for {app}, found {found}"
+    return found[0]
+
+
+def remove_services(host: str, instance: str) -> None:
+    """Remove every service of a test instance (nothing when the engine is not in a swarm)."""
+    ids = docker(
+        host, "service", "ls", "-q", "--filter", f"label=io.miasma.instance={instance}", check=False
+    )
+    if ids.split():
+        docker(host, "service", "rm", *ids.split(), check=False)

@@ -49,6 +49,7 @@ class DockerSwarmRuntime:
         self._network_id = ""
         self._docker: aiodocker.Docker | None = None
         self._foreign_ports: set[Port] = set()
+        self._network_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
         self._docker = aiodocker.Docker(url=self._docker_host)
@@ -265,8 +266,11 @@ class DockerSwarmRuntime:
             await asyncio.sleep(POLL)
 
     async def _ensure_network(self) -> None:
-        if self._network_id:
-            return
+        async with self._network_lock:  # two rollouts must not create two networks of one name
+            if not self._network_id:
+                self._network_id = await self._find_or_create_network()
+
+    async def _find_or_create_network(self) -> str:
         async with docker_errors(f"set up network {self.network!r}"):
             try:
                 network = await self.docker.networks.get(self.network)
@@ -280,16 +284,17 @@ class DockerSwarmRuntime:
                         "Driver": "overlay",
                         "Attachable": True,
                         "Labels": {LABEL_MANAGED: self.instance},
+                        "CheckDuplicate": True,
                     }
                 )
                 details = await network.show()
-        if details.get("Driver") != "overlay":
+        if details.get("Driver") not in ("overlay", "", None):
             raise RuntimeFailure(
                 f"network {self.network!r} exists with driver {details.get('Driver')!r}; the "
                 "swarm runtime needs an overlay network: remove it or use another --instance",
                 reason="NETWORK_CONFLICT",
             )
-        self._network_id = str(details["Id"])
+        return str(details["Id"])
 
     async def _services(self, app: str | None = None) -> list[Mapping[str, Any]]:
         labels = [f"{LABEL_MANAGED}={self.instance}"]

@@ -1,0 +1,250 @@
+"""The swarm runtime on a real single-node swarm (plus a worker node in a network namespace).
+
+Published ports are checked in ``docker service inspect``; host-mode ports
+also with HTTP. The ingress routing mesh needs iptables and kernel IPVS,
+which the private test engine does not use, so ingress ports are checked
+in the service spec only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from miasma_client import MiasmaClient, MiasmaError
+
+from scripts import swarm
+from tests.conftest import HTTPD_COMMAND
+from tests.docker_cli import Service, docker, http_get, services, the_service
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.docker
+
+PUBLISHED = range(19001, 20000)
+TARGETS = range(3000, 4000)
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerProcess], swarm_host: str) -> ServerProcess:
+    """A swarm-runtime server reconciling every second, auto ports from 19001-19999."""
+    return make_server(
+        runtime="swarm",
+        published_range="19001-19999",
+        extra_args=["--reconcile-interval", "1"],
+    )
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[MiasmaClient]:
+    """A blocking client on the server."""
+    with MiasmaClient(server.address) as miasma:
+        yield miasma
+
+
+def service(server: ServerProcess, app: str) -> Service:
+    """The app's service as Docker describes it."""
+    return the_service(server.docker_host, server.instance, app)
+
+
+def pairs(found: Service) -> list[tuple[int, int]]:
+    """(published, target) of each EndpointSpec port, in slot order."""
+    return [(published, target) for published, target, _, _ in found.ports]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll ``check`` until it holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_server_info_reports_the_swarm(client: MiasmaClient, swarm_host: str) -> None:
+    """auto picks swarm on a manager; GetServerInfo has the swarm ID and the join command."""
+    info = client.server_info()
+    swarm_id = json.loads(docker(swarm_host, "info", "--format", "{{json .Swarm.Cluster.ID}}"))
+    assert (info.runtime_mode, info.swarm_id) == ("swarm", swarm_id)
+    assert info.join_command.startswith("docker swarm join --token SWMTKN-")
+
+
+def test_new_app_is_a_service_with_port_env_and_an_ingress_port(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """One replica, PORT=PORT_1=target, one ingress EndpointSpec port in the managed range."""
+    app = client.create_app("web", test_image, command=HTTPD_COMMAND)
+    assert (app.observed.running, app.observed.total) == (1, 1)
+    found = service(server, "web")
+    [(published, target, protocol, mode)] = found.ports
+    assert (protocol, mode) == ("tcp", "ingress")
+    assert published in PUBLISHED
+    assert target in TARGETS
+    assert found.env["PORT"] == found.env["PORT_1"] == str(target)
+    assert found.replicas == 1
+
+
+def test_seed_examples_as_service_updates(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """5432 added/removed, target 80, 8081+8082, and the order-matters pairing, in the spec."""
+    client.create_app("postgres", test_image, command=HTTPD_COMMAND)
+    [(_, target)] = pairs(service(server, "postgres"))
+    client.edit_ports("postgres", add_published=[5432])
+    assert pairs(service(server, "postgres")) == [(5432, target)]
+    client.edit_ports("postgres", remove_published=[5432])
+    [(again, same)] = pairs(service(server, "postgres"))
+    assert (again in PUBLISHED, same) == (True, target)
+    client.edit_ports("postgres", add_target=[80])
+    assert pairs(service(server, "postgres")) == [(again, 80)]
+    assert service(server, "postgres").env["PORT"] == "80"
+
+    client.create_app("example", test_image, command=HTTPD_COMMAND)
+    client.edit_ports("example", add_published=[8082, 8081])
+    client.edit_ports("example", add_target=[8081, 8082])
+    found = service(server, "example")
+    assert pairs(found) == [(8082, 8081), (8081, 8082)]
+    assert (found.env["PORT_1"], found.env["PORT_2"]) == ("8081", "8082")
+
+
+def test_editing_one_slot_leaves_the_others_published_ports(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """Adding a third slot and moving the first keeps slot 2's published port."""
+    client.create_app("multi", test_image, command=HTTPD_COMMAND, published_ports=["8083,8084"])
+    before = pairs(service(server, "multi"))
+    client.edit_ports("multi", add_published=[8085])
+    client.edit_ports("multi", remove_published=[8083], add_published=[8086])
+    after = pairs(service(server, "multi"))
+    assert after[1] == before[1]
+    assert [p for p, _ in after] == [8086, 8084, 8085]
+
+
+def test_two_apps_cannot_share_a_published_port_and_foreign_services_count(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """A port held by another app is ALREADY_EXISTS; one held by a foreign service is refused."""
+    client.create_app("one", test_image, published_ports=[8087], stopped=True)
+    client.create_app("two", test_image, stopped=True)
+    with pytest.raises(MiasmaError) as held:
+        client.edit_ports("two", add_published=[8087])
+    assert held.value.code is grpc.StatusCode.ALREADY_EXISTS
+    assert held.value.resource == "apps/one"
+    foreign = f"foreign-{server.instance}"
+    docker(server.docker_host, "service", "create", "--detach", "--name", foreign,
+           "--publish", "published=8088,target=8080", "--replicas", "0", test_image)  # fmt: skip
+    try:
+        with pytest.raises(MiasmaError) as busy:
+            client.edit_ports("two", add_published=[8088])
+        assert busy.value.code is grpc.StatusCode.FAILED_PRECONDITION
+        assert busy.value.reason == "PORT_BUSY_ON_HOST"
+    finally:
+        docker(server.docker_host, "service", "rm", foreign)
+    assert [p for p, _ in pairs(service(server, "two"))] != [8087]
+
+
+def test_host_mode_port_answers_http(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """`8090/host` publishes in host mode: the spec says so and the node answers on it."""
+    client.create_app("web", test_image, command=HTTPD_COMMAND)
+    reply = client.edit_ports("web", add_published=["8090/host"])
+    assert reply.app.bindings[0].publish_mode == 2  # PUBLISH_MODE_HOST
+    [(published, _, _, mode)] = service(server, "web").ports
+    assert (published, mode) == (8090, "host")
+    assert http_get(8090).strip() == "miasma-test"
+
+
+def test_stop_scales_to_zero_and_keeps_the_ports(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """A stopped app is a service with 0 replicas that still reserves its ports."""
+    client.create_app("web", test_image, command=HTTPD_COMMAND)
+    ports = pairs(service(server, "web"))
+    stopped = client.stop_app("web")
+    assert (stopped.observed.running, stopped.observed.total) == (0, 0)
+    assert (service(server, "web").replicas, pairs(service(server, "web"))) == (0, ports)
+    client.start_app("web")
+    assert service(server, "web").replicas == 1
+
+
+def test_missing_image_fails_with_the_task_error_and_leaves_nothing(
+    client: MiasmaClient, server: ServerProcess
+) -> None:
+    """The rejected task's error comes back as IMAGE_PULL_FAILED; no service stays."""
+    with pytest.raises(MiasmaError) as failed:
+        client.create_app("ghost", "miasma-test/missing:never")
+    assert failed.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert failed.value.reason == "IMAGE_PULL_FAILED"
+    assert "miasma-test/missing:never" in failed.value.message
+    assert services(server.docker_host, server.instance, "ghost") == []
+
+
+def test_constraints_on_create_and_update(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """Placement constraints reach the service spec and can be changed."""
+    client.create_app("web", test_image, constraints=["node.role == manager"], stopped=True)
+    assert service(server, "web").constraints == ["node.role==manager"]
+    client.update_app("web", constraints=["node.labels.zone!=b"])
+    assert service(server, "web").constraints == ["node.labels.zone!=b"]
+    with pytest.raises(MiasmaError) as bad:
+        client.update_app("web", constraints=["zone is a"])
+    assert bad.value.violations[0].field == "app.constraints[0]"
+
+
+def test_services_removed_or_edited_by_hand_come_back(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """The reconciler recreates a removed service and undoes a hand edit, same ports."""
+    client.create_app("web", test_image, command=HTTPD_COMMAND, published_ports=[8091])
+    ports = pairs(service(server, "web"))
+    docker(server.docker_host, "service", "update", "--detach", "--publish-rm", "8091",
+           f"{server.instance}-web")  # fmt: skip
+    wait_for(lambda: pairs(service(server, "web")) == ports, "the hand edit to be undone")
+    docker(server.docker_host, "service", "rm", f"{server.instance}-web")
+    wait_for(
+        lambda: [pairs(s) for s in services(server.docker_host, server.instance, "web")] == [ports],
+        "the removed service to come back",
+    )
+
+
+def test_orphan_service_is_removed(server: ServerProcess, test_image: str) -> None:
+    """A service labelled as this Miasma's whose app does not exist is removed."""
+    labels = ["--label", f"io.miasma.instance={server.instance}", "--label", "io.miasma.app=orphan"]
+    docker(server.docker_host, "service", "create", "--detach", "--replicas", "0",
+           "--name", f"{server.instance}-orphan", *labels, test_image)  # fmt: skip
+    wait_for(
+        lambda: services(server.docker_host, server.instance, "orphan") == [],
+        "the orphan service to be removed",
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(swarm_host: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[swarm.Worker]:
+    """A second engine in a network namespace, joined to the swarm as a worker."""
+    workdir = Path(tmp_path_factory.mktemp("worker"))
+    try:
+        joined = swarm.start_worker(workdir, swarm_host)
+    except swarm.WorkerUnsupported as exc:
+        pytest.skip(f"this kernel cannot run a worker node: {exc.reason}")
+    yield joined
+    swarm.stop_worker(workdir)
+
+
+def test_app_constrained_to_the_worker_answers_there(
+    client: MiasmaClient, server: ServerProcess, test_image: str, worker: swarm.Worker
+) -> None:
+    """node.labels.miasma-test==worker places the task on the worker; its host port answers."""
+    client.create_app(
+        "remote", test_image, command=HTTPD_COMMAND, published_ports=["8092/host"],
+        constraints=["node.labels.miasma-test==worker"],
+    )  # fmt: skip
+    tasks = docker(server.docker_host, "service", "ps", "--format", "{{.Node}} {{.CurrentState}}",
+                   f"{server.instance}-remote")  # fmt: skip
+    node = json.loads(docker(worker.host, "info", "--format", "{{json .Name}}"))
+    assert any(line.startswith(node) and "Running" in line for line in tasks.splitlines())
+    assert http_get(8092, address=worker.address).strip() == "miasma-test"

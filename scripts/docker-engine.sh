@@ -293,7 +293,10 @@ launch_dockerd() {
     {
         printf '\n=== %s: dockerd %s\n' "$(date -Is)" "${flags[*]}"
     } >>"$dir/dockerd.log"
-    setsid dockerd "${flags[@]}" </dev/null >>"$dir/dockerd.log" 2>&1 9>&- &
+    # No registry is reachable: in swarm mode, start tasks from local images without
+    # first trying (and waiting for) a pull.
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
+        setsid dockerd "${flags[@]}" </dev/null >>"$dir/dockerd.log" 2>&1 9>&- &
     echo $!
 }
 

@@ -42,7 +42,7 @@ def test_image(docker_host: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def swarm_host(docker_host: str) -> str:
+def swarm_host(docker_host: str) -> Iterator[str]:
     """The test engine as a single-node swarm manager (only our private engine is changed)."""
     if docker_host != engine.private_host(ENGINE_DIR):
         pytest.skip(
@@ -50,7 +50,8 @@ def swarm_host(docker_host: str) -> str:
             "turning someone's engine into a swarm manager is not ours to do: unset DOCKER_HOST"
         )
     swarm.init_swarm(docker_host)
-    return docker_host
+    yield docker_host
+    swarm.leave_swarm(docker_host)  # before the engine stops, so its bridges go too
 
 
 @pytest.fixture

@@ -107,10 +107,14 @@ def services(host: str, instance: str, app: str | None = None) -> list[Service]:
     filters = ["--filter", f"label=io.miasma.instance={instance}"]
     if app is not None:
         filters += ["--filter", f"label=io.miasma.app={app}"]
-    ids = docker(host, "service", "ls", "-q", *filters).split()
-    if not ids:
-        return []
-    return [_service(raw) for raw in json.loads(docker(host, "service", "inspect", *ids))]
+    for _ in range(5):  # a service may go between the listing and the inspection: list again
+        ids = docker(host, "service", "ls", "-q", *filters).split()
+        if not ids:
+            return []
+        inspected = json.loads(docker(host, "service", "inspect", *ids, check=False) or "[]")
+        if len(inspected) == len(ids):
+            return [_service(raw) for raw in inspected]
+    raise RuntimeError(f"services of {instance} kept changing while being inspected")
 
 
 def _service(raw: dict[str, Any]) -> Service:

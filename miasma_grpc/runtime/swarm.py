@@ -33,6 +33,7 @@ SETTLE_TIMEOUT = 60.0  # a rollout still starting after this is reported as star
 PLACEMENT_GRACE = 5.0  # "no suitable node" may be momentary while an old task stops
 POLL = 0.2
 UPDATE_ATTEMPTS = 5
+STOP_GRACE_NS = 5_000_000_000  # as the container runtime: 5 s from SIGTERM to SIGKILL
 FAILED_STATES = {"rejected", "failed"}
 SpecDict = dict[str, Any]
 
@@ -172,6 +173,7 @@ class DockerSwarmRuntime:
             "Image": app.image,
             "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
             "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name},
+            "StopGracePeriod": STOP_GRACE_NS,
         }
         if app.command:
             container["Args"] = list(app.command)

@@ -115,3 +115,14 @@ def test_blocking_watch_sees_an_edit_after_the_snapshot(
     assert event.kind == apps_pb2.PORT_EVENT_KIND_CHANGED
     assert event.revision == reply.app.revision
     assert [b.published_port for b in event.new_bindings] == [8096]
+
+
+def test_publish_mode_only_on_added_published_ports(server: ServerProcess, test_image: str) -> None:
+    """A mode on a removed port is refused naming its field; on an added one it is stored."""
+    with MiasmaClient(server.address) as client:
+        client.create_app("web", test_image, stopped=True, published_ports=["8097/host"])
+        assert client.get_app("web").bindings[0].publish_mode == apps_pb2.PUBLISH_MODE_HOST
+        with pytest.raises(MiasmaError) as bad:
+            client.edit_ports("web", remove_published=["8097/host"])
+    assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in bad.value.violations] == ["remove_published_ports[0].mode"]

@@ -47,6 +47,16 @@ def test_bad_port_spellings_name_the_accepted_forms(spelling: str) -> None:
         parse_ports([spelling])
 
 
+def test_publish_mode_suffixes() -> None:
+    """`/host` and `/ingress` set the publish mode, in either order with the protocol."""
+    assert parse_port("8080/host").mode == apps_pb2.PUBLISH_MODE_HOST
+    udp_host = parse_port("5353/host/udp")
+    assert (udp_host.protocol, udp_host.mode) == (UDP, apps_pb2.PUBLISH_MODE_HOST)
+    assert parse_port("80/ingress").mode == apps_pb2.PUBLISH_MODE_INGRESS
+    with pytest.raises(ValueError, match="is not a port"):
+        parse_port("80/host/ingress")
+
+
 def test_comma_lists_keep_their_order() -> None:
     """``8082,8081`` is two ports in that order, as the pairing rule needs."""
     assert [p.number for p in parse_ports(["8082,8081", 9000])] == [8082, 8081, 9000]

@@ -53,10 +53,17 @@ def test_server_port_is_always_reserved() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--published-port-range", "10-5"], ["--published-port-range", "abc"], ["--listen", "nohost"]],
+    [
+        ["--published-port-range", "10-5"],
+        ["--published-port-range", "abc"],
+        ["--listen", "nohost"],
+        ["--runtime", "kubernetes"],
+        ["--watch-heartbeat", "0"],
+        ["--event-retention", "0"],
+    ],
 )
 def test_bad_values_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """An invalid range or address stops start-up with a usage error."""
+    """An invalid range, address, runtime or event setting stops start-up with a usage error."""
     with pytest.raises(SystemExit) as caught:
         load_settings(argv, environ={})
     assert caught.value.code == 2

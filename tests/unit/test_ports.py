@@ -21,6 +21,7 @@ from miasma_grpc.domain.models import (
     Port,
     PortRange,
     Protocol,
+    PublishMode,
     is_reserved_env_name,
     port_env,
 )
@@ -653,3 +654,25 @@ def test_diff_bindings_reports_changed_added_and_removed_slots() -> None:
         SlotChange(2, None, new[2]),
     )
     assert diff_bindings(new, old)[-1] == SlotChange(2, new[2], None)
+
+
+# -- publish modes (swarm) ----------------------------------------------------------
+
+
+def test_publish_mode_is_set_by_adding_and_reset_by_removing(ledger: PortLedger) -> None:
+    """`8080/host` makes a host-mode slot; re-adding with a mode changes it; removal resets it."""
+    created = apply(ledger, ())
+    hosted = apply(
+        ledger, created, PortEdit(add_published=tcp(8080), modes={Port(8080): PublishMode.HOST})
+    )
+    assert [(b.published, b.mode) for b in hosted] == [(8080, PublishMode.HOST)]
+    same = apply(ledger, hosted, PortEdit(add_published=tcp(8080)))
+    assert same == hosted  # no mode named: adding a port the app has is a no-op
+    ingress = apply(
+        ledger, hosted, PortEdit(add_published=tcp(8080), modes={Port(8080): PublishMode.INGRESS})
+    )
+    assert ingress[0].mode is PublishMode.INGRESS
+    removed = apply(ledger, hosted, PortEdit(remove_published=tcp(8080)))
+    assert removed[0].mode is PublishMode.INGRESS
+    assert removed[0].published in MANAGED
+    assert removed[0].target == hosted[0].target

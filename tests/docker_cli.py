@@ -74,7 +74,7 @@ def remove_instance(host: str, instance: str) -> None:
     ids = docker(host, "ps", "-aq", "--filter", f"label=io.miasma.instance={instance}").split()
     if ids:
         docker(host, "rm", "-f", *ids, check=False)
-    docker(host, "network", "rm", instance, check=False)
+    docker(host, "network", "rm", instance, f"{instance}-swarm", check=False)
 
 
 def http_get(port: int, timeout: float = 20.0, address: str = "127.0.0.1") -> str:

@@ -46,7 +46,9 @@ class DockerSwarmRuntime:
     def __init__(self, docker_host: str | None = None, *, instance: str = "miasma") -> None:
         self._docker_host = docker_host
         self.instance = instance
-        self.network = instance
+        # Not ``instance`` itself: the container runtime's bridge network may have that name
+        # on the same engine (a server that moved from container to swarm mode).
+        self.network = f"{instance}-swarm"
         self._network_id = ""
         self._docker: aiodocker.Docker | None = None
         self._foreign_ports: set[Port] = set()

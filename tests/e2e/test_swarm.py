@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from miasma.v1 import apps_pb2
 from miasma_client import MiasmaClient, MiasmaError
 
 from scripts import swarm
@@ -181,6 +182,10 @@ def test_missing_image_fails_with_the_task_error_and_leaves_nothing(
     assert failed.value.reason == "IMAGE_PULL_FAILED"
     assert "miasma-test/missing:never" in failed.value.message
     assert services(server.docker_host, server.instance, "ghost") == []
+    stream = client.watch_port_events("ghost", since=1)
+    event = next(m.event for m in stream if m.event.kind == apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED)
+    stream.close()
+    assert "No such image" in event.message  # the rejected task's own error
 
 
 def test_constraints_on_create_and_update(

@@ -123,27 +123,8 @@ engine_answers() {
     timeout 15 docker -H "$1" info >/dev/null 2>&1
 }
 
-# True if PID is alive, is named NAME and its command line mentions NEEDLE.
-pid_is() {
-    local pid="$1" name="$2" needle="$3" comm cmdline
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-    [ "$comm" = "$name" ] || return 1
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
-    [[ "$cmdline" == *"$needle"* ]]
-}
-
-read_pid() {
-    if [ -r "$1" ]; then tr -dc '0-9' <"$1"; fi
-}
-
-# True if PID exists and is not a zombie (an exited child init has not reaped yet).
-alive() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [ "${stat:0:1}" != Z ]
-}
+# shellcheck source=scripts/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 # Sends SIGTERM, waits up to TIMEOUT seconds, then SIGKILLs. Returns when PID is gone.
 terminate() {

@@ -342,25 +342,8 @@ stop_relay() {
     rm -f "$pidfile" "$1/relay-$2.ready"
 }
 
-read_pid() {
-    if [ -r "$1" ]; then tr -dc '0-9' <"$1"; fi
-}
-
-pid_is() {
-    local pid="$1" name="$2" needle="$3" comm cmdline
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-    [ "$comm" = "$name" ] || return 1
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
-    [[ "$cmdline" == *"$needle"* ]]
-}
-
-alive() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [ "${stat:0:1}" != Z ]
-}
+# shellcheck source=scripts/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 node_ready() {
     [ "$(docker -H "$1" node inspect "$2" --format '{{.Status.State}}' 2>/dev/null)" = ready ]

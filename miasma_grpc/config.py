@@ -41,6 +41,29 @@ class Settings:
     event_compaction_interval: float = 60.0
     event_buffer: int = 4096
     runtime: str = "auto"  # auto | container | swarm
+    access_token: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    max_concurrent_rpcs: int = 4096
+    max_message_bytes: int = 1024 * 1024
+    rpc_timeout: float = 300.0
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server listens with TLS."""
+        return self.tls_cert is not None
+
+    def exposure_warning(self) -> str:
+        """Why listening as configured is risky, or ``""``: beyond loopback, no token, no TLS."""
+        host = self.listen.rpartition(":")[0].strip("[]")
+        loopback = host == "localhost" or host == "::1" or host.startswith("127.")
+        if loopback or self.access_token or self.tls:
+            return ""
+        return (
+            f"listening on {self.listen} without an access token or TLS: anyone who can reach "
+            "this address controls the Docker engine; set MIASMA_ACCESS_TOKEN and --tls-cert"
+        )
 
     @property
     def retention(self) -> Retention:
@@ -125,6 +148,26 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
     add(
+        "access-token",
+        "require 'authorization: Bearer <token>' on every call but health (prefer the env "
+        "variable: flags show in the process list)",
+        "",
+    )
+    add("tls-cert", "PEM certificate chain: serve TLS", "")
+    add("tls-key", "PEM private key of --tls-cert", "")
+    add("tls-client-ca", "PEM CA: require client certificates it signed (mutual TLS)", "")
+    add(
+        "max-concurrent-rpcs",
+        "calls (watch streams included) served at once; more get RESOURCE_EXHAUSTED",
+        defaults.max_concurrent_rpcs,
+    )
+    add("max-message-size", "largest request in bytes", defaults.max_message_bytes)
+    add(
+        "rpc-timeout",
+        "seconds a call may run on the server before DEADLINE_EXCEEDED (watches excepted)",
+        defaults.rpc_timeout,
+    )
+    add(
         "watch-heartbeat",
         "seconds of silence after which a WatchPortEvents stream gets a progress message",
         defaults.watch_heartbeat,
@@ -172,11 +215,24 @@ def load_settings(
             event_retention=int(ns.event_retention),
             event_buffer=int(ns.event_buffer),
             runtime=str(ns.runtime).lower(),
+            access_token=str(ns.access_token),
+            tls_cert=Path(ns.tls_cert) if ns.tls_cert else None,
+            tls_key=Path(ns.tls_key) if ns.tls_key else None,
+            tls_client_ca=Path(ns.tls_client_ca) if ns.tls_client_ca else None,
+            max_concurrent_rpcs=int(ns.max_concurrent_rpcs),
+            max_message_bytes=int(ns.max_message_size),
+            rpc_timeout=_positive(float(ns.rpc_timeout), "--rpc-timeout"),
             event_max_age=float(ns.event_max_age),
             event_compaction_interval=_positive(
                 float(ns.event_compaction_interval), "--event-compaction-interval"
             ),
         )
+        if bool(settings.tls_cert) != bool(settings.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if settings.tls_client_ca and not settings.tls_cert:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        if settings.max_concurrent_rpcs < 1 or settings.max_message_bytes < 1024:
+            raise ValueError("--max-concurrent-rpcs must be >= 1 and --max-message-size >= 1024")
         if settings.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}")
         if settings.event_retention < 1 or settings.event_buffer < 1:

@@ -14,6 +14,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
+from miasma_grpc.api.auth import TokenAuth
 from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
@@ -45,6 +46,23 @@ KEEPALIVE = (
 def docker_host(settings: Settings) -> str:
     """The engine to use: the setting, else DOCKER_HOST, else the default socket."""
     return settings.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def message_limits(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """Requests above the limit get RESOURCE_EXHAUSTED from gRPC itself."""
+    return (("grpc.max_receive_message_length", settings.max_message_bytes),)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (and, with a client CA, mutual TLS) credentials; ``None`` for plaintext."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def host_ports(engine: str, publish_address: str) -> HostPorts:
@@ -91,14 +109,25 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         manager = AppManager(store, runtime, RandomTargets(settings.target_range), busy_ports)
         hub = EventHub(store, ring_size=settings.event_buffer)
         await hub.start()
-        server = grpc.aio.server(options=KEEPALIVE)
+        server = grpc.aio.server(
+            options=(*KEEPALIVE, *message_limits(settings)),
+            interceptors=[TokenAuth(settings.access_token)] if settings.access_token else [],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
         apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, hub, settings), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = server.add_insecure_port(settings.listen)
+        credentials = server_credentials(settings)
+        port = (
+            server.add_secure_port(settings.listen, credentials)
+            if credentials
+            else server.add_insecure_port(settings.listen)
+        )
+        if warning := settings.exposure_warning():
+            log.warning(warning)
         if port == 0:
             raise SystemExit(f"cannot listen on {settings.listen}")
 

@@ -37,6 +37,8 @@ class ServerProcess:
     instance: str
     published_range: str = "3001-3999"
     runtime: str = "container"  # the test engine is also a swarm manager: say which to test
+    credentials: grpc.ChannelCredentials | None = None  # for a TLS server's health checks
+    environment: dict[str, str] = field(default_factory=dict)  # e.g. MIASMA_ACCESS_TOKEN
     extra_args: Sequence[str] = ()
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
@@ -74,6 +76,7 @@ class ServerProcess:
             *self.extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
+        env |= self.environment
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.wait_health(serving=None)
@@ -82,7 +85,7 @@ class ServerProcess:
         """Poll the health service until it answers (and, if asked, reports SERVING)."""
         deadline = time.monotonic() + timeout
         last: object = None
-        with grpc.insecure_channel(self.address) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
@@ -102,9 +105,15 @@ class ServerProcess:
                 time.sleep(0.05)
         raise TimeoutError(f"server at {self.address} not ready ({last}): {self.log()}")
 
+    def channel(self) -> grpc.Channel:
+        """A new channel to this server (TLS when it has credentials)."""
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials)
+        return grpc.insecure_channel(self.address)
+
     def stub(self) -> tuple[grpc.Channel, apps_pb2_grpc.AppServiceStub]:
         """A new channel and AppService stub for this server."""
-        channel = grpc.insecure_channel(self.address)
+        channel = self.channel()
         return channel, apps_pb2_grpc.AppServiceStub(channel)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:

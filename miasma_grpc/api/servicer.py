@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ from miasma_grpc.api.convert import (
 from miasma_grpc.api.errors import to_status
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
-from miasma_grpc.domain.errors import InvalidArgument, MiasmaError
+from miasma_grpc.domain.errors import DeadlineExceeded, InvalidArgument, MiasmaError
 from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
 from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields
@@ -39,14 +40,25 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Turn a :class:`MiasmaError` raised by ``method`` into a rich gRPC status."""
+    """Bound ``method`` by ``--rpc-timeout``; turn a :class:`MiasmaError` into a rich status."""
 
     @functools.wraps(method)
     async def wrapper(
         self: AppServicer, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> Resp:
         try:
-            return await method(self, request, context)
+            limit = asyncio.timeout(self.settings.rpc_timeout)
+            try:
+                async with limit:
+                    return await method(self, request, context)
+            except TimeoutError as exc:
+                if not limit.expired():
+                    raise
+                raise DeadlineExceeded(
+                    f"the call took longer than the server's limit of "
+                    f"{self.settings.rpc_timeout:g} s; a rollout cut short is finished by the "
+                    "reconciler"
+                ) from exc
         except MiasmaError as exc:
             status = to_status(exc)
             await context.abort(status.code, status.details, status.trailing_metadata)

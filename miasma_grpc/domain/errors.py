@@ -98,6 +98,22 @@ class Aborted(MiasmaError):
     reason = "ETAG_MISMATCH"
 
 
+class Unauthenticated(MiasmaError):
+    """Raised when a call lacks the access token the server requires, or has a wrong one."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class DeadlineExceeded(MiasmaError):
+    """Raised when a call runs past the server's per-call limit (``--rpc-timeout``).
+
+    Like any gRPC deadline, the change may or may not have been made; the
+    reconciler finishes a rollout that was cut short.
+    """
+
+    reason = "RPC_TIMEOUT"
+
+
 class OutOfRange(MiasmaError):
     """Raised when a watch asks for revisions the event log no longer (or not yet) holds.
 

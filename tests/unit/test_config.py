@@ -68,3 +68,29 @@ def test_bad_values_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixtu
         load_settings(argv, environ={})
     assert caught.value.code == 2
     assert "miasma-server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("listen", "token", "tls", "warns"),
+    [
+        ("127.0.0.1:50051", "", False, False),
+        ("localhost:50051", "", False, False),
+        ("[::1]:50051", "", False, False),
+        ("0.0.0.0:50051", "", False, True),
+        ("0.0.0.0:50051", "t", False, False),
+        ("10.0.0.5:50051", "", True, False),
+    ],
+)
+def test_listening_beyond_loopback_unprotected_warns(
+    listen: str, token: str, tls: bool, warns: bool
+) -> None:
+    """Only an address beyond loopback with neither a token nor TLS gets the start-up warning."""
+    settings = Settings(listen=listen, access_token=token, tls_cert=Path("c.pem") if tls else None)
+    assert bool(settings.exposure_warning()) is warns
+
+
+def test_tls_flags_must_come_together() -> None:
+    """A certificate without its key, or a client CA without a certificate, is refused."""
+    for argv in (["--tls-cert", "c.pem"], ["--tls-client-ca", "ca.pem"]):
+        with pytest.raises(SystemExit):
+            load_settings(argv, environ={})

@@ -56,6 +56,20 @@ MAX_IMAGE = 512
 
 
 @dataclass(frozen=True)
+class Failure:
+    """The last rollout of an app that Docker refused, reported until it is resolved.
+
+    ``sticky`` failures (a user's change that was reverted) stay until a newer
+    revision rolls out; others (the reconciler could not converge) go as soon
+    as a rollout of the same app succeeds.
+    """
+
+    revision: int
+    message: str
+    sticky: bool
+
+
+@dataclass(frozen=True)
 class EditResult:
     """An app after a port edit, with the slots that changed."""
 
@@ -78,6 +92,7 @@ class AppManager:
         self.choose_target = choose_target
         self.host_ports = host_ports
         self.observed: dict[str, Observed] = {}
+        self.failures: dict[str, Failure] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -105,9 +120,26 @@ class AppManager:
         """A page of apps in name order."""
         return await self.store.list_apps(after=after, limit=limit)
 
-    def observed_state(self, name: str) -> Observed:
-        """What the runtime last reported for ``name``."""
-        return self.observed.get(name, Observed())
+    def observed_state(self, app: App) -> Observed:
+        """What Docker last reported for ``app``, and why it is not (yet) all running.
+
+        While replicas are missing, a refused rollout's error beats Docker's own
+        words ("not running: …"), and a rollout still owed (Docker was away, or
+        the server stopped mid-rollout) is reported as pending, not as failed.
+        """
+        observed = self.observed.get(app.name, Observed())
+        short = observed.total == 0 or observed.running < observed.total
+        if not short or observed.last_error.startswith(PENDING):
+            return observed
+        if failure := self.failures.get(app.name):
+            return replace(observed, last_error=failure.message)
+        if app.rollout_owed:
+            detail = f" ({observed.last_error})" if observed.last_error else ""
+            return replace(
+                observed,
+                last_error=f"{PENDING} revision {app.revision} is not rolled out yet{detail}",
+            )
+        return observed
 
     # -- changes -------------------------------------------------------------
 
@@ -194,6 +226,7 @@ class AppManager:
                     tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=bindings
                 )
                 if new.desired_state is DesiredState.STOPPED:
+                    await tx.mark_applied(name, new.revision)  # nothing to roll out
                     await tx.release_ports_except(name, published_ports(bindings))
             if new.desired_state is DesiredState.RUNNING:
                 await self._rollout(old, new)
@@ -281,24 +314,31 @@ class AppManager:
                 await tx.delete_app(name)
                 await _record(tx, EventKind.RELEASED, app, old=app.bindings)
             self.observed.pop(name, None)
+            self.failures.pop(name, None)
         self._locks.pop(name, None)
         return app
 
     async def converge(self, name: str) -> None:
         """Drive Docker to the stored state of ``name`` (used by the reconciler).
 
-        A rollout that was pending (Docker was away) gets its result event now.
+        A rollout still owed (Docker was away, or the server stopped mid-rollout)
+        gets its result event now. A failure is reported on the app, and logged
+        as an event once per distinct error rather than on every pass.
         """
         async with self.lock(name):
             app = await self.store.get_app(name)
-            was_pending = self.observed_state(name).last_error.startswith(PENDING)
             try:
                 applied = await self._apply(app)
             except RuntimeFailure as exc:
-                if was_pending:
+                previous = self.failures.get(name)
+                self.failures[name] = Failure(app.revision, exc.message, sticky=False)
+                if previous is None or previous.message != exc.message:
                     await self._record_result(app, True, failure=exc.message)
                 raise
-            if was_pending and applied:
+            failure = self.failures.get(name)
+            if failure is not None and not failure.sticky:
+                del self.failures[name]
+            if applied and app.rollout_owed:
                 await self._record_result(app, True)
 
     # -- internals -----------------------------------------------------------
@@ -331,6 +371,9 @@ class AppManager:
         except RuntimeFailure as exc:
             self.observed[app.name] = Observed(running=0, total=1, last_error=exc.message)
             raise
+        failure = self.failures.get(app.name)
+        if failure is not None and app.revision > failure.revision:
+            del self.failures[app.name]  # a newer change rolled out: the old refusal is history
         return True
 
     async def _record_result(self, app: App, applied: bool, failure: str = "") -> None:
@@ -340,9 +383,12 @@ class AppManager:
         elif applied:
             kind, message = EventKind.ROLLOUT_APPLIED, ""
         else:
-            kind, message = EventKind.ROLLOUT_PENDING, self.observed_state(app.name).last_error
+            kind = EventKind.ROLLOUT_PENDING
+            message = self.observed.get(app.name, Observed()).last_error
         async with self.store.transaction() as tx:
             await _record(tx, kind, app, new=app.bindings, message=message)
+            if kind is EventKind.ROLLOUT_APPLIED:
+                await tx.mark_applied(app.name, app.revision)
 
     async def _rollout(self, old: App, new: App) -> None:
         """Apply ``new``; on refusal commit ``old`` back and re-raise."""
@@ -363,11 +409,14 @@ class AppManager:
                         new=restored.bindings, message="reverted: " + exc.message,
                     )  # fmt: skip
             try:
-                await self._apply(restored)
-            except (RuntimeFailure, Unavailable) as restore_exc:
+                if await self._apply(restored):
+                    async with self.store.transaction() as tx:
+                        await tx.mark_applied(restored.name, restored.revision)
+            except RuntimeFailure as restore_exc:
                 log.error(
                     "could not restore app %s after a failed change: %s", old.name, restore_exc
                 )
+            self.failures[old.name] = Failure(restored.revision, exc.message, sticky=True)
             raise
         async with self.store.transaction() as tx:
             await tx.release_ports_except(new.name, published_ports(new.bindings))

@@ -76,7 +76,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self.settings = settings
 
     def _proto(self, app: App) -> apps_pb2.App:
-        return app_to_proto(app, self.manager.observed_state(app.name), self.settings.public_host)
+        return app_to_proto(app, self.manager.observed_state(app), self.settings.public_host)
 
     @rpc
     async def CreateApp(

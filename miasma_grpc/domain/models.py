@@ -148,6 +148,12 @@ class App:
     create_time: datetime | None = None
     update_time: datetime | None = None
     constraints: tuple[str, ...] = ()
+    applied_revision: int = 0  # the revision Docker last finished rolling out
+
+    @property
+    def rollout_owed(self) -> bool:
+        """Whether Docker has not yet finished rolling out this revision."""
+        return self.applied_revision < self.revision
 
     @property
     def etag(self) -> str:

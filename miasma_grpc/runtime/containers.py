@@ -106,7 +106,13 @@ class DockerContainerRuntime:
                 await self._stop(container)
             return Observed(running=0, total=0)
         want = spec_hash(app, self.network)
-        current = [c for c in containers if _labels(c).get(LABEL_SPEC) == want]
+        ports = {b.published_port for b in app.bindings}
+        # The label alone is not proof: a copy made by hand may carry it with other ports.
+        current = [
+            c
+            for c in containers
+            if _labels(c).get(LABEL_SPEC) == want and (not _running(c) or _published(c) == ports)
+        ]
         stale = [c for c in containers if c not in current]
         if current:
             keep, *extra = current
@@ -173,6 +179,11 @@ class DockerContainerRuntime:
                 if _running(container):
                     await self._stop(container)
                     stopped.append(container)
+        name = self._name(app, want)
+        for container in stale:  # a copy made by hand may hold the name the new one needs
+            if name in _names(container):
+                async with docker_errors(f"rename a stale container of app {app.name!r}"):
+                    await container.rename(f"{name}-stale-{container.id[:8]}")
         try:
             await self._create_and_start(app, want)
         except BaseException:
@@ -190,15 +201,16 @@ class DockerContainerRuntime:
         container: DockerContainer | None = None
         try:
             async with docker_errors(f"create the container of app {app.name!r}"):
-                container = await self.docker.containers.create(
-                    config, name=f"{self.instance}-{app.name}-{want[:12]}"
-                )
+                container = await self.docker.containers.create(config, name=self._name(app, want))
             async with docker_errors(f"start the container of app {app.name!r}"):
                 await container.start()
         except BaseException:
             if container is not None:
                 await self._remove_all([container])
             raise
+
+    def _name(self, app: App, want: str) -> str:
+        return f"{self.instance}-{app.name}-{want[:12]}"
 
     def _container_config(self, app: App, want: str) -> dict[str, Any]:
         exposed: dict[str, dict[str, str]] = {f"{b.target}/{b.protocol}": {} for b in app.bindings}
@@ -259,6 +271,12 @@ class DockerContainerRuntime:
 def _field(container: DockerContainer, key: str) -> Any:
     # DockerContainer supports [] and "in" but has no .get().
     return container[key] if key in container else None  # noqa: SIM401
+
+
+def _names(container: DockerContainer) -> set[str]:
+    # The list endpoint gives "Names": ["/x"]; inspect gives "Name": "/x".
+    names = [*(_field(container, "Names") or []), str(_field(container, "Name") or "")]
+    return {n.lstrip("/") for n in names if n}
 
 
 def _labels(container: DockerContainer) -> dict[str, str]:

@@ -12,6 +12,8 @@ from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 
 UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
 PULL_TIMEOUT = 300.0
+# How Docker says a published port is held by something else on the host.
+PORT_BUSY_SIGNS = ("address already in use", "port is already allocated")
 
 
 @asynccontextmanager
@@ -24,7 +26,11 @@ async def docker_errors(action: str) -> AsyncIterator[None]:
             raise Unavailable(
                 f"Docker is unreachable while trying to {action}: {exc.message}"
             ) from exc
-        raise RuntimeFailure(f"Docker refused to {action}: {exc.message}") from exc
+        busy = any(sign in exc.message for sign in PORT_BUSY_SIGNS)
+        raise RuntimeFailure(
+            f"Docker refused to {action}: {exc.message}",
+            reason="PORT_BUSY_ON_HOST" if busy else None,
+        ) from exc
     except (OSError, TimeoutError) as exc:
         raise Unavailable(f"Docker is unreachable while trying to {action}: {exc}") from exc
 

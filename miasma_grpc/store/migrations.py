@@ -72,4 +72,10 @@ MIGRATIONS: tuple[str, ...] = (
         CHECK (publish_mode IN ('ingress', 'host'));
     ALTER TABLE apps ADD COLUMN constraints TEXT NOT NULL DEFAULT '[]';  -- JSON array
     """,
+    # 4: the revision whose rollout Docker last finished, so a result still owed
+    # (a rollout cut short by a crash or a Docker outage) survives a restart.
+    """
+    ALTER TABLE apps ADD COLUMN applied_revision INTEGER NOT NULL DEFAULT 0;
+    UPDATE apps SET applied_revision = revision;
+    """,
 )

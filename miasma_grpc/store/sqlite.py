@@ -33,7 +33,8 @@ from miasma_grpc.store.migrations import MIGRATIONS
 CommitListener = Callable[[int, Sequence[PortEvent]], None]
 
 _APP_COLUMNS = (
-    "name, image, command, env, desired_state, revision, create_time, update_time, constraints"
+    "name, image, command, env, desired_state, revision, create_time, update_time, constraints, "
+    "applied_revision"
 )
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in _APP_COLUMNS.split(", "))
 
@@ -228,6 +229,13 @@ class Transaction:
         self.revision = int(row[0])
         return self.revision
 
+    async def mark_applied(self, name: str, revision: int) -> None:
+        """Record that Docker finished rolling out ``revision`` of app ``name``."""
+        await self.db.execute(
+            "UPDATE apps SET applied_revision = max(applied_revision, ?) WHERE name = ?",
+            (revision, name),
+        )
+
     async def record(self, event: PortEvent) -> None:
         """Append ``event`` to the log, committed (or rolled back) with this transaction."""
         await events.insert(self.db, event)
@@ -237,7 +245,7 @@ class Transaction:
         """Insert a new app with its bindings and hold its published ports."""
         try:
             await self.db.execute(
-                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO apps ({_APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _app_row(app),
             )
         except sqlite3.IntegrityError as exc:
@@ -353,6 +361,7 @@ def _app_row(app: App) -> tuple[Any, ...]:
         _iso(app.create_time),
         _iso(app.update_time),
         json.dumps(list(app.constraints)),
+        app.applied_revision,
     )
 
 
@@ -368,6 +377,7 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
         update_time=datetime.fromisoformat(row["update_time"]),
         bindings=tuple(bindings),
         constraints=tuple(json.loads(row["constraints"])),
+        applied_revision=row["applied_revision"],
     )
 
 

@@ -33,6 +33,9 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # A channel of its own: a new client must not inherit a connection to a dead
+    # server that another client's channel is still backing off from.
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 P = ParamSpec("P")

@@ -148,6 +148,15 @@ bridge_name() {
     printf 'miasma%s\n' "$hash"
 }
 
+# The address pool the engine's own networks (one per Miasma instance) come from:
+# 10.X.0.0/16 with X in 64..191 from the DIR's hash, so engines side by side (and a
+# system Docker on 172.17+/192.168) do not compete for the default pools.
+address_pool() {
+    local hash
+    hash="$(printf '%s' "$1" | sha256sum | cut -c1-2)"
+    printf '10.%d.0.0/16\n' $((64 + 0x$hash % 128))
+}
+
 # Creates (or reuses) this engine's bridge and prints its name.
 ensure_bridge() {
     local dir="$1" name n used
@@ -261,6 +270,7 @@ launch_dockerd() {
         --ip-forward=false
         --ip-masq=false
         --userland-proxy=true
+        --default-address-pool "base=$(address_pool "$dir"),size=24"
     )
     # Newer engines default --ip6tables to true; 20.10 has it as an (off) experimental flag.
     if dockerd --help 2>&1 | grep -q -- '--ip6tables'; then
@@ -368,7 +378,7 @@ cmd_start() {
 }
 
 stop_engine() {
-    local dir="$1" host pid ids cdir="$1/containerd" bridge
+    local dir="$1" host pid ids cdir="$1/containerd" bridge networks=""
     host="unix://$dir/docker.sock"
     pid="$(read_pid "$dir/dockerd.pid")"
     if [ -n "$pid" ] && pid_is "$pid" dockerd "$dir/docker.sock"; then
@@ -378,6 +388,9 @@ stop_engine() {
             # shellcheck disable=SC2086 # one id per word
             timeout 20 docker -H "$host" kill $ids >/dev/null 2>&1 || true
         fi
+        # dockerd leaves the bridges of its user networks (br-<id>) behind when it stops.
+        networks="$(timeout 10 docker -H "$host" network ls -q --filter driver=bridge \
+            2>/dev/null || true)"
         log "stopping dockerd $pid"
         terminate "$pid" dockerd "$STOP_TIMEOUT"
     fi
@@ -411,6 +424,12 @@ stop_engine() {
     if command -v ip >/dev/null 2>&1 && ip link show dev "$bridge" >/dev/null 2>&1; then
         ip link del dev "$bridge" 2>/dev/null || log "could not delete bridge $bridge"
     fi
+    local network
+    for network in $networks; do
+        if command -v ip >/dev/null 2>&1 && ip link show dev "br-${network:0:12}" >/dev/null 2>&1; then
+            ip link del dev "br-${network:0:12}" 2>/dev/null || true
+        fi
+    done
     rm -f "$dir/dockerd.pid" "$cdir/containerd.pid"
 }
 

@@ -33,6 +33,7 @@ from miasma_grpc.domain.errors import (
     Unavailable,
 )
 from miasma_grpc.domain.events import EventKind, PortEvent
+from miasma_grpc.domain.images import validate_image
 from miasma_grpc.domain.models import App, Binding, DesiredState, Observed, is_reserved_env_name
 from miasma_grpc.domain.names import validate_app_name
 from miasma_grpc.domain.placement import validate_constraints
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 PENDING = "pending:"  # how observed.last_error marks a change waiting for Docker
 MAX_ENV = 256
-MAX_IMAGE = 512
 
 
 @dataclass(frozen=True)
@@ -461,10 +461,7 @@ def _check_etag(app: App, etag: str) -> None:
 
 
 def _validate_spec(image: str, command: Sequence[str], env: Mapping[str, str]) -> None:
-    if not image.strip():
-        raise InvalidArgument.field("app.image", "an image is required", reason="IMAGE_REQUIRED")
-    if len(image) > MAX_IMAGE or any(c.isspace() for c in image):
-        raise InvalidArgument.field("app.image", f"{image[:80]!r} is not an image reference")
+    validate_image(image)
     if len(env) > MAX_ENV:
         raise InvalidArgument.field("app.env", f"at most {MAX_ENV} variables")
     for key in env:

@@ -69,6 +69,8 @@ class Reconciler:
                     pass  # deleted meanwhile
                 except MiasmaError as exc:
                     log.warning("could not converge app %s: %s", name, exc.message)
+                except Exception:  # one app's surprise must not cancel the others' pass
+                    log.exception("unexpected error converging app %s", name)
 
         async with asyncio.TaskGroup() as group:
             for app in apps:

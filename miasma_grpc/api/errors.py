@@ -42,6 +42,16 @@ def status_code(error: errors.MiasmaError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+# Errors quote the request (names, ports, env keys); a huge request must still get its
+# details back, and gRPC drops trailers over 8-16 KiB. These keep a status near 4 KiB.
+MAX_TEXT = 512
+MAX_VIOLATIONS = 8
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 12] + "…(truncated)"
+
+
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -51,35 +61,36 @@ def _pack(message: object) -> any_pb2.Any:
 def to_status(error: errors.MiasmaError) -> grpc.Status:
     """A rich status carrying ErrorInfo, BadRequest and ResourceInfo details."""
     code = status_code(error)
+    metadata = {_clip(k, 64): _clip(v, 128) for k, v in list(error.metadata.items())[:16]}
     details = [
-        _pack(
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
-        )
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata))
     ]
     if error.violations:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in error.violations
-                    ]
+        shown = error.violations[:MAX_VIOLATIONS]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_clip(v.field, 128), description=_clip(v.description, 256)
+            )
+            for v in shown
+        ]
+        if len(error.violations) > len(shown):
+            violations.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    description=f"…and {len(error.violations) - len(shown)} more"
                 )
             )
-        )
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
     if error.resource:
         details.append(
             _pack(
                 error_details_pb2.ResourceInfo(
                     resource_type="miasma.v1.App",
-                    resource_name=error.resource,
-                    description=error.message,
+                    resource_name=_clip(error.resource, 128),
+                    description=_clip(error.message),
                 )
             )
         )
     status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=error.message, details=details
+        code=getattr(code_pb2, code.name), message=_clip(error.message, 1024), details=details
     )
     return rpc_status.to_status(status)

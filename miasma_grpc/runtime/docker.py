@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiodocker
+import aiohttp
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 
@@ -31,7 +32,7 @@ async def docker_errors(action: str) -> AsyncIterator[None]:
             f"Docker refused to {action}: {exc.message}",
             reason="PORT_BUSY_ON_HOST" if busy else None,
         ) from exc
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         raise Unavailable(f"Docker is unreachable while trying to {action}: {exc}") from exc
 
 

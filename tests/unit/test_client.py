@@ -17,6 +17,7 @@ from miasma.v1 import apps_pb2
 from miasma_client import MiasmaError, Settings, parse_port, parse_ports
 from miasma_client._errors import DETAILS_KEY, from_rpc_error
 from miasma_client._settings import resolve, save_file
+from miasma_client._watch import WatchCursor
 from miasma_client.cli import cli
 
 TCP, UDP = apps_pb2.PROTOCOL_TCP, apps_pb2.PROTOCOL_UDP
@@ -172,3 +173,31 @@ def test_every_cli_flag_has_help() -> None:
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{name} {param.opts}"
+
+
+def test_watch_cursor_resumes_after_what_was_seen() -> None:
+    """Snapshot events don't move the cursor; the marker, events and heartbeats do."""
+    cursor = WatchCursor(None, 0)
+    assert cursor.request() == apps_pb2.WatchPortEventsRequest(name="apps/-", start_revision=0)
+    snapshot = apps_pb2.PortEvent(revision=7, kind=apps_pb2.PORT_EVENT_KIND_SNAPSHOT)
+    cursor.seen(apps_pb2.WatchPortEventsResponse(event=snapshot))
+    assert cursor.request().start_revision == 0  # a broken snapshot starts over
+    cursor.seen(
+        apps_pb2.WatchPortEventsResponse(snapshot_complete=apps_pb2.SnapshotComplete(revision=7))
+    )
+    changed = apps_pb2.PortEvent(revision=9, kind=apps_pb2.PORT_EVENT_KIND_CHANGED)
+    cursor.seen(apps_pb2.WatchPortEventsResponse(event=changed))
+    cursor.seen(apps_pb2.WatchPortEventsResponse(progress=apps_pb2.Progress(revision=12)))
+    assert WatchCursor("web", 3).request().name == "apps/web"
+    assert cursor.request().start_revision == 12
+
+
+def test_watch_cursor_backs_off_on_unavailable_and_raises_anything_else() -> None:
+    """UNAVAILABLE waits 0.1 s doubling to 2 s; OUT_OF_RANGE is not retried."""
+    cursor = WatchCursor(None, 5)
+    gone = MiasmaError(grpc.StatusCode.UNAVAILABLE, "server restarting")
+    assert [cursor.backoff(gone) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    cursor.seen(apps_pb2.WatchPortEventsResponse(progress=apps_pb2.Progress(revision=5)))
+    assert cursor.backoff(gone) == 0.1  # a message resets the delay
+    with pytest.raises(MiasmaError):
+        cursor.backoff(MiasmaError(grpc.StatusCode.OUT_OF_RANGE, "compacted"))

@@ -43,13 +43,19 @@ def status_code(error: errors.MiasmaError) -> grpc.StatusCode:
 
 
 # Errors quote the request (names, ports, env keys); a huge request must still get its
-# details back, and gRPC drops trailers over 8-16 KiB. These keep a status near 4 KiB.
-MAX_TEXT = 512
-MAX_VIOLATIONS = 8
+# details back, and gRPC drops trailers over 8 KiB. Limits are in UTF-8 bytes: the
+# message travels twice (grpc-message, percent-encoded, up to 3x; and inside the
+# base64 details), so the worst case stays near 6 KiB.
+MAX_MESSAGE = 512
+MAX_VIOLATIONS = 6
 
 
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 12] + "…(truncated)"
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, marked when cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 14].decode(errors="ignore") + "…(truncated)"
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -61,7 +67,7 @@ def _pack(message: object) -> any_pb2.Any:
 def to_status(error: errors.MiasmaError) -> grpc.Status:
     """A rich status carrying ErrorInfo, BadRequest and ResourceInfo details."""
     code = status_code(error)
-    metadata = {_clip(k, 64): _clip(v, 128) for k, v in list(error.metadata.items())[:16]}
+    metadata = {_clip(k, 32): _clip(v, 64) for k, v in list(error.metadata.items())[:8]}
     details = [
         _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata))
     ]
@@ -69,7 +75,7 @@ def to_status(error: errors.MiasmaError) -> grpc.Status:
         shown = error.violations[:MAX_VIOLATIONS]
         violations = [
             error_details_pb2.BadRequest.FieldViolation(
-                field=_clip(v.field, 128), description=_clip(v.description, 256)
+                field=_clip(v.field, 96), description=_clip(v.description, 128)
             )
             for v in shown
         ]
@@ -86,11 +92,13 @@ def to_status(error: errors.MiasmaError) -> grpc.Status:
                 error_details_pb2.ResourceInfo(
                     resource_type="miasma.v1.App",
                     resource_name=_clip(error.resource, 128),
-                    description=_clip(error.message),
+                    description=_clip(error.message, 256),
                 )
             )
         )
     status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=_clip(error.message, 1024), details=details
+        code=getattr(code_pb2, code.name),
+        message=_clip(error.message, MAX_MESSAGE),
+        details=details,
     )
     return rpc_status.to_status(status)

@@ -702,6 +702,8 @@ def test_an_image_with_an_empty_path_segment_is_refused_cleanly(
     "request_",
     [
         apps_pb2.GetAppRequest(name="apps/" + "A" * 10_000),
+        # Non-ASCII text is percent-encoded in grpc-message: up to 3x its UTF-8 size.
+        apps_pb2.RestartAppRequest(name="ê" * 5_000),
         apps_pb2.EditPortsRequest(
             name="apps/seed-a",
             add_published_ports=[apps_pb2.Port(number=70_000 + i) for i in range(30)],
@@ -710,13 +712,13 @@ def test_an_image_with_an_empty_path_segment_is_refused_cleanly(
             remove_target_ports=[apps_pb2.Port(number=70_000 + i) for i in range(30)],
         ),
     ],
-    ids=["long-name", "120-bad-ports"],
+    ids=["long-name", "long-unicode-name", "120-bad-ports"],
 )
 def test_a_refusal_of_a_large_request_still_carries_its_error_info(
     stub: apps_pb2_grpc.AppServiceStub, request_: Message
 ) -> None:
     """A large malformed request is INVALID_ARGUMENT with ErrorInfo, however much is wrong."""
-    method = "GetApp" if isinstance(request_, apps_pb2.GetAppRequest) else "EditPorts"
+    method = type(request_).__name__.removesuffix("Request")
     with pytest.raises(grpc.RpcError) as caught:
         getattr(stub, method)(request_, timeout=CALL_TIMEOUT)
     answer = refusal(caught.value)

@@ -49,12 +49,14 @@ def _docker_answers(docker_host: str) -> bool:
     return result.returncode == 0
 
 
-def _run_script(*args: str, timeout: float) -> str:
-    """Run scripts/docker-engine.sh with args; return the last line it printed, or ""."""
-    command = ["bash", str(ENGINE_SCRIPT), *args]
-    shown = " ".join(command)
+def run_script(
+    script: pathlib.Path, *args: str, timeout: float, error: type[Exception]
+) -> subprocess.CompletedProcess[str]:
+    """Run a bash script of ours; return it finished whatever its exit code (``error`` on
+    a timeout)."""
+    command = ["bash", str(script), *args]
     try:
-        result = subprocess.run(
+        return subprocess.run(
             command,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -63,10 +65,21 @@ def _run_script(*args: str, timeout: float) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"{shown} timed out after {timeout:.0f}s") from exc
+        raise error(f"{' '.join(command)} timed out after {timeout:.0f}s") from exc
+
+
+def output_lines(result: subprocess.CompletedProcess[str], error: type[Exception]) -> list[str]:
+    """The non-empty stdout lines of a script that succeeded; ``error`` if it did not."""
     if result.returncode != 0:
-        raise EngineError(f"{shown} exited with {result.returncode}:\n{result.stderr[-4000:]}")
-    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        shown = " ".join(str(arg) for arg in result.args)
+        raise error(f"{shown} exited with {result.returncode}:\n{result.stderr[-4000:]}")
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def _run_script(*args: str, timeout: float) -> str:
+    """Run scripts/docker-engine.sh with args; return the last line it printed, or ""."""
+    result = run_script(ENGINE_SCRIPT, *args, timeout=timeout, error=EngineError)
+    lines = output_lines(result, EngineError)
     return lines[-1] if lines else ""
 
 

@@ -23,6 +23,8 @@ import dataclasses
 import pathlib
 import subprocess
 
+from scripts.engine import output_lines, run_script
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SWARM_SCRIPT = REPO_ROOT / "scripts" / "swarm.sh"
 WORKER_LABEL = ("miasma-test", "worker")
@@ -62,26 +64,12 @@ class Worker:
 
 def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run scripts/swarm.sh with args; return the finished process whatever its exit code."""
-    command = ["bash", str(SWARM_SCRIPT), *args]
-    try:
-        return subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SwarmError(f"{' '.join(command)} timed out after {timeout:.0f}s") from exc
+    return run_script(SWARM_SCRIPT, *args, timeout=timeout, error=SwarmError)
 
 
 def _check(result: subprocess.CompletedProcess[str]) -> list[str]:
     """Raise SwarmError unless result succeeded; return its non-empty stdout lines."""
-    if result.returncode != 0:
-        shown = " ".join(str(arg) for arg in result.args)
-        raise SwarmError(f"{shown} exited with {result.returncode}:\n{result.stderr[-4000:]}")
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return output_lines(result, SwarmError)
 
 
 def init_swarm(docker_host: str, advertise_addr: str | None = None) -> str:

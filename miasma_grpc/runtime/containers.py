@@ -13,8 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiodocker
 from aiodocker.containers import DockerContainer
@@ -22,7 +21,7 @@ from aiodocker.containers import DockerContainer
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo
-from miasma_grpc.runtime.docker import docker_errors, ensure_image
+from miasma_grpc.runtime.docker import DockerClient, docker_errors, ensure_image
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def spec_hash(app: App, network: str) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class DockerContainerRuntime:
+class DockerContainerRuntime(DockerClient):
     """Runs each app as one container on a single Docker engine."""
 
     mode = "container"
@@ -53,33 +52,11 @@ class DockerContainerRuntime:
         instance: str = "miasma",
         publish_address: str = "0.0.0.0",
     ) -> None:
-        self._docker_host = docker_host
+        super().__init__(docker_host)
         self.instance = instance
         self.network = instance
         self.publish_address = publish_address
-        self._docker: aiodocker.Docker | None = None
         self._network_ready = False
-
-    async def __aenter__(self) -> Self:
-        self._docker = aiodocker.Docker(url=self._docker_host)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._docker is not None:
-            await self._docker.close()
-            self._docker = None
-
-    @property
-    def docker(self) -> aiodocker.Docker:
-        """The aiodocker client (open between enter and exit)."""
-        if self._docker is None:
-            raise RuntimeError("runtime is not open")
-        return self._docker
 
     # -- Runtime protocol ----------------------------------------------------
 

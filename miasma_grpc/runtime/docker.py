@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Self
 
 import aiodocker
 import aiohttp
@@ -58,3 +60,32 @@ async def ensure_image(docker: aiodocker.Docker, image: str) -> None:
             await docker.images.pull(image)
     except RuntimeFailure as exc:
         raise image_unavailable(image, exc.message) from exc
+
+
+class DockerClient:
+    """Owns one aiodocker client for a runtime: open on enter, closed on exit."""
+
+    def __init__(self, docker_host: str | None) -> None:
+        self._docker_host = docker_host
+        self._docker: aiodocker.Docker | None = None
+
+    async def __aenter__(self) -> Self:
+        self._docker = aiodocker.Docker(url=self._docker_host)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        """The aiodocker client (open between enter and exit)."""
+        if self._docker is None:
+            raise RuntimeError("runtime is not open")
+        return self._docker

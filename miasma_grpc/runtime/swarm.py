@@ -17,15 +17,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiodocker
 
 from miasma_grpc.domain.errors import RuntimeFailure
 from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo
-from miasma_grpc.runtime.docker import docker_errors, image_unavailable
+from miasma_grpc.runtime.docker import DockerClient, docker_errors, image_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,42 +37,20 @@ FAILED_STATES = {"rejected", "failed"}
 SpecDict = dict[str, Any]
 
 
-class DockerSwarmRuntime:
+class DockerSwarmRuntime(DockerClient):
     """Runs each app as one replicated swarm service (one replica, zero when stopped)."""
 
     mode = "swarm"
 
     def __init__(self, docker_host: str | None = None, *, instance: str = "miasma") -> None:
-        self._docker_host = docker_host
+        super().__init__(docker_host)
         self.instance = instance
         # Not ``instance`` itself: the container runtime's bridge network may have that name
         # on the same engine (a server that moved from container to swarm mode).
         self.network = f"{instance}-swarm"
         self._network_id = ""
-        self._docker: aiodocker.Docker | None = None
         self._foreign_ports: set[Port] = set()
         self._network_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> Self:
-        self._docker = aiodocker.Docker(url=self._docker_host)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._docker is not None:
-            await self._docker.close()
-            self._docker = None
-
-    @property
-    def docker(self) -> aiodocker.Docker:
-        """The aiodocker client (open between enter and exit)."""
-        if self._docker is None:
-            raise RuntimeError("runtime is not open")
-        return self._docker
 
     # -- HostPorts: published ports held in the swarm by services that are not ours --
 
@@ -117,30 +94,11 @@ class DockerSwarmRuntime:
 
     async def apply(self, app: App) -> Observed:
         """Create or update the app's service, then wait for its tasks (or their error)."""
-        await self._ensure_network()
-        service = await self._service(app.name)
-        if service is None:
-            return await self._create(app)
-        desired = self._spec(app, service)
-        if _essential(desired) == _essential(service["Spec"]):
-            return await self.observe(app)
-        before = await self._task_ids(service["ID"])
-        await self._update(service, desired)
-        return await self._settle(service["ID"], app, before)
+        return await self._roll_out(app, force=False)
 
     async def restart(self, app: App) -> Observed:
         """Redeploy the app's task on the same ports (a forced update)."""
-        await self._ensure_network()
-        service = await self._service(app.name)
-        if service is None:
-            return await self._create(app)
-        desired = self._spec(app, service)
-        desired["TaskTemplate"]["ForceUpdate"] = (
-            int(service["Spec"]["TaskTemplate"].get("ForceUpdate", 0)) + 1
-        )
-        before = await self._task_ids(service["ID"])
-        await self._update(service, desired)
-        return await self._settle(service["ID"], app, before)
+        return await self._roll_out(app, force=True)
 
     async def remove(self, name: str) -> None:
         """Remove the app's service (its tasks go with it)."""
@@ -209,6 +167,21 @@ class DockerSwarmRuntime:
             },
             "EndpointSpec": {"Mode": "vip", "Ports": ports},
         }
+
+    async def _roll_out(self, app: App, *, force: bool) -> Observed:
+        """Create the service, or update it when it drifted (or ``force``), then settle."""
+        await self._ensure_network()
+        service = await self._service(app.name)
+        if service is None:
+            return await self._create(app)
+        desired = self._spec(app, service)
+        if force:
+            desired["TaskTemplate"]["ForceUpdate"] += 1
+        elif _essential(desired) == _essential(service["Spec"]):
+            return await self.observe(app)
+        before = await self._task_ids(service["ID"])
+        await self._update(service, desired)
+        return await self._settle(service["ID"], app, before)
 
     async def _create(self, app: App) -> Observed:
         spec = self._spec(app)

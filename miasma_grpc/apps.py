@@ -179,25 +179,22 @@ class AppManager:
                     env=dict(env or {}),
                     desired_state=desired_state,
                     constraints=placement,
-                    revision=await tx.next_revision(),
+                    revision=tx.next_revision(),
                     create_time=stamp,
                     update_time=stamp,
                 )
-                await tx.insert_app(app)
-                await _record(tx, EventKind.ASSIGNED, app, app.revision, new=bindings)
+                tx.insert_app(app)
+                _record(tx, EventKind.ASSIGNED, app, app.revision, new=bindings)
             try:
                 applied = await self._apply(app)
             except RuntimeFailure as exc:
                 async with self.store.transaction() as tx:
-                    await _record(
-                        tx, EventKind.ROLLOUT_FAILED, app, new=bindings, message=exc.message
-                    )
-                    await tx.delete_app(name)
-                    await _record(tx, EventKind.RELEASED, app, old=bindings)
+                    _record(tx, EventKind.ROLLOUT_FAILED, app, new=bindings, message=exc.message)
+                    tx.delete_app(name)
+                    _record(tx, EventKind.RELEASED, app, old=bindings)
                 self.observed.pop(name, None)
                 raise
-            await self._record_result(app, applied)
-            return app
+            return await self._record_result(app, applied)
 
     async def edit_ports(
         self, name: str, edit: PortEdit, *, validate_only: bool = False, etag: str = ""
@@ -212,24 +209,23 @@ class AppManager:
                 planned = replace(current, bindings=bindings)
                 return EditResult(planned, diff_bindings(current.bindings, bindings))
             async with self.store.transaction() as tx:
-                old = await tx.get_app(name)
+                old = tx.get_app(name)
                 _check_etag(old, etag)
                 bindings = self._plan(name, old.bindings, edit)
                 if bindings == old.bindings:
                     return EditResult(old, ())
                 new = replace(
-                    old, bindings=bindings, revision=await tx.next_revision(), update_time=now()
+                    old, bindings=bindings, revision=tx.next_revision(), update_time=now()
                 )
-                await tx.update_app(new)
-                await tx.hold_ports(name, published_ports(bindings))
-                await _record(
-                    tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=bindings
-                )
+                tx.update_app(new)
+                tx.hold_ports(name, published_ports(bindings))
+                _record(tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=bindings)
                 if new.desired_state is DesiredState.STOPPED:
-                    await tx.mark_applied(name, new.revision)  # nothing to roll out
-                    await tx.release_ports_except(name, published_ports(bindings))
+                    tx.mark_applied(name, new.revision)  # nothing to roll out
+                    tx.release_ports_except(name, published_ports(bindings))
+                    new = tx.get_app(name)
             if new.desired_state is DesiredState.RUNNING:
-                await self._rollout(old, new)
+                new = await self._rollout(old, new)
             return EditResult(new, diff_bindings(old.bindings, new.bindings))
 
     async def update(
@@ -245,7 +241,7 @@ class AppManager:
         """Change image, command, env or constraints (``None`` leaves a field as it is)."""
         async with self.lock(name):
             async with self.store.transaction() as tx:
-                old = await tx.get_app(name)
+                old = tx.get_app(name)
                 _check_etag(old, etag)
                 new = replace(
                     old,
@@ -261,28 +257,26 @@ class AppManager:
                 _validate_spec(new.image, new.command, new.env)
                 if new == old:
                     return old
-                new = replace(new, revision=await tx.next_revision(), update_time=now())
-                await tx.update_app(new)
-            await self._rollout(old, new)
-            return new
+                new = replace(new, revision=tx.next_revision(), update_time=now())
+                tx.update_app(new)
+            return await self._rollout(old, new)
 
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
         """Start or stop an app; ports are kept either way."""
         async with self.lock(name):
             async with self.store.transaction() as tx:
-                old = await tx.get_app(name)
+                old = tx.get_app(name)
                 if old.desired_state is state:
                     new = old
                 else:
                     new = replace(
                         old,
                         desired_state=state,
-                        revision=await tx.next_revision(),
+                        revision=tx.next_revision(),
                         update_time=now(),
                     )
-                    await tx.update_app(new)
-            await self._rollout(old, new)
-            return new
+                    tx.update_app(new)
+            return await self._rollout(old, new)
 
     async def restart(self, name: str) -> App:
         """Restart a running app's container."""
@@ -311,8 +305,8 @@ class AppManager:
             except Unavailable:
                 log.warning("Docker unreachable: the container of %s is removed on reconcile", name)
             async with self.store.transaction() as tx:
-                await tx.delete_app(name)
-                await _record(tx, EventKind.RELEASED, app, old=app.bindings)
+                tx.delete_app(name)
+                _record(tx, EventKind.RELEASED, app, old=app.bindings)
             self.observed.pop(name, None)
             self.failures.pop(name, None)
         self._locks.pop(name, None)
@@ -376,8 +370,8 @@ class AppManager:
             del self.failures[app.name]  # a newer change rolled out: the old refusal is history
         return True
 
-    async def _record_result(self, app: App, applied: bool, failure: str = "") -> None:
-        """Log a rollout's result: applied, failed (``failure``) or pending."""
+    async def _record_result(self, app: App, applied: bool, failure: str = "") -> App:
+        """Log a rollout's result: applied, failed (``failure``) or pending; the app after."""
         if failure:
             kind, message = EventKind.ROLLOUT_FAILED, failure
         elif applied:
@@ -386,32 +380,33 @@ class AppManager:
             kind = EventKind.ROLLOUT_PENDING
             message = self.observed.get(app.name, Observed()).last_error
         async with self.store.transaction() as tx:
-            await _record(tx, kind, app, new=app.bindings, message=message)
+            _record(tx, kind, app, new=app.bindings, message=message)
             if kind is EventKind.ROLLOUT_APPLIED:
-                await tx.mark_applied(app.name, app.revision)
+                tx.mark_applied(app.name, app.revision)
+            return tx.get_app(app.name)
 
-    async def _rollout(self, old: App, new: App) -> None:
-        """Apply ``new``; on refusal commit ``old`` back and re-raise."""
+    async def _rollout(self, old: App, new: App) -> App:
+        """Apply ``new``; on refusal commit ``old`` back and re-raise. The app after."""
         try:
             applied = await self._apply(new)
         except RuntimeFailure as exc:
             async with self.store.transaction() as tx:
-                await _record(
+                _record(
                     tx, EventKind.ROLLOUT_FAILED, new, old=old.bindings, new=new.bindings,
                     message=exc.message,
                 )  # fmt: skip
-                restored = replace(old, revision=await tx.next_revision(), update_time=now())
-                await tx.update_app(restored)
-                await tx.release_ports_except(old.name, published_ports(old.bindings))
+                restored = replace(old, revision=tx.next_revision(), update_time=now())
+                tx.update_app(restored)
+                tx.release_ports_except(old.name, published_ports(old.bindings))
                 if restored.bindings != new.bindings:
-                    await _record(
+                    _record(
                         tx, EventKind.CHANGED, restored, restored.revision, old=new.bindings,
                         new=restored.bindings, message="reverted: " + exc.message,
                     )  # fmt: skip
             try:
                 if await self._apply(restored):
                     async with self.store.transaction() as tx:
-                        await tx.mark_applied(restored.name, restored.revision)
+                        tx.mark_applied(restored.name, restored.revision)
             except RuntimeFailure as restore_exc:
                 log.error(
                     "could not restore app %s after a failed change: %s", old.name, restore_exc
@@ -419,8 +414,8 @@ class AppManager:
             self.failures[old.name] = Failure(restored.revision, exc.message, sticky=True)
             raise
         async with self.store.transaction() as tx:
-            await tx.release_ports_except(new.name, published_ports(new.bindings))
-        await self._record_result(new, applied)
+            tx.release_ports_except(new.name, published_ports(new.bindings))
+        return await self._record_result(new, applied)
 
     def _pending(self, name: str, exc: Unavailable) -> None:
         self.observed[name] = Observed(
@@ -428,7 +423,7 @@ class AppManager:
         )
 
 
-async def _record(
+def _record(
     tx: Transaction,
     kind: EventKind,
     app: App,
@@ -439,8 +434,8 @@ async def _record(
     message: str = "",
 ) -> None:
     """Log a port event in ``tx``, at ``revision`` or at a fresh one."""
-    revision = revision or await tx.next_revision()
-    await tx.record(PortEvent(revision, app.name, kind, old, new, message, now()))
+    revision = revision or tx.next_revision()
+    tx.record(PortEvent(revision, app.name, kind, old, new, message, now()))
 
 
 async def _absent(store: SqliteStore, name: str) -> None:

@@ -23,6 +23,7 @@ class PortLedger:
         self.managed = managed
         self.reserved = frozenset(reserved)
         self._holders: dict[Port, str] = {}
+        self._by_app: dict[str, set[Port]] = {}
         self._cursor: dict[Protocol, int] = {}
 
     def __len__(self) -> int:
@@ -33,8 +34,13 @@ class PortLedger:
         return self._holders.get(port)
 
     def held_by(self, app: str) -> set[Port]:
-        """Every port held by ``app`` (linear: for tests and repair, not hot paths)."""
-        return {port for port, name in self._holders.items() if name == app}
+        """Every port held by ``app``."""
+        return set(self._by_app.get(app, ()))
+
+    def clear(self) -> None:
+        """Forget every holder (before loading the ledger again)."""
+        self._holders.clear()
+        self._by_app.clear()
 
     def in_use(self, protocol: Protocol) -> int:
         """How many ports of the managed range are held or reserved for ``protocol``."""
@@ -76,16 +82,23 @@ class PortLedger:
     def hold(self, app: str, ports: Iterable[Port]) -> None:
         """Record that ``app`` holds ``ports`` (after the store committed it).
 
-        The next-fit cursor moves past held ports here, not in :meth:`allocate`,
-        so previews and refused edits leave the next choice unchanged.
+        The next-fit cursor moves past newly held ports here, not in
+        :meth:`allocate`, so previews and refused edits leave the next choice
+        unchanged. Ports the app held already do not move it: an edit that
+        keeps an old port must not send the cursor back into a crowded stretch
+        of the range (with 20,000 ports held that cost milliseconds per edit).
         """
-        ports = list(ports)
-        for port in ports:
+        fresh = [port for port in ports if self._holders.get(port) != app]
+        for port in fresh:
+            previous = self._holders.get(port)
+            if previous is not None:
+                self._forget(previous, port)
             self._holders[port] = app
+            self._by_app.setdefault(app, set()).add(port)
         for protocol in Protocol:
             # Deterministic whatever order ``ports`` comes in (often a set).
             numbers = [
-                p.number for p in ports if p.protocol is protocol and p.number in self.managed
+                p.number for p in fresh if p.protocol is protocol and p.number in self.managed
             ]
             if numbers:
                 self._cursor[protocol] = (max(numbers) - self.managed.start + 1) % len(self.managed)
@@ -95,6 +108,13 @@ class PortLedger:
         for port in ports:
             if self._holders.get(port) == app:
                 del self._holders[port]
+                self._forget(app, port)
+
+    def _forget(self, app: str, port: Port) -> None:
+        held = self._by_app[app]
+        held.discard(port)
+        if not held:
+            del self._by_app[app]
 
 
 TargetChooser = Callable[[Protocol, Collection[int]], int]

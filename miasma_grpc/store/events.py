@@ -1,4 +1,4 @@
-"""The port-event log's SQL: append inside a transaction, read a page, compact.
+"""The port-event log's SQL: a row to append, read a page, compact.
 
 Kept apart from ``sqlite.py`` (apps and the ledger) because it changes for
 different reasons: retention, paging and watch catch-up.
@@ -47,20 +47,20 @@ def _event(row: sqlite3.Row) -> PortEvent:
     )
 
 
-async def insert(db: aiosqlite.Connection, event: PortEvent) -> None:
-    """Append ``event`` (inside the caller's transaction)."""
+INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def row(event: PortEvent) -> tuple[object, ...]:
+    """The ``events`` row of ``event``, for :data:`INSERT`."""
     assert event.time is not None
-    await db.execute(
-        f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            event.revision,
-            event.app,
-            str(event.kind),
-            _dump(event.old),
-            _dump(event.new),
-            event.message,
-            event.time.isoformat(),
-        ),
+    return (
+        event.revision,
+        event.app,
+        str(event.kind),
+        _dump(event.old),
+        _dump(event.new),
+        event.message,
+        event.time.isoformat(),
     )
 
 
@@ -85,25 +85,24 @@ async def floor(db: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def compact(db: aiosqlite.Connection, retention: Retention, now: datetime) -> int:
+def compact(db: sqlite3.Connection, retention: Retention, now: datetime) -> int:
     """Drop events beyond ``retention`` (inside the caller's transaction); the new floor."""
     cut = 0
-    async with db.execute(
+    found = db.execute(
         "SELECT revision FROM events ORDER BY revision DESC LIMIT 1 OFFSET ?",
         (retention.max_events,),
-    ) as cursor:
-        row = await cursor.fetchone()
-        if row is not None:
-            cut = int(row[0])
+    ).fetchone()
+    if found is not None:
+        cut = int(found[0])
     if retention.max_age is not None:
-        async with db.execute(
+        found = db.execute(
             "SELECT max(revision) FROM events WHERE time < ?",
             ((now - retention.max_age).isoformat(),),
-        ) as cursor:
-            row = await cursor.fetchone()
-            if row is not None and row[0] is not None:
-                cut = max(cut, int(row[0]))
+        ).fetchone()
+        if found is not None and found[0] is not None:
+            cut = max(cut, int(found[0]))
     if cut:
-        await db.execute("DELETE FROM events WHERE revision <= ?", (cut,))
-        await db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'", (cut,))
-    return await floor(db)
+        db.execute("DELETE FROM events WHERE revision <= ?", (cut,))
+        db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'events_floor'", (cut,))
+    found = db.execute("SELECT value FROM meta WHERE key = 'events_floor'").fetchone()
+    return int(found[0]) if found else 0

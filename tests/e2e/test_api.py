@@ -82,6 +82,21 @@ def test_fifty_concurrent_creates_get_fifty_distinct_published_ports(
     assert {a.bindings[0].published_port for a in listed} == ports
 
 
+def test_changes_to_a_stopped_app_are_reported_done_not_pending(
+    stub: apps_pb2_grpc.AppServiceStub,
+) -> None:
+    """A stopped app has nothing to roll out: replies say so at once, like a later GetApp."""
+    created = create_stopped(stub, "idle")
+    edited = stub.EditPorts(
+        apps_pb2.EditPortsRequest(
+            name="apps/idle", add_published_ports=[apps_pb2.Port(number=15500)]
+        )
+    ).app
+    again = stub.GetApp(apps_pb2.GetAppRequest(name="apps/idle")).app
+    assert [app.observed.last_error for app in (created, edited, again)] == ["", "", ""]
+    assert edited.bindings[0].published_port == 15500
+
+
 def test_racing_requests_for_one_published_port_have_exactly_one_winner(
     stub: apps_pb2_grpc.AppServiceStub,
 ) -> None:

@@ -27,10 +27,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         yield opened
 
 
-async def record(tx: Transaction, app: str, kind: EventKind = EventKind.CHANGED) -> int:
+def record(tx: Transaction, app: str, kind: EventKind = EventKind.CHANGED) -> int:
     """Log one event at a fresh revision."""
-    revision = await tx.next_revision()
-    await tx.record(PortEvent(revision, app, kind, new=SLOT, time=now()))
+    revision = tx.next_revision()
+    tx.record(PortEvent(revision, app, kind, new=SLOT, time=now()))
     return revision
 
 
@@ -43,12 +43,12 @@ async def test_events_commit_and_roll_back_with_their_change(store: SqliteStore)
 
     store.subscribe(listener)
     async with store.transaction() as tx:
-        await tx.insert_app(make_app("web"))
-        kept = await record(tx, "web", EventKind.ASSIGNED)
+        tx.insert_app(make_app("web"))
+        kept = record(tx, "web", EventKind.ASSIGNED)
 
     async def fail_after_recording() -> None:
         async with store.transaction() as tx:
-            await record(tx, "web")
+            record(tx, "web")
             raise Boom
 
     with pytest.raises(Boom):
@@ -61,7 +61,7 @@ async def test_events_commit_and_roll_back_with_their_change(store: SqliteStore)
 async def test_compaction_keeps_the_newest_and_raises_the_floor(store: SqliteStore) -> None:
     """Retention by count drops the oldest events and the floor follows."""
     async with store.transaction() as tx:
-        revisions = [await record(tx, "web") for _ in range(10)]
+        revisions = [record(tx, "web") for _ in range(10)]
     floor = await store.compact_events(Retention(max_events=4, max_age=None))
     assert floor == revisions[5]
     left = await store.read_events(after=0, app=None, limit=100)
@@ -79,11 +79,11 @@ async def test_hub_serves_the_ring_the_log_and_refuses_compacted_revisions(
     hub = EventHub(store, ring_size=2)
     await hub.start()
     async with store.transaction() as tx:
-        await tx.insert_app(make_app("web"))
-        first = await record(tx, "web", EventKind.ASSIGNED)
+        tx.insert_app(make_app("web"))
+        first = record(tx, "web", EventKind.ASSIGNED)
     for _ in range(5):
         async with store.transaction() as tx:
-            last = await record(tx, "web")
+            last = record(tx, "web")
     watch = hub.watch(None, first, heartbeat=0.05)
     got = [await anext(watch) for _ in range(6)]
     assert [e.revision for e in got if isinstance(e, PortEvent)] == list(range(first + 1, last + 1))

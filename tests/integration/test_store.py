@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from miasma_grpc.domain.allocator import PortLedger
-from miasma_grpc.domain.errors import AlreadyExists, NotFound
+from miasma_grpc.domain.errors import AlreadyExists, NotFound, Unavailable
 from miasma_grpc.domain.models import App, Binding, DesiredState, Port, PortRange, Protocol
 from miasma_grpc.store.migrations import MIGRATIONS
-from miasma_grpc.store.sqlite import SqliteStore
+from miasma_grpc.store.sqlite import SqliteStore, Transaction
 
 MANAGED = PortRange(3001, 3999)
 UDP = Protocol.UDP
@@ -59,8 +59,8 @@ def assert_ledger_mirrors_table(store: SqliteStore) -> None:
 
 async def insert(store: SqliteStore, app: App) -> None:
     async with store.transaction() as tx:
-        await tx.next_revision()
-        await tx.insert_app(app)
+        tx.next_revision()
+        tx.insert_app(app)
 
 
 @pytest.fixture
@@ -89,8 +89,8 @@ async def test_committed_insert_is_readable_and_held_in_ledger(store: SqliteStor
 async def test_uncommitted_changes_are_invisible_to_reads_and_ledger(store: SqliteStore) -> None:
     """Inside a transaction neither store reads nor the ledger see its changes."""
     async with store.transaction() as tx:
-        await tx.insert_app(make_app("web", Port(8080)))
-        assert (await tx.get_app("web")).name == "web"
+        tx.insert_app(make_app("web", Port(8080)))
+        assert (tx.get_app("web")).name == "web"
         with pytest.raises(NotFound):
             await store.get_app("web")
         assert store.ledger.holder(Port(8080)) is None
@@ -107,11 +107,11 @@ async def test_exception_in_transaction_leaves_database_and_ledger_unchanged(
 
     async def change_everything_then_fail() -> None:
         async with store.transaction() as tx:
-            await tx.next_revision()
-            await tx.insert_app(make_app("web", Port(8080)))
-            await tx.update_app(make_app("db", Port(5433), revision=9))
-            await tx.hold_ports("db", [Port(5433)])
-            await tx.release_ports_except("db", [Port(5433)])
+            tx.next_revision()
+            tx.insert_app(make_app("web", Port(8080)))
+            tx.update_app(make_app("db", Port(5433), revision=9))
+            tx.hold_ports("db", [Port(5433)])
+            tx.release_ports_except("db", [Port(5433)])
             raise Boom
 
     with pytest.raises(Boom):
@@ -129,7 +129,7 @@ async def test_cancelled_transaction_rolls_back_and_frees_the_writer(store: Sqli
 
     async def stuck() -> None:
         async with store.transaction() as tx:
-            await tx.insert_app(make_app("web", Port(8080)))
+            tx.insert_app(make_app("web", Port(8080)))
             inserted.set()
             await asyncio.Event().wait()
 
@@ -146,12 +146,12 @@ async def test_cancelled_transaction_rolls_back_and_frees_the_writer(store: Sqli
 async def test_next_revision_counts_up_and_rollback_undoes_it(store: SqliteStore) -> None:
     """Committed revision bumps are reported by revision(); rolled-back ones are not."""
     async with store.transaction() as tx:
-        assert await tx.next_revision() == 1
-        assert await tx.next_revision() == 2
+        assert tx.next_revision() == 1
+        assert tx.next_revision() == 2
 
     async def bump_then_fail() -> None:
         async with store.transaction() as tx:
-            await tx.next_revision()
+            tx.next_revision()
             raise Boom
 
     with pytest.raises(Boom):
@@ -160,21 +160,159 @@ async def test_next_revision_counts_up_and_rollback_undoes_it(store: SqliteStore
 
 
 async def test_concurrent_transactions_serialise(store: SqliteStore) -> None:
-    """Many concurrent transactions, each taking the lowest free port, all get distinct ports."""
+    """Many concurrent transactions, each taking the lowest free port, all get distinct ports.
+
+    Each body sees the working state every transaction queued before it left,
+    even those not yet on disk.
+    """
 
     async def create(index: int) -> tuple[int, int]:
         async with store.transaction() as tx:
             port = next(
                 n for n in range(MANAGED.start, MANAGED.end) if store.ledger.holder(Port(n)) is None
             )
-            revision = await tx.next_revision()  # yields to the other tasks mid-transaction
-            await tx.insert_app(make_app(f"app{index}", Port(port), revision=revision))
+            revision = tx.next_revision()
+            tx.insert_app(make_app(f"app{index}", Port(port), revision=revision))
         return port, revision
 
     results = await asyncio.gather(*(create(i) for i in range(30)))
     assert sorted(port for port, _ in results) == list(range(3001, 3031))
     assert sorted(revision for _, revision in results) == list(range(1, 31))
     assert_ledger_mirrors_table(store)
+
+
+# -- group commit -----------------------------------------------------------------
+
+
+async def test_concurrent_transactions_share_commits_and_each_is_on_disk_when_acknowledged(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transactions queued together are written by one commit; none returns before it.
+
+    Subscribers hear of them in revision order, after the commit.
+    """
+    commits = 0
+    write = SqliteStore._write
+
+    def counting(self: SqliteStore, batch: list[Transaction]) -> object:
+        nonlocal commits
+        commits += 1
+        return write(self, batch)
+
+    monkeypatch.setattr(SqliteStore, "_write", counting)
+    heard: list[int] = []
+    store.subscribe(lambda revision, events: heard.append(revision))
+
+    async def create(index: int) -> None:
+        async with store.transaction() as tx:
+            revision = tx.next_revision()
+            tx.insert_app(make_app(f"app{index}", Port(3001 + index), revision=revision))
+        with closing(sqlite3.connect(store.path)) as db:  # another connection sees it now
+            row = db.execute("SELECT revision FROM apps WHERE name = ?", (f"app{index}",))
+            assert row.fetchone() == (revision,)
+
+    await asyncio.gather(*(create(i) for i in range(40)))
+    assert heard == list(range(1, 41))
+    assert commits < 40
+    assert await store.revision() == 40
+    assert_ledger_mirrors_table(store)
+
+
+async def test_transaction_body_must_not_await_while_another_commits(store: SqliteStore) -> None:
+    """A body that suspends while another transaction is applied is refused, unwritten."""
+    entered, other_done = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        async with store.transaction() as tx:
+            tx.insert_app(make_app("slow", Port(3001)))
+            entered.set()
+            await other_done.wait()
+
+    task = asyncio.create_task(slow())
+    await entered.wait()
+    await insert(store, make_app("fast", Port(3002)))
+    other_done.set()
+    with pytest.raises(RuntimeError, match="awaited"):
+        await task
+    assert [app.name for app in await store.list_apps()] == ["fast"]
+    assert store.ledger.holder(Port(3001)) is None
+
+
+async def test_caller_cancelled_while_waiting_for_the_disk_still_commits(
+    store: SqliteStore,
+) -> None:
+    """Once the body has ended the change is final: cancelling the waiter does not undo it."""
+
+    async def create() -> None:
+        async with store.transaction() as tx:
+            tx.next_revision()
+            tx.insert_app(make_app("web", Port(3001)))
+
+    task = asyncio.create_task(create())
+    await asyncio.sleep(0)  # the body runs and the task waits for the commit
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await insert(store, make_app("db", Port(3002)))  # queued behind it: written after it
+    assert [app.name for app in await store.list_apps()] == ["db", "web"]
+    assert_ledger_mirrors_table(store)
+
+
+async def test_refused_transaction_does_not_take_its_batch_with_it(store: SqliteStore) -> None:
+    """One transaction the schema refuses fails alone; the rest of its commit is written."""
+    await insert(store, make_app("a", Port(3001)))
+    store.ledger.release("a", [Port(3001)])  # memory now wrongly says 3001 is free
+    results = await asyncio.gather(
+        insert(store, make_app("b", Port(3001))),
+        insert(store, make_app("c", Port(3002))),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], AlreadyExists)
+    assert results[0].resource == "apps/a"
+    assert results[1] is None
+    assert [app.name for app in await store.list_apps()] == ["a", "c"]
+    assert store.ledger.holder(Port(3001)) == "a"  # the working state was read back from disk
+    assert_ledger_mirrors_table(store)
+
+
+async def test_failed_write_fails_its_waiters_and_the_queue_then_recovers(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the disk refuses is UNAVAILABLE for its callers; nothing of it stays in memory."""
+    await insert(store, make_app("a", Port(3001)))
+    write = SqliteStore._write
+
+    def broken(self: SqliteStore, batch: list[Transaction]) -> object:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SqliteStore, "_write", broken)
+    with pytest.raises(Unavailable, match="disk I/O error"):
+        await insert(store, make_app("b", Port(3002)))
+    assert store.ledger.holder(Port(3002)) is None
+    monkeypatch.setattr(SqliteStore, "_write", write)
+    await insert(store, make_app("c", Port(3002)))
+    assert [app.name for app in await store.list_apps()] == ["a", "c"]
+    assert_ledger_mirrors_table(store)
+
+
+async def test_changes_by_another_process_are_read_back(store: SqliteStore) -> None:
+    """After another connection writes the file, the working state follows the disk."""
+    await insert(store, make_app("a", Port(3001)))
+    with closing(sqlite3.connect(store.path)) as db, db:
+        db.execute(
+            "INSERT INTO apps (name, image, command, env, desired_state, revision, create_time, "
+            "update_time) VALUES ('other', 'x', '[]', '{}', 'running', 7, ?, ?)",
+            (STAMP.isoformat(), STAMP.isoformat()),
+        )
+        db.execute(
+            "INSERT INTO published_ports (protocol, port, app) VALUES ('tcp', 3005, 'other')"
+        )
+        db.execute("UPDATE meta SET value = 7 WHERE key = 'revision'")
+    await insert(store, make_app("b", Port(3002)))  # this commit notices the other writer
+    assert store.ledger.holder(Port(3005)) == "other"
+    async with store.transaction() as tx:
+        assert tx.get_app("other").revision == 7
+        assert tx.next_revision() == 8
 
 
 # -- the published-port ledger ------------------------------------------------------
@@ -229,7 +367,7 @@ async def test_holding_a_port_twice_for_one_app_is_a_noop(store: SqliteStore) ->
     """An app re-holding its own port changes nothing."""
     await insert(store, make_app("a", Port(3001)))
     async with store.transaction() as tx:
-        await tx.hold_ports("a", [Port(3001), Port(3002)])
+        tx.hold_ports("a", [Port(3001), Port(3002)])
     assert table_ledger(store.path) == {Port(3001): "a", Port(3002): "a"}
     assert_ledger_mirrors_table(store)
 
@@ -239,7 +377,7 @@ async def test_release_ports_except_keeps_only_listed_ports(store: SqliteStore) 
     await insert(store, make_app("a", Port(3001), Port(3002), Port(3003)))
     await insert(store, make_app("b", Port(3004)))
     async with store.transaction() as tx:
-        await tx.release_ports_except("a", [Port(3002)])
+        tx.release_ports_except("a", [Port(3002)])
     assert table_ledger(store.path) == {Port(3002): "a", Port(3004): "b"}
     assert_ledger_mirrors_table(store)
 
@@ -250,8 +388,8 @@ async def test_port_held_then_released_in_one_transaction_ends_released(
     """The ledger replays a transaction's holds and releases in order, like the table."""
     await insert(store, make_app("a", Port(3001)))
     async with store.transaction() as tx:
-        await tx.hold_ports("a", [Port(5000)])
-        await tx.release_ports_except("a", [Port(3001)])
+        tx.hold_ports("a", [Port(5000)])
+        tx.release_ports_except("a", [Port(3001)])
     assert store.ledger.holder(Port(5000)) is None
     assert_ledger_mirrors_table(store)
 
@@ -261,8 +399,8 @@ async def test_app_inserted_then_deleted_in_one_transaction_holds_nothing(
 ) -> None:
     """Creating and deleting an app in one transaction leaves no port held."""
     async with store.transaction() as tx:
-        await tx.insert_app(make_app("tmp", Port(3001)))
-        await tx.delete_app("tmp")
+        tx.insert_app(make_app("tmp", Port(3001)))
+        tx.delete_app("tmp")
     assert store.ledger.holder(Port(3001)) is None
     assert_ledger_mirrors_table(store)
 
@@ -272,7 +410,7 @@ async def test_delete_app_removes_it_its_bindings_and_its_ports(store: SqliteSto
     await insert(store, make_app("a", Port(3001), Port(53, UDP)))
     await insert(store, make_app("b", Port(3002)))
     async with store.transaction() as tx:
-        await tx.delete_app("a")
+        tx.delete_app("a")
     with pytest.raises(NotFound):
         await store.get_app("a")
     with closing(sqlite3.connect(store.path)) as db:
@@ -316,7 +454,7 @@ async def test_update_app_rewrites_fields_and_bindings(store: SqliteStore) -> No
         update_time=later,
     )
     async with store.transaction() as tx:
-        await tx.update_app(new)
+        tx.update_app(new)
     assert await store.get_app("web") == new
 
 
@@ -369,7 +507,7 @@ async def test_ports_no_binding_uses_are_released_on_open(db_path: Path) -> None
     async with SqliteStore(db_path, PortLedger(MANAGED)) as store:
         await insert(store, make_app("a", Port(3001)))
         async with store.transaction() as tx:
-            await tx.hold_ports("a", [Port(3005)])
+            tx.hold_ports("a", [Port(3005)])
     ledger = PortLedger(MANAGED)
     async with SqliteStore(db_path, ledger) as reopened:
         assert ledger.held_by("a") == {Port(3001)}

@@ -36,6 +36,22 @@ def test_allocation_is_next_fit_after_the_last_held_port() -> None:
     assert ledger.allocate(TCP) == 3002
 
 
+def test_holding_a_port_again_does_not_move_the_cursor_back() -> None:
+    """An edit that keeps an app's old port leaves the next choice after the newest port.
+
+    Otherwise, with most of the range held, every allocation after such an edit
+    would walk the crowded stretch behind the old port again.
+    """
+    ledger = PortLedger(PortRange(3001, 3999))
+    ledger.hold("a", [Port(n) for n in range(3001, 3501)])
+    ledger.hold("b", [Port(3501)])
+    ledger.hold("a", [Port(3010), Port(3502)])  # keeps 3010, takes 3502
+    assert ledger.allocate(TCP) == 3503
+    ledger.hold("a", [Port(3010)])  # nothing new
+    assert ledger.allocate(TCP) == 3503
+    assert ledger.held_by("b") == {Port(3501)}
+
+
 def test_just_released_port_is_not_handed_out_again_at_once() -> None:
     """A port released by one app is not the next one another app gets."""
     ledger = PortLedger(PortRange(3001, 3005))

@@ -1,0 +1,131 @@
+"""Rows to apps and back: the SQL shape of an app, shared by reads and writes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from miasma_grpc.domain.models import App, Binding, DesiredState, Protocol, PublishMode
+
+APP_COLUMNS = (
+    "name, image, command, env, desired_state, revision, create_time, update_time, constraints, "
+    "applied_revision"
+)
+_APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in APP_COLUMNS.split(", "))
+_BINDING_COLUMNS_OF_B = (
+    "b.protocol, b.published, b.target, b.published_explicit, b.target_explicit, b.publish_mode"
+)
+
+
+def now() -> datetime:
+    """The current time in UTC (what timestamps are stored in)."""
+    return datetime.now(UTC)
+
+
+def select_apps(where: str) -> str:
+    """Apps joined with their bindings, one row per slot, in name and slot order.
+
+    One statement for apps and their bindings: SQLite runs it on one snapshot,
+    so a concurrent commit can never pair new app fields with old bindings.
+    """
+    return (
+        f"SELECT 0 AS snapshot_revision, {_APP_COLUMNS_OF_A}, {_BINDING_COLUMNS_OF_B} "
+        f"FROM apps AS a LEFT JOIN bindings AS b ON b.app = a.name {where} ORDER BY a.name, b.slot"
+    )
+
+
+def select_snapshot(one_app: bool) -> str:
+    """Like :func:`select_apps`, with the current revision read in the same statement.
+
+    The meta row on the left keeps one row even when no app matches.
+    """
+    where = "AND a.name = ?" if one_app else ""
+    return (
+        f"SELECT m.value AS snapshot_revision, {_APP_COLUMNS_OF_A}, {_BINDING_COLUMNS_OF_B} "
+        f"FROM meta AS m LEFT JOIN apps AS a ON 1 {where} "
+        f"LEFT JOIN bindings AS b ON b.app = a.name "
+        f"WHERE m.key = 'revision' ORDER BY a.name, b.slot"
+    )
+
+
+def group_apps(rows: Iterable[sqlite3.Row]) -> tuple[int, list[App]]:
+    """Group the rows of an apps-join-bindings statement into apps (plus its revision column)."""
+    revision = 0
+    heads: list[sqlite3.Row] = []
+    bindings: dict[str, list[Binding]] = {}
+    for r in rows:
+        revision = r["snapshot_revision"]
+        if r["name"] is None:
+            continue
+        if not heads or heads[-1]["name"] != r["name"]:
+            heads.append(r)
+        if r["protocol"] is not None:
+            bindings.setdefault(r["name"], []).append(_binding_from_row(r))
+    return revision, [_app_from_row(r, bindings.get(r["name"], ())) for r in heads]
+
+
+def app_row(app: App) -> tuple[Any, ...]:
+    """The ``apps`` row of ``app``, in :data:`APP_COLUMNS` order."""
+    return (
+        app.name,
+        app.image,
+        json.dumps(list(app.command)),
+        json.dumps(app.env, sort_keys=True),
+        str(app.desired_state),
+        app.revision,
+        _iso(app.create_time),
+        _iso(app.update_time),
+        json.dumps(list(app.constraints)),
+        app.applied_revision,
+    )
+
+
+def binding_rows(app: str, bindings: Sequence[Binding]) -> list[tuple[Any, ...]]:
+    """The ``bindings`` rows of an app, slot by slot."""
+    return [
+        (
+            app,
+            slot,
+            str(b.protocol),
+            b.published,
+            b.target,
+            int(b.published_explicit),
+            int(b.target_explicit),
+            str(b.mode),
+        )
+        for slot, b in enumerate(bindings)
+    ]
+
+
+def _iso(value: datetime | None) -> str:
+    return (value or now()).isoformat()
+
+
+def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
+    return App(
+        name=row["name"],
+        image=row["image"],
+        command=tuple(json.loads(row["command"])),
+        env=dict(json.loads(row["env"])),
+        desired_state=DesiredState(row["desired_state"]),
+        revision=row["revision"],
+        create_time=datetime.fromisoformat(row["create_time"]),
+        update_time=datetime.fromisoformat(row["update_time"]),
+        bindings=tuple(bindings),
+        constraints=tuple(json.loads(row["constraints"])),
+        applied_revision=row["applied_revision"],
+    )
+
+
+def _binding_from_row(r: sqlite3.Row) -> Binding:
+    return Binding(
+        published=r["published"],
+        target=r["target"],
+        protocol=Protocol(r["protocol"]),
+        published_explicit=bool(r["published_explicit"]),
+        target_explicit=bool(r["target_explicit"]),
+        mode=PublishMode(r["publish_mode"]),
+    )

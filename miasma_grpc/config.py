@@ -34,6 +34,7 @@ class Settings:
     publish_address: str = "0.0.0.0"
     public_host: str = "localhost"
     reconcile_interval: float = 30.0
+    ready_timeout: float = 10.0  # seconds; 0 removes the old container without waiting
     log_level: str = "INFO"
     watch_heartbeat: float = 15.0
     event_retention: int = 100_000
@@ -146,6 +147,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "seconds between reconciliations with Docker",
         defaults.reconcile_interval,
     )
+    add(
+        "ready-timeout",
+        "seconds a recreated app's new container gets to accept connections on its TCP "
+        "ports before the old one is removed (0: do not wait; local engines only)",
+        defaults.ready_timeout,
+    )
     add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
     add(
         "access-token",
@@ -210,6 +217,7 @@ def load_settings(
             publish_address=str(ns.publish_address),
             public_host=str(ns.public_host),
             reconcile_interval=float(ns.reconcile_interval),
+            ready_timeout=float(ns.ready_timeout),
             log_level=str(ns.log_level).upper(),
             watch_heartbeat=_positive(float(ns.watch_heartbeat), "--watch-heartbeat"),
             event_retention=int(ns.event_retention),
@@ -237,6 +245,8 @@ def load_settings(
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}")
         if settings.event_retention < 1 or settings.event_buffer < 1:
             raise ValueError("--event-retention and --event-buffer must be at least 1")
+        if not 0 <= settings.ready_timeout < float("inf"):
+            raise ValueError(f"--ready-timeout must be finite and >= 0, got {ns.ready_timeout}")
         settings.listen_port  # noqa: B018 - validates the listen address early
     except ValueError as exc:
         parser.error(str(exc))

@@ -57,14 +57,21 @@ class Reconciler:
             since_pass += PING_INTERVAL
 
     async def reconcile_all(self) -> None:
-        """One pass over every app and every Miasma container."""
-        apps = await self.manager.store.list_apps()
+        """One pass over every app and every Miasma container.
+
+        One listing of Docker tells which apps already run as stored; only the
+        others (and apps with a rollout result owed or a failure reported) get
+        a full convergence, so a pass over 10,000 quiet apps costs one call.
+        """
+        manager = self.manager
+        apps = await manager.store.list_apps()
+        survey = await manager.runtime.survey(apps)
         limit = asyncio.Semaphore(CONCURRENCY)
 
         async def converge(name: str) -> None:
             async with limit:
                 try:
-                    await self.manager.converge(name)
+                    await manager.converge(name)
                 except NotFound:
                     pass  # deleted meanwhile
                 except MiasmaError as exc:
@@ -74,15 +81,19 @@ class Reconciler:
 
         async with asyncio.TaskGroup() as group:
             for app in apps:
-                group.create_task(converge(app.name))
+                observed = survey.in_sync.get(app.name)
+                if observed is None or app.rollout_owed or app.name in manager.failures:
+                    group.create_task(converge(app.name))
+                elif not manager.lock(app.name).locked():  # a rollout reports its own state
+                    manager.observed[app.name] = observed
         try:
-            await self._remove_orphans({app.name for app in apps})
+            await self._remove_orphans(set(survey.found) - {app.name for app in apps})
         except MiasmaError as exc:
             log.warning("could not remove orphaned containers: %s", exc.message)
         self.passes += 1
 
-    async def _remove_orphans(self, known: set[str]) -> None:
-        for name in await self.manager.runtime.managed_apps() - known:
+    async def _remove_orphans(self, orphans: set[str]) -> None:
+        for name in orphans:
             async with self.manager.lock(name):
                 try:
                     await self.manager.store.get_app(name)

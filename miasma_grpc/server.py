@@ -65,9 +65,14 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def local_engine(engine: str) -> bool:
+    """Whether the engine runs on this machine (its containers' addresses are reachable)."""
+    return engine.startswith("unix://")
+
+
 def host_ports(engine: str, publish_address: str) -> HostPorts:
     """Probe host ports locally only when the engine runs on this machine."""
-    if engine.startswith("unix://"):
+    if local_engine(engine):
         return LocalHostPorts(publish_address)
     return NoHostPorts()
 
@@ -94,7 +99,11 @@ def build_runtime(
         swarm = DockerSwarmRuntime(engine, instance=settings.instance)
         return swarm, AnyHostPorts(local, swarm)
     container = DockerContainerRuntime(
-        engine, instance=settings.instance, publish_address=settings.publish_address
+        engine,
+        instance=settings.instance,
+        publish_address=settings.publish_address,
+        # A remote engine's container addresses cannot be probed from here: no wait.
+        ready_timeout=settings.ready_timeout if local_engine(engine) else 0.0,
     )
     return container, local
 

@@ -8,7 +8,8 @@ reached at all; callers treat the two differently (revert vs. retry later).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from miasma_grpc.domain.models import App, Observed, Port
@@ -27,6 +28,20 @@ class RuntimeInfo:
     docker_version: str = ""
     swarm_id: str = ""
     join_command: str = ""
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one listing of Docker says about every app, for a reconcile pass.
+
+    ``in_sync`` maps the apps Docker visibly runs as stored (nothing to do) to
+    what it reports for them; every other app needs a full :meth:`Runtime.apply`.
+    ``found`` names the apps that have Docker objects of this Miasma (orphans
+    are those without an app).
+    """
+
+    found: frozenset[str]
+    in_sync: Mapping[str, Observed] = field(default_factory=dict)
 
 
 class Runtime(Protocol):
@@ -50,8 +65,8 @@ class Runtime(Protocol):
         """Remove everything Docker runs for the app called ``name``."""
         ...
 
-    async def managed_apps(self) -> set[str]:
-        """Names of apps that have Miasma-labelled containers (for adoption and cleanup)."""
+    async def survey(self, apps: Sequence[App]) -> Survey:
+        """One look at everything Docker runs for this Miasma, compared with ``apps``."""
         ...
 
     async def observe(self, app: App) -> Observed:

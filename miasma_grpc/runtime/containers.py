@@ -5,14 +5,23 @@ an app's spec (image, command, env, ports) recreates its container. The new
 container starts first when its published ports do not overlap the old
 one's (no downtime); otherwise the old one stops first and is started again
 if the new one fails, so a failed change leaves the app as it was.
+
+When the old container keeps serving, it is removed only once the new one's
+app accepts TCP connections on its target ports, or after ``ready_timeout``
+seconds (the app may not listen at all). Docker's proxy accepts on a published
+port before the app listens, so the probe goes to the container's own address
+on the network: only possible when the engine runs on this machine, so the
+server passes ``ready_timeout=0`` (no wait) for a remote engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import aiodocker
@@ -20,12 +29,14 @@ from aiodocker.containers import DockerContainer
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
-from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo
+from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo, Survey
 from miasma_grpc.runtime.docker import DockerClient, docker_errors, ensure_image
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5
+READY_POLL = 0.02  # seconds between readiness probes of a new container
+PROBE_TIMEOUT = 0.5  # seconds one connection attempt of a probe may take
 
 
 def spec_hash(app: App, network: str) -> str:
@@ -51,11 +62,13 @@ class DockerContainerRuntime(DockerClient):
         *,
         instance: str = "miasma",
         publish_address: str = "0.0.0.0",
+        ready_timeout: float = 0.0,
     ) -> None:
         super().__init__(docker_host)
         self.instance = instance
         self.network = instance
         self.publish_address = publish_address
+        self.ready_timeout = ready_timeout  # 0: remove the old container as soon as the new starts
         self._network_ready = False
 
     # -- Runtime protocol ----------------------------------------------------
@@ -113,13 +126,36 @@ class DockerContainerRuntime(DockerClient):
         """Remove every container of the app."""
         await self._remove_all(await self._containers(name))
 
-    async def managed_apps(self) -> set[str]:
-        """App names found on Miasma-labelled containers."""
+    async def survey(self, apps: Sequence[App]) -> Survey:
+        """One container listing: the apps found, and those that run exactly as stored.
+
+        A running app is in sync with one running container of its current spec
+        on its ports and nothing else; a stopped app with nothing running.
+        """
         async with docker_errors("list containers"):
             found = await self.docker.containers.list(
                 all=True, filters=json.dumps({"label": [f"{LABEL_MANAGED}={self.instance}"]})
             )
-        return {name for c in found if (name := _labels(c).get(LABEL_APP))}
+        by_app: dict[str, list[DockerContainer]] = {}
+        for container in found:
+            if name := _labels(container).get(LABEL_APP):
+                by_app.setdefault(name, []).append(container)
+        in_sync: dict[str, Observed] = {}
+        for app in apps:
+            containers = by_app.get(app.name, [])
+            if app.desired_state is DesiredState.STOPPED:
+                if not any(_running(c) for c in containers):
+                    in_sync[app.name] = Observed(running=0, total=0)
+            elif len(containers) == 1 and self._serves(app, containers[0]):
+                in_sync[app.name] = Observed(running=1, total=1)
+        return Survey(found=frozenset(by_app), in_sync=in_sync)
+
+    def _serves(self, app: App, container: DockerContainer) -> bool:
+        return (
+            _running(container)
+            and _labels(container).get(LABEL_SPEC) == spec_hash(app, self.network)
+            and _published(container) == {b.published_port for b in app.bindings}
+        )
 
     async def observe(self, app: App) -> Observed:
         """Running/total for the app's current spec, and why it is not running."""
@@ -162,7 +198,7 @@ class DockerContainerRuntime(DockerClient):
                 async with docker_errors(f"rename a stale container of app {app.name!r}"):
                     await container.rename(f"{name}-stale-{container.id[:8]}")
         try:
-            await self._create_and_start(app, want)
+            new = await self._create_and_start(app, want)
         except BaseException:
             for container in stopped:  # put the old one back: the change failed
                 try:
@@ -171,9 +207,11 @@ class DockerContainerRuntime(DockerClient):
                 except (RuntimeFailure, Unavailable) as exc:
                     log.error("could not restore app %s: %s", app.name, exc)
             raise
+        if not overlap and any(_running(c) for c in stale):  # the old one serves meanwhile
+            await self._wait_listening(app, new)
         await self._remove_all(stale)
 
-    async def _create_and_start(self, app: App, want: str) -> None:
+    async def _create_and_start(self, app: App, want: str) -> DockerContainer:
         config = self._container_config(app, want)
         container: DockerContainer | None = None
         try:
@@ -185,6 +223,39 @@ class DockerContainerRuntime(DockerClient):
             if container is not None:
                 await self._remove_all([container])
             raise
+        return container
+
+    async def _wait_listening(self, app: App, container: DockerContainer) -> None:
+        """Wait until the new container's app accepts connections on every TCP target port.
+
+        Gives up with a warning after ``ready_timeout`` seconds, and at once if the
+        container stops running (:meth:`observe` then reports it). UDP is not probed.
+        """
+        waiting = {b.target for b in app.bindings if b.protocol is Protocol.TCP}
+        if self.ready_timeout <= 0 or not waiting:
+            return
+        try:
+            async with asyncio.timeout(self.ready_timeout):
+                while True:
+                    async with docker_errors(f"inspect the new container of app {app.name!r}"):
+                        shown = await container.show()
+                    if shown["State"].get("Status") != "running":
+                        return
+                    endpoint = shown["NetworkSettings"]["Networks"].get(self.network) or {}
+                    address = endpoint.get("IPAddress") or endpoint.get("GlobalIPv6Address")
+                    if address:
+                        waiting = {p for p in waiting if not await _accepts(address, p)}
+                        if not waiting:
+                            return
+                    await asyncio.sleep(READY_POLL)
+        except TimeoutError:
+            log.warning(
+                "app %s does not accept connections on port(s) %s after %gs; "
+                "removing its previous container anyway",
+                app.name,
+                ", ".join(map(str, sorted(waiting))),
+                self.ready_timeout,
+            )
 
     def _name(self, app: App, want: str) -> str:
         return f"{self.instance}-{app.name}-{want[:12]}"
@@ -243,6 +314,19 @@ class DockerContainerRuntime(DockerClient):
             except RuntimeFailure as exc:
                 if "No such container" not in exc.message:
                     raise
+
+
+async def _accepts(address: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``address:port`` right now."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(address, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _field(container: DockerContainer, key: str) -> Any:

@@ -23,7 +23,7 @@ import aiodocker
 
 from miasma_grpc.domain.errors import RuntimeFailure
 from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
-from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo
+from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo, Survey
 from miasma_grpc.runtime.docker import DockerClient, docker_errors, image_unavailable
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,13 @@ class DockerSwarmRuntime(DockerClient):
                 if "not found" not in exc.message:
                     raise
 
-    async def managed_apps(self) -> set[str]:
-        """App names found on this Miasma's services."""
-        return {name for s in await self._services() if (name := _labels(s).get(LABEL_APP))}
+    async def survey(self, apps: Sequence[App]) -> Survey:
+        """App names found on this Miasma's services; every app is checked by :meth:`apply`.
+
+        (A service's spec and tasks need more than the list endpoint shows.)
+        """
+        found = {name for s in await self._services() if (name := _labels(s).get(LABEL_APP))}
+        return Survey(found=frozenset(found))
 
     async def observe(self, app: App) -> Observed:
         """Running/total from the service's tasks, and the latest task error."""

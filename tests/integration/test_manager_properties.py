@@ -51,7 +51,7 @@ from miasma_grpc.domain.models import (
     Protocol,
 )
 from miasma_grpc.domain.ports import PortEdit
-from miasma_grpc.runtime.base import RuntimeInfo
+from miasma_grpc.runtime.base import RuntimeInfo, Survey
 from miasma_grpc.store.sqlite import SqliteStore
 
 T = TypeVar("T")
@@ -154,9 +154,9 @@ class FakeRuntime:
         """Forget the app."""
         self.deployed.pop(name, None)
 
-    async def managed_apps(self) -> set[str]:
-        """Apps that have a recorded deployment."""
-        return set(self.deployed)
+    async def survey(self, apps: Sequence[App]) -> Survey:
+        """Apps that have a recorded deployment; none is taken as in sync (all converge)."""
+        return Survey(found=frozenset(self.deployed))
 
     async def observe(self, app: App) -> Observed:
         """1/1 when it was last applied running, 0/0 when stopped."""

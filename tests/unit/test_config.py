@@ -60,6 +60,8 @@ def test_server_port_is_always_reserved() -> None:
         ["--runtime", "kubernetes"],
         ["--watch-heartbeat", "0"],
         ["--event-retention", "0"],
+        ["--ready-timeout", "-1"],
+        ["--ready-timeout", "nan"],
     ],
 )
 def test_bad_values_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

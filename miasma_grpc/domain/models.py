@@ -1,6 +1,6 @@
 """Plain data the rest of Miasma talks in: apps, ports and their bindings.
 
-Everything here is a frozen dataclass or an enum so that values can be
+Everything here is immutable (frozen dataclasses, a named tuple, enums) so that values can be
 shared between the store, the runtime and the API without defensive copies.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 PORT_MIN = 1
 PORT_MAX = 65535
@@ -35,9 +36,12 @@ class PublishMode(enum.StrEnum):
     HOST = "host"  # only the node running the task listens
 
 
-@dataclass(frozen=True, order=True)
-class Port:
-    """A port number together with its protocol (``5353/udp``)."""
+class Port(NamedTuple):
+    """A port number together with its protocol (``5353/udp``).
+
+    A named tuple, not a dataclass: ports are the keys of the ledger and of
+    every allocation step, where C-level hashing and comparison count.
+    """
 
     number: int
     protocol: Protocol = Protocol.TCP

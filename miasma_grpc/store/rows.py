@@ -76,8 +76,8 @@ def app_row(app: App) -> tuple[Any, ...]:
         json.dumps(app.env, sort_keys=True),
         str(app.desired_state),
         app.revision,
-        _iso(app.create_time),
-        _iso(app.update_time),
+        iso(app.create_time),
+        iso(app.update_time),
         json.dumps(list(app.constraints)),
         app.applied_revision,
     )
@@ -100,7 +100,8 @@ def binding_rows(app: str, bindings: Sequence[Binding]) -> list[tuple[Any, ...]]
     ]
 
 
-def _iso(value: datetime | None) -> str:
+def iso(value: datetime | None) -> str:
+    """A stored timestamp (ISO 8601; now when missing)."""
     return (value or now()).isoformat()
 
 

@@ -190,7 +190,7 @@ class SqliteStore:
         self._queue.append((tx, done))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued(), name="sqlite-commit")
-        await asyncio.shield(done)
+        await done  # cancelling the waiter cancels only this future: the batch stays
 
     async def compact_events(self, retention: Retention) -> int:
         """Apply ``retention`` to the event log; returns the new floor."""

@@ -23,7 +23,7 @@ from miasma_grpc.domain.errors import AlreadyExists, MiasmaError, NotFound
 from miasma_grpc.domain.events import PortEvent
 from miasma_grpc.domain.models import App, Port
 from miasma_grpc.store import events
-from miasma_grpc.store.rows import APP_COLUMNS, app_row, binding_rows
+from miasma_grpc.store.rows import APP_COLUMNS, app_row, binding_rows, iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,19 +124,32 @@ class Transaction:
         self.hold_ports(app.name, [b.published_port for b in app.bindings])
 
     def update_app(self, app: App) -> None:
-        """Overwrite an app's fields and bindings (ports are held separately)."""
-        self.get_app(app.name)
+        """Overwrite an app's fields and bindings (ports are held separately).
+
+        Only what changed is written: a port edit rewrites the revision and the
+        bindings, not the command, env and constraints.
+        """
+        old = self.get_app(app.name)
         self.apps[app.name] = app
-        row = app_row(app)
-        self.ops.append(
-            Op(
-                "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, "
-                "revision = ?, update_time = ?, constraints = ? WHERE name = ?",
-                (*row[1:6], row[7], row[8], app.name),
+        if _spec(old) == _spec(app):
+            self.ops.append(
+                Op(
+                    "UPDATE apps SET revision = ?, update_time = ? WHERE name = ?",
+                    (app.revision, iso(app.update_time), app.name),
+                )
             )
-        )
-        self.ops.append(Op("DELETE FROM bindings WHERE app = ?", (app.name,)))
-        self._write_bindings(app)
+        else:
+            row = app_row(app)
+            self.ops.append(
+                Op(
+                    "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, "
+                    "revision = ?, update_time = ?, constraints = ? WHERE name = ?",
+                    (*row[1:6], row[7], row[8], app.name),
+                )
+            )
+        if old.bindings != app.bindings:
+            self.ops.append(Op("DELETE FROM bindings WHERE app = ?", (app.name,)))
+            self._write_bindings(app)
 
     def mark_applied(self, name: str, revision: int) -> None:
         """Record that Docker finished rolling out ``revision`` of app ``name``."""
@@ -239,6 +252,10 @@ class Transaction:
                 many=True,
             )
         )
+
+
+def _spec(app: App) -> tuple[object, ...]:
+    return app.image, app.command, app.env, app.desired_state, app.constraints
 
 
 def _port_in_use(port: Port, holder: str) -> AlreadyExists:

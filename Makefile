@@ -5,6 +5,7 @@ SHELL := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 TOOLS  := .miasma/tools
 BUF    := $(TOOLS)/node_modules/.bin/buf
 GEN    := clients/python/src
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install --quiet -e clients/python -e '.[dev]'
 	touch $@
 
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
 $(NODE_STAMP): $(NODE)/package.json $(NODE)/package-lock.json
 	cd $(NODE) && npm ci --no-audit --no-fund
 	touch $@
@@ -37,8 +42,8 @@ run: $(STAMP)  ## Run the server (starts a private Docker engine if none is reac
 test: lint $(NODE_STAMP)  ## Run everything: lint, type-check, protos drift, unit/integration/e2e on real Docker.
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## Run the benchmarks (figures beside a baseline measured in the same run).
-	$(PY) -m bench.watch_fanout
+bench: $(BENCH_STAMP)  ## Run every benchmark: tables, bench/results/ (BENCH_ARGS="--only a,c --quick").
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(STAMP) check-protos buf-lint typecheck  ## ruff, mypy --strict, buf lint, generated-code drift.
 	$(VENV)/bin/ruff check .

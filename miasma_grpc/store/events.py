@@ -6,9 +6,9 @@ different reasons: retention, paging and watch catch-up.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Sequence
 from datetime import datetime
 
 import aiosqlite
@@ -19,7 +19,9 @@ from miasma_grpc.domain.models import Binding, Protocol, PublishMode
 _COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time"
 
 
-def _dump(bindings: Sequence[Binding]) -> str:
+@functools.lru_cache(maxsize=4096)
+def _dump(bindings: tuple[Binding, ...]) -> str:
+    # Cached: an edit logs the same bindings more than once, and apps keep theirs.
     slots = [
         [b.published, b.target, str(b.protocol), b.published_explicit, b.target_explicit, b.mode]
         for b in bindings

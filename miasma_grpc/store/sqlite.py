@@ -166,9 +166,9 @@ class SqliteStore:
 
     # -- writes --------------------------------------------------------------
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """One atomic change, acknowledged (returns) once it is committed to disk.
+    def transaction(self) -> _Commit:
+        """One atomic change (``async with store.transaction() as tx:``), acknowledged
+        (the block is left) once it is committed to disk.
 
         The body must not await: it runs against the working state in one go
         (checked). An exception in the body drops the transaction. Once the
@@ -177,20 +177,17 @@ class SqliteStore:
         """
         if self._writer_thread is None:
             raise RuntimeError("store is not open")
-        tx = Transaction(self._state)
-        before = self._applied
-        yield tx
-        if self._applied != before:
-            raise RuntimeError("a transaction body awaited while another transaction ran")
-        if not tx.ops and not tx.revision:
-            return  # nothing changed
+        return _Commit(self)
+
+    def _queue_commit(self, tx: Transaction) -> asyncio.Future[None]:
+        """Apply ``tx`` to the working state and queue it for the writer."""
         tx.apply()
         self._applied += 1
         done = asyncio.get_running_loop().create_future()
         self._queue.append((tx, done))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued(), name="sqlite-commit")
-        await done  # cancelling the waiter cancels only this future: the batch stays
+        return done
 
     async def compact_events(self, retention: Retention) -> int:
         """Apply ``retention`` to the event log; returns the new floor."""
@@ -296,6 +293,34 @@ class SqliteStore:
 
 
 _State = tuple[int, list[App], dict[str, list[Port]]]
+
+
+class _Commit:
+    """The context of :meth:`SqliteStore.transaction` (a class: it runs on every change)."""
+
+    __slots__ = ("applied", "store", "tx")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.tx = Transaction(store._state)
+        self.applied = store._applied
+
+    async def __aenter__(self) -> Transaction:
+        return self.tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            return  # the body failed: nothing of it was applied
+        if self.store._applied != self.applied:
+            raise RuntimeError("a transaction body awaited while another transaction ran")
+        if self.tx.ops or self.tx.revision:
+            # Cancelling the waiter cancels only this future: the batch keeps the change.
+            await self.store._queue_commit(self.tx)
 
 
 def _write_one_by_one(db: sqlite3.Connection, batch: list[Transaction]) -> list[MiasmaError | None]:

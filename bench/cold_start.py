@@ -182,7 +182,7 @@ def measure(
                 found[key].append(cold_start(servers[key]))
         count, first = contents(db)
         figures: dict[str, Any] = {
-            "db": str(db), "apps": count, "baseline_apps": contents(small_db)[0],
+            "apps": count, "baseline_apps": contents(small_db)[0],
             "runs": runs, "target_s": TARGET_S,
         }  # fmt: skip
         for key, results in found.items():
@@ -209,7 +209,7 @@ def table(figures: dict[str, Any]) -> str:
     """Text table of (e)."""
     large, small = figures["large"], figures["small"]
     lines = [
-        f"(e) cold start to health SERVING, median of {figures['runs']} (database {figures['db']})",
+        f"(e) cold start to health SERVING, median of {figures['runs']}",
         f"{'apps':>8}{'serving s':>11}{'RSS MiB':>9}  runs (s)",
     ]
     for key in ("apps", "baseline_apps"):

@@ -42,7 +42,7 @@ from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from bench.harness import Server, Workdir, docker_host, free_port, summary, wait_ready
 from miasma_grpc.runtime.base import LABEL_MANAGED
-from scripts.engine import ensure_test_image
+from scripts.engine import HTTPD_COMMAND, ensure_test_image
 
 TARGET_RATIO = 1.3
 POLL_S = 0.003  # pause between GETs
@@ -52,14 +52,6 @@ APP = "serving"
 INSTANCE = f"bench{os.getpid()}serving"  # Miasma's instance (container label, network)
 LABEL = "io.miasma.bench"  # on everything the baseline creates, = BENCH_ID
 BENCH_ID = f"serving-{os.getpid()}"
-# As tests/conftest.py's HTTPD_COMMAND: httpd on every PORT_n.
-HTTPD_COMMAND = [
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM INT; "
-    "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; "
-    "while :; do sleep 1; done",
-]
 
 
 async def get_ok(port: int) -> bool:

@@ -123,6 +123,17 @@ def stop_engine(workdir: pathlib.Path) -> None:
     _started.discard(workdir)
 
 
+# For the test image: busybox httpd on every PORT_<n> the app gets (one httpd per
+# slot), serving /www; exits on SIGTERM. Used by the tests and the benchmarks.
+HTTPD_COMMAND = [
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM INT; "
+    "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; "
+    "while :; do sleep 1; done",
+]
+
+
 def ensure_test_image(docker_host: str, tag: str = TEST_IMAGE) -> str:
     """Build the busybox test image on docker_host unless present, and return its tag."""
     built = _run_script("image", docker_host, tag, timeout=_IMAGE_TIMEOUT)

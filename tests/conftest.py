@@ -17,14 +17,7 @@ from tests.server import ServerProcess
 
 ENGINE_DIR = Path(os.environ.get("MIASMA_TEST_ENGINE_DIR", "/tmp/miasma-test-engine"))
 
-# Busybox httpd on every PORT_<n> the app gets (one httpd per slot); exits on SIGTERM.
-HTTPD_COMMAND = [
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM INT; "
-    "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; "
-    "while :; do sleep 1; done",
-]
+HTTPD_COMMAND = engine.HTTPD_COMMAND  # busybox httpd on every PORT_<n>; tests import it here
 
 
 @pytest.fixture(scope="session")

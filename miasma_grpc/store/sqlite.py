@@ -253,7 +253,10 @@ class SqliteStore:
     def _notify(self, tx: Transaction) -> None:
         if tx.revision:
             for listener in self._listeners:
-                listener(tx.revision, tx.events)
+                try:
+                    listener(tx.revision, tx.events)
+                except Exception:  # the commit stands, and its callers must still hear back
+                    log.exception("a commit listener failed at revision %d", tx.revision)
 
     def _load(self, state: _State) -> None:
         revision, apps, ports = state

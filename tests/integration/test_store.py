@@ -218,6 +218,22 @@ async def test_concurrent_transactions_share_commits_and_each_is_on_disk_when_ac
     assert_ledger_mirrors_table(store)
 
 
+async def test_a_failing_listener_does_not_hold_up_the_commit(store: SqliteStore) -> None:
+    """A subscriber that raises is logged; the change is acknowledged and the next one works."""
+
+    def broken(revision: int, events: object) -> None:
+        raise ValueError("listener bug")
+
+    heard: list[int] = []
+    store.subscribe(broken)
+    store.subscribe(lambda revision, events: heard.append(revision))
+    async with asyncio.timeout(10):
+        await insert(store, make_app("a", Port(3001)))
+        await insert(store, make_app("b", Port(3002)))
+    assert heard == [1, 2]
+    assert [app.name for app in await store.list_apps()] == ["a", "b"]
+
+
 async def test_transaction_body_must_not_await_while_another_commits(store: SqliteStore) -> None:
     """A body that suspends while another transaction is applied is refused, unwritten."""
     entered, other_done = asyncio.Event(), asyncio.Event()

@@ -4,8 +4,9 @@ Writes go through one writer thread with its own connection, in *group
 commits*: a transaction (:mod:`miasma_grpc.store.transaction`) is decided in
 memory, against the working state every transaction before it left, and
 queued; the writer then writes everything queued in one ``BEGIN IMMEDIATE``
-… ``COMMIT``, each transaction in a savepoint of its own, and only then
-are the callers acknowledged and the subscribers (the event hub) told, in
+… ``COMMIT`` (again transaction by transaction, in savepoints, if a statement
+fails, so one refusal does not fail the rest), and only then are the callers
+acknowledged and the subscribers (the event hub) told, in
 revision order. One thread hop and one commit serve a whole batch, where a
 statement-at-a-time driver pays a hop per statement (about 180 µs each on a
 small VM): that is what keeps a port edit close to the cost of its RPC.

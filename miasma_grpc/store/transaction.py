@@ -59,9 +59,6 @@ class WorkingState:
     ledger: PortLedger
 
 
-_ABSENT = object()
-
-
 @dataclass
 class Transaction:
     """Changes to the working state, applied together when the body ends."""
@@ -87,8 +84,9 @@ class Transaction:
 
     def holder(self, port: Port) -> str | None:
         """Who holds ``port`` as this transaction sees it."""
-        held = self._holders.get(port, _ABSENT)
-        return self.state.ledger.holder(port) if held is _ABSENT else held  # type: ignore[return-value]
+        if port in self._holders:
+            return self._holders[port]
+        return self.state.ledger.holder(port)
 
     def held_by(self, app: str) -> set[Port]:
         """The ports ``app`` holds as this transaction sees it."""

@@ -72,7 +72,7 @@ async def run(
     ]
     latencies: list[float] = []
     errors = 0
-    failures: dict[str, int] = {}
+    failures: dict[str, None] = {}  # distinct errors, in the order seen
     start = time.perf_counter() + warmup
     stop = start + seconds
 
@@ -85,7 +85,7 @@ async def run(
                 await call(n)
             except grpc.aio.AioRpcError as exc:
                 errors += 1
-                failures[f"{exc.code().name}: {exc.details()}"[:200]] = n
+                failures.setdefault(f"{exc.code().name}: {exc.details()}"[:200])
             done = time.perf_counter()
             if sent >= start:
                 latencies.append(done - sent)

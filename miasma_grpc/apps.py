@@ -162,7 +162,8 @@ class AppManager:
         await self._refresh_host_ports()
         async with self.lock(name):
             if validate_only:
-                await _absent(self.store, name)
+                async with self.store.transaction() as tx:  # reads the working state only
+                    _absent(tx, name)
                 bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
                 return App(
                     name, image, bindings, tuple(command), dict(env or {}), desired_state,
@@ -203,7 +204,8 @@ class AppManager:
         await self._refresh_host_ports()
         async with self.lock(name):
             if validate_only:
-                current = await self.store.get_app(name)
+                async with self.store.transaction() as tx:  # reads the working state only
+                    current = tx.get_app(name)
                 _check_etag(current, etag)
                 bindings = self._plan(name, current.bindings, edit)
                 planned = replace(current, bindings=bindings)
@@ -214,16 +216,21 @@ class AppManager:
                 bindings = self._plan(name, old.bindings, edit)
                 if bindings == old.bindings:
                     return EditResult(old, ())
+                revision = tx.next_revision()
+                stopped = old.desired_state is DesiredState.STOPPED
                 new = replace(
-                    old, bindings=bindings, revision=tx.next_revision(), update_time=now()
+                    old,
+                    bindings=bindings,
+                    revision=revision,
+                    update_time=now(),
+                    # A stopped app has nothing to roll out: this revision is applied as stored.
+                    applied_revision=revision if stopped else old.applied_revision,
                 )
                 tx.update_app(new)
                 tx.hold_ports(name, published_ports(bindings))
                 _record(tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=bindings)
-                if new.desired_state is DesiredState.STOPPED:
-                    tx.mark_applied(name, new.revision)  # nothing to roll out
+                if stopped:
                     tx.release_ports_except(name, published_ports(bindings))
-                    new = tx.get_app(name)
             if new.desired_state is DesiredState.RUNNING:
                 new = await self._rollout(old, new)
             return EditResult(new, diff_bindings(old.bindings, new.bindings))
@@ -438,9 +445,9 @@ def _record(
     tx.record(PortEvent(revision, app.name, kind, old, new, message, now()))
 
 
-async def _absent(store: SqliteStore, name: str) -> None:
+def _absent(tx: Transaction, name: str) -> None:
     try:
-        await store.get_app(name)
+        tx.get_app(name)
     except NotFound:
         return
     raise AlreadyExists.app(name)

@@ -96,13 +96,7 @@ class DockerContainerRuntime(DockerClient):
                 await self._stop(container)
             return Observed(running=0, total=0)
         want = spec_hash(app, self.network)
-        ports = {b.published_port for b in app.bindings}
-        # The label alone is not proof: a copy made by hand may carry it with other ports.
-        current = [
-            c
-            for c in containers
-            if _labels(c).get(LABEL_SPEC) == want and (not _running(c) or _published(c) == ports)
-        ]
+        current = [c for c in containers if self._current(app, want, c)]
         stale = [c for c in containers if c not in current]
         if current:
             keep, *extra = current
@@ -146,15 +140,23 @@ class DockerContainerRuntime(DockerClient):
             if app.desired_state is DesiredState.STOPPED:
                 if not any(_running(c) for c in containers):
                     in_sync[app.name] = Observed(running=0, total=0)
-            elif len(containers) == 1 and self._serves(app, containers[0]):
+            elif (
+                len(containers) == 1
+                and _running(containers[0])
+                and self._current(app, spec_hash(app, self.network), containers[0])
+            ):
                 in_sync[app.name] = Observed(running=1, total=1)
         return Survey(found=frozenset(by_app), in_sync=in_sync)
 
-    def _serves(self, app: App, container: DockerContainer) -> bool:
-        return (
-            _running(container)
-            and _labels(container).get(LABEL_SPEC) == spec_hash(app, self.network)
-            and _published(container) == {b.published_port for b in app.bindings}
+    @staticmethod
+    def _current(app: App, want: str, container: DockerContainer) -> bool:
+        """Whether ``container`` is of the app's spec ``want`` (and, running, on its ports).
+
+        The label alone is not proof: a copy made by hand may carry it with other ports.
+        """
+        return _labels(container).get(LABEL_SPEC) == want and (
+            not _running(container)
+            or _published(container) == {b.published_port for b in app.bindings}
         )
 
     async def observe(self, app: App) -> Observed:

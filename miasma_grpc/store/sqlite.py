@@ -25,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -56,14 +55,6 @@ PRAGMAS = (
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 5000",
 )
-
-
-@asynccontextmanager
-async def _aborting_on_error(action: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        raise Unavailable(f"the database could not {action}: {exc}") from exc
 
 
 class SqliteStore:
@@ -198,8 +189,10 @@ class SqliteStore:
                 db.execute("BEGIN IMMEDIATE")
                 return events.compact(db, retention, now())
 
-        async with _aborting_on_error("compact the event log"):
+        try:
             return await self._on_writer(compact, self._db_writer)
+        except sqlite3.DatabaseError as exc:
+            raise Unavailable(f"the database could not compact the event log: {exc}") from exc
 
     async def _commit_queued(self) -> None:
         """Write what is queued, batch after batch, until the queue is empty."""

@@ -122,7 +122,7 @@ class Transaction:
         self.hold_ports(app.name, [b.published_port for b in app.bindings])
 
     def update_app(self, app: App) -> None:
-        """Overwrite an app's fields and bindings (ports are held separately).
+        """Overwrite an app's fields, bindings and applied revision (ports are held separately).
 
         Only what changed is written: a port edit rewrites the revision and the
         bindings, not the command, env and constraints.
@@ -132,8 +132,9 @@ class Transaction:
         if _spec(old) == _spec(app):
             self.ops.append(
                 Op(
-                    "UPDATE apps SET revision = ?, update_time = ? WHERE name = ?",
-                    (app.revision, iso(app.update_time), app.name),
+                    "UPDATE apps SET revision = ?, update_time = ?, applied_revision = ? "
+                    "WHERE name = ?",
+                    (app.revision, iso(app.update_time), app.applied_revision, app.name),
                 )
             )
         else:
@@ -141,8 +142,9 @@ class Transaction:
             self.ops.append(
                 Op(
                     "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, "
-                    "revision = ?, update_time = ?, constraints = ? WHERE name = ?",
-                    (*row[1:6], row[7], row[8], app.name),
+                    "revision = ?, update_time = ?, constraints = ?, applied_revision = ? "
+                    "WHERE name = ?",
+                    (*row[1:6], *row[7:10], app.name),
                 )
             )
         if old.bindings != app.bindings:

@@ -34,7 +34,15 @@ from miasma_grpc.domain.errors import (
 )
 from miasma_grpc.domain.events import EventKind, PortEvent
 from miasma_grpc.domain.images import validate_image
-from miasma_grpc.domain.models import App, Binding, DesiredState, Observed, is_reserved_env_name
+from miasma_grpc.domain.models import (
+    DEFAULT_STOP_GRACE,
+    App,
+    Binding,
+    DesiredState,
+    Observed,
+    Volume,
+    is_reserved_env_name,
+)
 from miasma_grpc.domain.names import validate_app_name
 from miasma_grpc.domain.placement import validate_constraints
 from miasma_grpc.domain.ports import (
@@ -46,6 +54,15 @@ from miasma_grpc.domain.ports import (
     plan_edit,
     published_ports,
 )
+from miasma_grpc.domain.volumes import (
+    VolumeEdit,
+    VolumeInfo,
+    check_holders,
+    new_uid,
+    plan_volumes,
+    validate_volume,
+    validate_volumes,
+)
 from miasma_grpc.runtime.base import HostPorts, Runtime
 from miasma_grpc.store.sqlite import SqliteStore, Transaction, now
 
@@ -53,6 +70,8 @@ log = logging.getLogger(__name__)
 
 PENDING = "pending:"  # how observed.last_error marks a change waiting for Docker
 MAX_ENV = 256
+MAX_STOP_GRACE = 3600.0  # seconds
+VolumeListing = list[tuple[VolumeInfo, tuple[str, ...]]]  # each volume with the apps mounting it
 
 
 @dataclass(frozen=True)
@@ -86,11 +105,16 @@ class AppManager:
         runtime: Runtime,
         choose_target: TargetChooser,
         host_ports: HostPorts,
+        *,
+        instance: str = "miasma",
+        allow_bind_mounts: bool = False,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.choose_target = choose_target
         self.host_ports = host_ports
+        self.instance = instance  # names the volumes Miasma makes (docs/volumes.md)
+        self.allow_bind_mounts = allow_bind_mounts
         self.observed: dict[str, Observed] = {}
         self.failures: dict[str, Failure] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -153,23 +177,20 @@ class AppManager:
         desired_state: DesiredState = DesiredState.RUNNING,
         constraints: Sequence[str] = (),
         ports: PortEdit = PortEdit(),
+        volumes: Sequence[Volume] = (),
+        stop_grace: float = DEFAULT_STOP_GRACE,
         validate_only: bool = False,
     ) -> App:
         """Create an app with one auto/auto slot (plus ``ports``) and start it."""
         validate_app_name(name, "app_id")
-        _validate_spec(image, command, env or {})
+        _validate_spec(image, command, env or {}, stop_grace)
         placement = validate_constraints(constraints)
+        mounts = validate_volumes(volumes, "app.volumes", allow_bind=self.allow_bind_mounts)
         await self._refresh_host_ports()
         async with self.lock(name):
-            if validate_only:
-                async with self.store.transaction() as tx:  # reads the working state only
-                    _absent(tx, name)
-                bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
-                return App(
-                    name, image, bindings, tuple(command), dict(env or {}), desired_state,
-                    constraints=placement,
-                )  # fmt: skip
             async with self.store.transaction() as tx:
+                if validate_only:
+                    _absent(tx, name)
                 bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
                 stamp = now()
                 app = App(
@@ -180,10 +201,16 @@ class AppManager:
                     env=dict(env or {}),
                     desired_state=desired_state,
                     constraints=placement,
-                    revision=tx.next_revision(),
+                    volumes=mounts,
+                    stop_grace=stop_grace,
+                    uid=new_uid(),
                     create_time=stamp,
                     update_time=stamp,
                 )
+                check_holders(app, tx.state.apps, self.instance, field="app.volumes", new=mounts)
+                if validate_only:  # the transaction ends with nothing to write
+                    return app
+                app = replace(app, revision=tx.next_revision())
                 tx.insert_app(app)
                 _record(tx, EventKind.ASSIGNED, app, app.revision, new=bindings)
             try:
@@ -197,40 +224,56 @@ class AppManager:
                 raise
             return await self._record_result(app, applied)
 
-    async def edit_ports(
-        self, name: str, edit: PortEdit, *, validate_only: bool = False, etag: str = ""
+    async def edit(
+        self,
+        name: str,
+        *,
+        ports: PortEdit = PortEdit(),
+        volumes: VolumeEdit = VolumeEdit(),
+        validate_only: bool = False,
+        etag: str = "",
     ) -> EditResult:
-        """Add/remove published and target ports atomically; see DESIGN §1."""
+        """Add/remove ports and volumes atomically; see docs/design.md §1 and docs/volumes.md."""
         await self._refresh_host_ports()
         async with self.lock(name):
-            if validate_only:
-                async with self.store.transaction() as tx:  # reads the working state only
-                    current = tx.get_app(name)
-                _check_etag(current, etag)
-                bindings = self._plan(name, current.bindings, edit)
-                planned = replace(current, bindings=bindings)
-                return EditResult(planned, diff_bindings(current.bindings, bindings))
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
                 _check_etag(old, etag)
-                bindings = self._plan(name, old.bindings, edit)
-                if bindings == old.bindings:
+                planned = replace(old, bindings=self._plan(name, old.bindings, ports))
+                if volumes:
+                    planned = replace(
+                        planned,
+                        volumes=plan_volumes(
+                            old.volumes, volumes, allow_bind=self.allow_bind_mounts
+                        ),
+                    )
+                    check_holders(
+                        planned, tx.state.apps, self.instance, field="add_volumes",
+                        new=[
+                            validate_volume(v, "", allow_bind=True) for v in volumes.add
+                        ],  # normalised, in request order (already validated by the plan)
+                    )  # fmt: skip
+                if validate_only:  # the transaction ends with nothing to write
+                    return EditResult(planned, diff_bindings(old.bindings, planned.bindings))
+                if planned == old:
                     return EditResult(old, ())
                 revision = tx.next_revision()
                 stopped = old.desired_state is DesiredState.STOPPED
                 new = replace(
-                    old,
-                    bindings=bindings,
+                    planned,
                     revision=revision,
                     update_time=now(),
                     # A stopped app has nothing to roll out: this revision is applied as stored.
                     applied_revision=revision if stopped else old.applied_revision,
                 )
                 tx.update_app(new)
-                tx.hold_ports(name, published_ports(bindings))
-                _record(tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=bindings)
-                if stopped:
-                    tx.release_ports_except(name, published_ports(bindings))
+                if new.bindings != old.bindings:
+                    tx.hold_ports(name, published_ports(new.bindings))
+                    _record(
+                        tx, EventKind.CHANGED, new, new.revision, old=old.bindings, new=new.bindings
+                    )
+                    if stopped:
+                        tx.release_ports_except(name, published_ports(new.bindings))
             if new.desired_state is DesiredState.RUNNING:
                 new = await self._rollout(old, new)
             return EditResult(new, diff_bindings(old.bindings, new.bindings))
@@ -243,9 +286,12 @@ class AppManager:
         command: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         constraints: Sequence[str] | None = None,
+        volumes: Sequence[Volume] | None = None,
+        stop_grace: float | None = None,
         etag: str = "",
     ) -> App:
-        """Change image, command, env or constraints (``None`` leaves a field as it is)."""
+        """Change image, command, env, constraints, volumes or the stop grace period
+        (``None`` leaves a field as it is)."""
         async with self.lock(name):
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
@@ -260,8 +306,17 @@ class AppManager:
                         if constraints is None
                         else validate_constraints(constraints)
                     ),
+                    stop_grace=old.stop_grace if stop_grace is None else stop_grace,
                 )
-                _validate_spec(new.image, new.command, new.env)
+                _validate_spec(new.image, new.command, new.env, new.stop_grace)
+                if volumes is not None:
+                    mounts = validate_volumes(
+                        volumes, "app.volumes", allow_bind=self.allow_bind_mounts, known=old.volumes
+                    )
+                    new = replace(new, volumes=mounts)
+                    check_holders(
+                        new, tx.state.apps, self.instance, field="app.volumes", new=mounts
+                    )
                 if new == old:
                     return old
                 new = replace(new, revision=tx.next_revision(), update_time=now())
@@ -302,22 +357,56 @@ class AppManager:
                 raise
             return app
 
-    async def delete(self, name: str, *, etag: str = "") -> App:
-        """Remove the app's container, then the app and its ports."""
+    async def delete(
+        self, name: str, *, etag: str = "", delete_volumes: bool = False
+    ) -> tuple[App, tuple[str, ...]]:
+        """Remove the app's containers, then the app and its ports; its volumes only if asked.
+
+        Returns the app as it was and the volumes deleted. Deleting volumes needs
+        Docker now (:class:`Unavailable` otherwise, and nothing changes); a named
+        volume another app mounts too stays.
+        """
         async with self.lock(name):
             app = await self.store.get_app(name)
             _check_etag(app, etag)
             try:
-                await self.runtime.remove(name)
+                await self.runtime.remove(name, app.stop_grace)
             except Unavailable:
+                if delete_volumes:
+                    raise
                 log.warning("Docker unreachable: the container of %s is removed on reconcile", name)
+            deleted: tuple[str, ...] = ()
+            if delete_volumes:
+                shared = {
+                    v.source for other in (await self.store.list_apps()) if other.name != name
+                    for v in other.volumes
+                }  # fmt: skip
+                deleted = await self.runtime.delete_volumes(app, keep=shared)
             async with self.store.transaction() as tx:
                 tx.delete_app(name)
                 _record(tx, EventKind.RELEASED, app, old=app.bindings)
             self.observed.pop(name, None)
             self.failures.pop(name, None)
         self._locks.pop(name, None)
-        return app
+        return app, deleted
+
+    async def list_volumes(self) -> VolumeListing:
+        """The volumes Miasma made, each with the apps that mount it now (none: left over)."""
+        apps = await self.store.list_apps()
+        return [(info, _holders(info, apps)) for info in await self.runtime.list_volumes()]
+
+    async def delete_volume(self, name: str) -> VolumeInfo:
+        """Delete a volume Miasma made that no app mounts."""
+        info = await self.runtime.inspect_volume(name)
+        if holders := _holders(info, await self.store.list_apps()):
+            raise FailedPrecondition(
+                f"volume {name!r} is mounted by app {holders[0]!r}: remove it from the app "
+                "first (apps:edit --rm-volume), or delete the app with its volumes",
+                reason="VOLUME_IN_USE",
+                resource=f"apps/{holders[0]}",
+            )
+        await self.runtime.delete_volume(name)
+        return info
 
     async def converge(self, name: str) -> None:
         """Drive Docker to the stored state of ``name`` (used by the reconciler).
@@ -365,13 +454,17 @@ class AppManager:
     async def _apply(self, app: App) -> bool:
         """Drive Docker to ``app``: True if applied, False if pending (Docker away)."""
         try:
-            self.observed[app.name] = await self.runtime.apply(app)
+            observed = self.observed[app.name] = await self.runtime.apply(app)
         except Unavailable as exc:
             self._pending(app.name, exc)
             return False
         except RuntimeFailure as exc:
             self.observed[app.name] = Observed(running=0, total=1, last_error=exc.message)
             raise
+        if observed.node and observed.node != app.node:
+            # The app's data now lives on that node: it stays there (docs/volumes.md).
+            async with self.store.transaction() as tx:
+                tx.update_app(replace(tx.get_app(app.name), node=observed.node))
         failure = self.failures.get(app.name)
         if failure is not None and app.revision > failure.revision:
             del self.failures[app.name]  # a newer change rolled out: the old refusal is history
@@ -445,6 +538,17 @@ def _record(
     tx.record(PortEvent(revision, app.name, kind, old, new, message, now()))
 
 
+def _holders(info: VolumeInfo, apps: Sequence[App]) -> tuple[str, ...]:
+    """The apps that mount the volume ``info`` now: the app it was made for, if that is an
+    image's volume and the app still lives, and every app that names it."""
+    return tuple(
+        a.name
+        for a in apps
+        if (info.image_path and (a.name, a.uid) == (info.app, info.uid))
+        or any(v.source == info.name for v in a.volumes)
+    )
+
+
 def _absent(tx: Transaction, name: str) -> None:
     try:
         tx.get_app(name)
@@ -462,8 +566,15 @@ def _check_etag(app: App, etag: str) -> None:
         )
 
 
-def _validate_spec(image: str, command: Sequence[str], env: Mapping[str, str]) -> None:
+def _validate_spec(
+    image: str, command: Sequence[str], env: Mapping[str, str], stop_grace: float
+) -> None:
     validate_image(image)
+    if not 0 <= stop_grace <= MAX_STOP_GRACE:
+        raise InvalidArgument.field(
+            "app.stop_grace",
+            f"must be between 0 and {MAX_STOP_GRACE:g} seconds, got {stop_grace:g}",
+        )
     if len(env) > MAX_ENV:
         raise InvalidArgument.field("app.env", f"at most {MAX_ENV} variables")
     for key in env:

@@ -49,6 +49,7 @@ class Settings:
     max_concurrent_rpcs: int = 4096
     max_message_bytes: int = 1024 * 1024
     rpc_timeout: float = 300.0
+    allow_bind_mounts: bool = False  # host paths as volumes give apps the host's files
 
     @property
     def tls(self) -> bool:
@@ -154,6 +155,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.ready_timeout,
     )
     add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
+    parser.add_argument(
+        "--allow-bind-mounts",
+        action=argparse.BooleanOptionalAction,
+        default=_flag(environ.get(env_name("allow-bind-mounts")), defaults.allow_bind_mounts),
+        help="let apps mount host paths as volumes: anyone who may create apps can then read "
+        "and write the host's files (as root, with most images) [env "
+        f"{env_name('allow-bind-mounts')}; default: {defaults.allow_bind_mounts}]",
+    )
     add(
         "access-token",
         "require 'authorization: Bearer <token>' on every call but health (prefer the env "
@@ -230,6 +239,7 @@ def load_settings(
             max_concurrent_rpcs=int(ns.max_concurrent_rpcs),
             max_message_bytes=int(ns.max_message_size),
             rpc_timeout=_positive(float(ns.rpc_timeout), "--rpc-timeout"),
+            allow_bind_mounts=bool(ns.allow_bind_mounts),
             event_max_age=float(ns.event_max_age),
             event_compaction_interval=_positive(
                 float(ns.event_compaction_interval), "--event-compaction-interval"
@@ -251,6 +261,18 @@ def load_settings(
     except ValueError as exc:
         parser.error(str(exc))
     return settings
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    """An environment variable as a boolean flag (1/true/yes/on or 0/false/no/off)."""
+    if value is None or not value.strip():
+        return default
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"miasma-server: expected true or false, got {value!r}")
 
 
 def _positive(value: float, flag: str) -> float:

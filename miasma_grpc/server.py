@@ -131,7 +131,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     mode = await choose_runtime(settings, engine)
     runtime, busy_ports = build_runtime(mode, engine, settings)
     async with SqliteStore(settings.db_path, ledger) as store, runtime:
-        manager = AppManager(store, runtime, RandomTargets(settings.target_range), busy_ports)
+        manager = AppManager(
+            store,
+            runtime,
+            RandomTargets(settings.target_range),
+            busy_ports,
+            instance=settings.instance,
+            allow_bind_mounts=settings.allow_bind_mounts,
+        )
         hub = EventHub(store, ring_size=settings.event_buffer)
         await hub.start()
         server = grpc.aio.server(

@@ -124,13 +124,14 @@ def stop_engine(workdir: pathlib.Path) -> None:
 
 
 # For the test image: busybox httpd on every PORT_<n> the app gets (one httpd per
-# slot), serving /www; exits on SIGTERM. Used by the tests and the benchmarks.
+# slot), serving /www; exits at once on SIGTERM (a trap runs when `wait` is interrupted,
+# not only after a foreground `sleep` ends). Used by the tests and the benchmarks.
 HTTPD_COMMAND = [
     "sh",
     "-c",
     "trap 'exit 0' TERM INT; "
     "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; "
-    "while :; do sleep 1; done",
+    "while :; do sleep 1 & wait $!; done",
 ]
 
 
@@ -139,4 +140,25 @@ def ensure_test_image(docker_host: str, tag: str = TEST_IMAGE) -> str:
     built = _run_script("image", docker_host, tag, timeout=_IMAGE_TIMEOUT)
     if built != tag:
         raise EngineError(f"docker-engine.sh image printed {built!r}, expected {tag!r}")
+    return tag
+
+
+# The PostgreSQL 15 test image (Debian's postgresql-15 + static busybox, built locally by
+# scripts/postgres-image.sh): postgres as PID 1 on ${PGPORT:-5432}, trust auth, data in
+# the VOLUME /var/lib/postgresql/data, STOPSIGNAL SIGINT (fast shutdown).
+POSTGRES_IMAGE = "miasma-test/postgres:15"
+POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "postgres-image.sh"
+# Building may install postgresql-15 and busybox-static with apt-get first.
+_POSTGRES_IMAGE_TIMEOUT = 900.0
+
+
+def ensure_postgres_image(docker_host: str, tag: str = POSTGRES_IMAGE) -> str:
+    """Build the PostgreSQL test image on docker_host unless present, and return its tag."""
+    result = run_script(
+        POSTGRES_SCRIPT, docker_host, tag, timeout=_POSTGRES_IMAGE_TIMEOUT, error=EngineError
+    )
+    lines = output_lines(result, EngineError)
+    built = lines[-1] if lines else ""
+    if built != tag:
+        raise EngineError(f"postgres-image.sh printed {built!r}, expected {tag!r}")
     return tag

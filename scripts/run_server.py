@@ -1,4 +1,5 @@
-"""``make run``: find or start a Docker engine, build the demo image, then run the server.
+"""``make run``: find or start a Docker engine, build the demo images (busybox, and the
+PostgreSQL of the README's database walkthrough), then run the server.
 
 Uses ``MIASMA_DOCKER_HOST``/``DOCKER_HOST`` or the system socket when an engine
 answers there; otherwise starts a private engine under ``/tmp/miasma-engine``
@@ -20,11 +21,12 @@ ENGINE_DIR = Path(os.environ.get("MIASMA_ENGINE_DIR", "/tmp/miasma-engine"))
 def main() -> None:
     """Resolve the engine, then replace this process with the server."""
     host = os.environ.get("MIASMA_DOCKER_HOST") or engine.ensure_engine(ENGINE_DIR)
-    try:
-        image = engine.ensure_test_image(host)
-        print(f"make run: Docker at {host}; demo image {image}", file=sys.stderr)
-    except engine.EngineError as exc:
-        print(f"make run: Docker at {host}; demo image not built: {exc}", file=sys.stderr)
+    for build in (engine.ensure_test_image, engine.ensure_postgres_image):
+        try:
+            image = build(host)
+            print(f"make run: Docker at {host}; demo image {image}", file=sys.stderr)
+        except engine.EngineError as exc:
+            print(f"make run: Docker at {host}; a demo image was not built: {exc}", file=sys.stderr)
     env = {**os.environ, "MIASMA_DOCKER_HOST": host}
     os.execve(sys.executable, [sys.executable, "-m", "miasma_grpc", *sys.argv[1:]], env)
 

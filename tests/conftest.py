@@ -18,6 +18,16 @@ from tests.server import ServerProcess
 ENGINE_DIR = Path(os.environ.get("MIASMA_TEST_ENGINE_DIR", "/tmp/miasma-test-engine"))
 
 HTTPD_COMMAND = engine.HTTPD_COMMAND  # busybox httpd on every PORT_<n>; tests import it here
+VOLUME_IMAGE = "miasma-test/busybox-volume:latest"
+# For VOLUME_IMAGE: writes a random token into /data the first time it starts, serves /data
+# on every PORT_<n>, exits at once on SIGTERM. The same token after a change: same data.
+DATA_SCRIPT = (
+    "trap 'exit 0' TERM INT; "
+    "[ -s /data/index.html ] || cat /proc/sys/kernel/random/uuid > /data/index.html; "
+    "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /data; done; "
+    "while :; do sleep 1 & wait $!; done"
+)
+DATA_COMMAND = ["sh", "-c", DATA_SCRIPT]
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +42,12 @@ def docker_host() -> Iterator[str]:
 def test_image(docker_host: str) -> str:
     """A busybox image imported from a local root filesystem (no registry needed)."""
     return engine.ensure_test_image(docker_host)
+
+
+@pytest.fixture(scope="session")
+def volume_image(docker_host: str, test_image: str) -> str:
+    """The test image with ``VOLUME /data``, as postgres declares its data directory."""
+    return docker_cli.build(docker_host, VOLUME_IMAGE, f"FROM {test_image}\nVOLUME /data\n")
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +99,9 @@ def stub(server: ServerProcess) -> Iterator[apps_pb2_grpc.AppServiceStub]:
     channel, app_stub = server.stub()
     with channel:
         yield app_stub
+
+
+@pytest.fixture(scope="session")
+def postgres_image(docker_host: str) -> str:
+    """A PostgreSQL 15 image built from Debian's packages (scripts/postgres-image.sh)."""
+    return engine.ensure_postgres_image(docker_host)

@@ -7,6 +7,7 @@ Tests look at Docker with a different client than the server uses
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -15,14 +16,46 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def docker(host: str, *args: str, check: bool = True) -> str:
-    """Run ``docker -H host ARGS`` and return its stdout."""
+def docker(host: str, *args: str, check: bool = True, stdin: str | None = None) -> str:
+    """Run ``docker -H host ARGS`` (``stdin`` as its input) and return its stdout."""
     result = subprocess.run(
-        ["docker", "-H", host, *args], capture_output=True, text=True, timeout=120, check=False
+        ["docker", "-H", host, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},  # the legacy builder works offline
     )
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def logs(host: str, container: str) -> str:
+    """Everything ``container`` wrote, stdout then stderr (``docker logs`` keeps them apart)."""
+    result = subprocess.run(
+        ["docker", "-H", host, "logs", container],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return result.stdout + result.stderr
+
+
+def copy_image(source: str, destination: str, tag: str) -> None:
+    """Copy image ``tag`` from one engine to another (``docker save | docker load``)."""
+    saved = subprocess.run(
+        ["docker", "-H", source, "save", tag], capture_output=True, timeout=120, check=True
+    )
+    subprocess.run(
+        ["docker", "-H", destination, "load"], input=saved.stdout, capture_output=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+
+
+def build(host: str, tag: str, dockerfile: str) -> str:
+    """Build ``tag`` from a Dockerfile whose base images are local (no registry); its tag."""
+    docker(host, "build", "-q", "-t", tag, "-", stdin=dockerfile)
+    return tag
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,8 @@ class Container:
     env: dict[str, str]
     published: dict[str, int]  # "8080/tcp" -> host port
     aliases: list[str]
+    mounts: list[tuple[str, str, str, bool]]  # (type, volume name or host path, target, rw)
+    id: str = ""
 
 
 def containers(host: str, instance: str, app: str | None = None) -> list[Container]:
@@ -58,6 +93,11 @@ def _container(raw: dict[str, Any], network: str) -> Container:
         env=env,
         published=published,
         aliases=list(endpoint.get("Aliases") or []),
+        mounts=sorted(
+            (m["Type"], m.get("Name") or m["Source"], m["Destination"], bool(m["RW"]))
+            for m in raw.get("Mounts") or []
+        ),
+        id=raw["Id"],
     )
 
 
@@ -75,6 +115,15 @@ def remove_instance(host: str, instance: str) -> None:
     if ids:
         docker(host, "rm", "-f", *ids, check=False)
     docker(host, "network", "rm", instance, f"{instance}-swarm", check=False)
+    volumes = volume_names(host, instance)
+    if volumes:
+        docker(host, "volume", "rm", "-f", *volumes, check=False)
+
+
+def volume_names(host: str, instance: str) -> list[str]:
+    """The volumes Miasma made for ``instance`` (by its label), sorted."""
+    listed = docker(host, "volume", "ls", "-q", "--filter", f"label=io.miasma.instance={instance}")
+    return sorted(listed.split())
 
 
 def http_get(port: int, timeout: float = 20.0, address: str = "127.0.0.1") -> str:

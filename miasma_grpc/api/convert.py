@@ -8,12 +8,13 @@ import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from miasma.v1 import apps_pb2
 
 from miasma_grpc.domain.errors import InvalidArgument
 from miasma_grpc.domain.events import EventKind, PortEvent, Progress, SnapshotComplete, WatchItem
 from miasma_grpc.domain.models import (
+    DEFAULT_STOP_GRACE,
     App,
     Binding,
     DesiredState,
@@ -21,10 +22,12 @@ from miasma_grpc.domain.models import (
     Port,
     Protocol,
     PublishMode,
+    Volume,
     env_names,
 )
 from miasma_grpc.domain.names import resource_name
 from miasma_grpc.domain.ports import EditFields, PortEdit
+from miasma_grpc.domain.volumes import VolumeEdit, VolumeInfo
 
 PROTOCOL_FROM_PROTO = {
     apps_pb2.PROTOCOL_UNSPECIFIED: Protocol.TCP,
@@ -102,6 +105,28 @@ def edit_from_proto(
     )
 
 
+def volumes_from_proto(volumes: Iterable[apps_pb2.Volume]) -> tuple[Volume, ...]:
+    """Repeated ``Volume`` messages -> domain volumes (validated by the domain)."""
+    return tuple(Volume(v.source, v.target, v.read_only) for v in volumes)
+
+
+def volume_edit_from_proto(
+    add: Iterable[apps_pb2.Volume], remove: Iterable[apps_pb2.Volume]
+) -> VolumeEdit:
+    """``add_volumes`` / ``remove_volumes`` -> a :class:`VolumeEdit`."""
+    return VolumeEdit(add=volumes_from_proto(add), remove=volumes_from_proto(remove))
+
+
+def stop_grace_from_proto(app: apps_pb2.App) -> float:
+    """``app.stop_grace`` in seconds; the default when unset."""
+    if not app.HasField("stop_grace"):
+        return DEFAULT_STOP_GRACE
+    grace = app.stop_grace
+    if grace.seconds < 0 or grace.nanos < 0 or grace.nanos >= 1_000_000_000:
+        raise InvalidArgument.field("app.stop_grace", "must be a non-negative duration")
+    return grace.seconds + grace.nanos / 1e9
+
+
 def desired_state_from_proto(value: int) -> DesiredState:
     """Proto enum -> domain; unspecified means running."""
     if value == apps_pb2.DESIRED_STATE_STOPPED:
@@ -161,6 +186,29 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         create_time=_timestamp(app.create_time),
         update_time=_timestamp(app.update_time),
         constraints=list(app.constraints),
+        volumes=[
+            apps_pb2.Volume(source=v.source, target=v.target, read_only=v.read_only)
+            for v in app.volumes
+        ],
+        stop_grace=_duration(app.stop_grace),
+        uid=app.uid,
+        node=app.node,
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def volume_info_to_proto(info: VolumeInfo, mounted_by: Iterable[str]) -> apps_pb2.VolumeInfo:
+    """A volume Miasma made, with the apps that mount it -> proto."""
+    return apps_pb2.VolumeInfo(
+        name=info.name,
+        created_for=resource_name(info.app) if info.app else "",
+        image_path=info.image_path,
+        mounted_by=[resource_name(name) for name in mounted_by],
+        create_time=_timestamp(info.create_time),
     )
 
 

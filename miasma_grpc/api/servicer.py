@@ -20,22 +20,28 @@ from miasma_grpc.api.convert import (
     edit_from_proto,
     encode_page_token,
     page_size,
+    stop_grace_from_proto,
+    volume_edit_from_proto,
+    volume_info_to_proto,
+    volumes_from_proto,
     watch_item_to_proto,
 )
 from miasma_grpc.api.errors import to_status
-from miasma_grpc.apps import AppManager
+from miasma_grpc.apps import AppManager, EditResult
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.errors import DeadlineExceeded, InvalidArgument, MiasmaError
 from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
-from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields
+from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields, PortEdit
 from miasma_grpc.events import EventHub
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[["AppServicer", Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 
-UPDATABLE = ("image", "command", "env", "constraints")
+UPDATABLE = ("image", "command", "env", "constraints", "volumes", "stop_grace")
+# What an empty update mask updates: never volumes, which an older client would wipe.
+DEFAULT_MASK = ("image", "command", "env", "constraints")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -95,6 +101,8 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             desired_state=desired_state_from_proto(request.app.desired_state),
             constraints=list(request.app.constraints),
             ports=edit_from_proto(request.published_ports, request.target_ports, CREATE_FIELDS),
+            volumes=volumes_from_proto(request.app.volumes),
+            stop_grace=stop_grace_from_proto(request.app),
             validate_only=request.validate_only,
         )
         return apps_pb2.CreateAppResponse(app=self._proto(app))
@@ -123,9 +131,10 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     async def UpdateApp(
         self, request: apps_pb2.UpdateAppRequest, context: Context
     ) -> apps_pb2.UpdateAppResponse:
-        """Change image, command, env or constraints, as selected by the field mask."""
+        """Change image, command, env, constraints, volumes or the stop grace period, as
+        selected by the field mask."""
         name = parse_resource_name(request.app.name, "app.name")
-        paths = list(request.update_mask.paths) or list(UPDATABLE)
+        paths = list(request.update_mask.paths) or list(DEFAULT_MASK)
         for index, path in enumerate(paths):
             if path not in UPDATABLE:
                 raise InvalidArgument.field(
@@ -139,6 +148,8 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             command=list(request.app.command) if "command" in paths else None,
             env=dict(request.app.env) if "env" in paths else None,
             constraints=list(request.app.constraints) if "constraints" in paths else None,
+            volumes=volumes_from_proto(request.app.volumes) if "volumes" in paths else None,
+            stop_grace=stop_grace_from_proto(request.app) if "stop_grace" in paths else None,
             etag=request.app.etag,
         )
         return apps_pb2.UpdateAppResponse(app=self._proto(app))
@@ -147,9 +158,13 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     async def DeleteApp(
         self, request: apps_pb2.DeleteAppRequest, context: Context
     ) -> apps_pb2.DeleteAppResponse:
-        """Delete an app, its container and its ports."""
-        app = await self.manager.delete(parse_resource_name(request.name), etag=request.etag)
-        return apps_pb2.DeleteAppResponse(app=self._proto(app))
+        """Delete an app, its container and its ports (and its volumes, if asked)."""
+        app, deleted = await self.manager.delete(
+            parse_resource_name(request.name),
+            etag=request.etag,
+            delete_volumes=request.delete_volumes,
+        )
+        return apps_pb2.DeleteAppResponse(app=self._proto(app), deleted_volumes=deleted)
 
     @rpc
     async def StartApp(
@@ -182,26 +197,50 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.EditPortsRequest, context: Context
     ) -> apps_pb2.EditPortsResponse:
         """Add/remove published and target ports atomically."""
-        name = parse_resource_name(request.name)
-        edit = edit_from_proto(
-            request.add_published_ports,
-            request.add_target_ports,
-            EditFields(),
-            request.remove_published_ports,
-            request.remove_target_ports,
+        result = await self.manager.edit(
+            parse_resource_name(request.name),
+            ports=_port_edit(request),
+            validate_only=request.validate_only,
+            etag=request.etag,
         )
-        result = await self.manager.edit_ports(
-            name, edit, validate_only=request.validate_only, etag=request.etag
+        return apps_pb2.EditPortsResponse(app=self._proto(result.app), changes=_changes(result))
+
+    @rpc
+    async def EditApp(
+        self, request: apps_pb2.EditAppRequest, context: Context
+    ) -> apps_pb2.EditAppResponse:
+        """Add/remove ports and volumes in one atomic change."""
+        result = await self.manager.edit(
+            parse_resource_name(request.name),
+            ports=_port_edit(request),
+            volumes=volume_edit_from_proto(request.add_volumes, request.remove_volumes),
+            validate_only=request.validate_only,
+            etag=request.etag,
         )
-        changes = [
-            apps_pb2.PortChange(
-                slot=c.slot,
-                old_binding=binding_to_proto(c.old, c.slot) if c.old else None,
-                new_binding=binding_to_proto(c.new, c.slot) if c.new else None,
-            )
-            for c in result.changes
+        return apps_pb2.EditAppResponse(app=self._proto(result.app), changes=_changes(result))
+
+    @rpc
+    async def ListVolumes(
+        self, request: apps_pb2.ListVolumesRequest, context: Context
+    ) -> apps_pb2.ListVolumesResponse:
+        """The volumes Miasma made, with the apps that mount them."""
+        app = parse_resource_name(request.app, "app") if request.app else None
+        volumes = [
+            volume_info_to_proto(info, holders)
+            for info, holders in await self.manager.list_volumes()
+            if app is None or info.app == app or app in holders
         ]
-        return apps_pb2.EditPortsResponse(app=self._proto(result.app), changes=changes)
+        return apps_pb2.ListVolumesResponse(volumes=volumes)
+
+    @rpc
+    async def DeleteVolume(
+        self, request: apps_pb2.DeleteVolumeRequest, context: Context
+    ) -> apps_pb2.DeleteVolumeResponse:
+        """Delete a volume Miasma made that no app mounts."""
+        if not request.name:
+            raise InvalidArgument.field("name", "name the volume to delete")
+        info = await self.manager.delete_volume(request.name)
+        return apps_pb2.DeleteVolumeResponse(volume=volume_info_to_proto(info, ()))
 
     async def WatchPortEvents(
         self, request: apps_pb2.WatchPortEventsRequest, context: Context
@@ -240,4 +279,26 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
                 for p in sorted(self.settings.all_reserved)
             ],
             public_host=self.settings.public_host,
+            bind_mounts_allowed=self.settings.allow_bind_mounts,
         )
+
+
+def _port_edit(request: apps_pb2.EditPortsRequest | apps_pb2.EditAppRequest) -> PortEdit:
+    return edit_from_proto(
+        request.add_published_ports,
+        request.add_target_ports,
+        EditFields(),
+        request.remove_published_ports,
+        request.remove_target_ports,
+    )
+
+
+def _changes(result: EditResult) -> list[apps_pb2.PortChange]:
+    return [
+        apps_pb2.PortChange(
+            slot=c.slot,
+            old_binding=binding_to_proto(c.old, c.slot) if c.old else None,
+            new_binding=binding_to_proto(c.new, c.slot) if c.new else None,
+        )
+        for c in result.changes
+    ]

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 PORT_MIN = 1
 PORT_MAX = 65535
+DEFAULT_STOP_GRACE = 10.0  # seconds, as `docker stop`
 
 
 class Protocol(enum.StrEnum):
@@ -130,12 +131,38 @@ class PortRange:
 
 
 @dataclass(frozen=True)
+class Volume:
+    """A mount of an app: a named volume or (if allowed) a host path, at ``target``.
+
+    ``source`` is a Docker volume name (``pgdata``) or an absolute host path
+    (a bind mount); :mod:`miasma_grpc.domain.volumes` validates both.
+    """
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @property
+    def bind(self) -> bool:
+        """Whether the source is a host path (a bind mount) rather than a named volume."""
+        return self.source.startswith("/")
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+
+@dataclass(frozen=True)
 class Observed:
-    """What the runtime last reported for an app."""
+    """What the runtime last reported for an app.
+
+    ``node`` is the swarm node that runs an app whose data lives on it (empty
+    otherwise): the first one is recorded, and the app stays there.
+    """
 
     running: int = 0
     total: int = 0
     last_error: str = ""
+    node: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,12 @@ class App:
     update_time: datetime | None = None
     constraints: tuple[str, ...] = ()
     applied_revision: int = 0  # the revision Docker last finished rolling out
+    volumes: tuple[Volume, ...] = ()
+    stop_grace: float = DEFAULT_STOP_GRACE  # seconds from the stop signal to SIGKILL
+    # Random, given at creation: names the volumes Miasma makes for this app, so that a
+    # later app of the same name does not silently pick up this one's data.
+    uid: str = ""
+    node: str = ""  # swarm: the node the app's data lives on (empty: not pinned)
 
     @property
     def rollout_owed(self) -> bool:

@@ -1,6 +1,6 @@
 """Port planning: turns an app's bindings plus a requested edit into new bindings.
 
-This is Miasma's port semantics (DESIGN §1) as one pure function. Rules:
+This is Miasma's port semantics (docs/design.md §1) as one pure function. Rules:
 
 * removals apply before additions; the whole edit is all or nothing;
 * a removed side goes back to auto; slots never shift because of it;

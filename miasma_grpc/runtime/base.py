@@ -8,15 +8,19 @@ reached at all; callers treat the two differently (revert vs. retry later).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from miasma_grpc.domain.models import App, Observed, Port
+from miasma_grpc.domain.models import DEFAULT_STOP_GRACE, App, Observed, Port
+from miasma_grpc.domain.volumes import VolumeInfo
 
 LABEL_APP = "io.miasma.app"
 LABEL_SPEC = "io.miasma.spec-hash"
 LABEL_MANAGED = "io.miasma.instance"  # value: the Miasma instance that owns it
+# On volumes Miasma makes for an image's VOLUME paths: the app's uid and the path.
+LABEL_UID = "io.miasma.app-uid"
+LABEL_IMAGE_PATH = "io.miasma.image-path"
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,25 @@ class Runtime(Protocol):
         """Restart the app's container(s), creating them if missing."""
         ...
 
-    async def remove(self, name: str) -> None:
-        """Remove everything Docker runs for the app called ``name``."""
+    async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
+        """Stop (``stop_grace`` seconds before SIGKILL) and remove everything Docker runs
+        for the app called ``name``; its volumes stay."""
+        ...
+
+    async def delete_volumes(self, app: App, keep: Collection[str] = ()) -> tuple[str, ...]:
+        """Delete the volumes Miasma made for ``app`` (but those in ``keep``); their names."""
+        ...
+
+    async def list_volumes(self) -> list[VolumeInfo]:
+        """Every volume this Miasma made."""
+        ...
+
+    async def inspect_volume(self, name: str) -> VolumeInfo:
+        """One volume this Miasma made; :class:`NotFound` for any other."""
+        ...
+
+    async def delete_volume(self, name: str) -> None:
+        """Delete one volume (refused by Docker while a container uses it)."""
         ...
 
     async def survey(self, apps: Sequence[App]) -> Survey:

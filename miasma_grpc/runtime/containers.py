@@ -1,17 +1,25 @@
 """Container runtime: one Docker container per running app, through aiodocker.
 
 Docker cannot change the ports of an existing container, so any change of
-an app's spec (image, command, env, ports) recreates its container. The new
-container starts first when its published ports do not overlap the old
-one's (no downtime); otherwise the old one stops first and is started again
-if the new one fails, so a failed change leaves the app as it was.
+an app's spec (image, command, env, ports, volumes) recreates its container.
+The new container starts first when that is safe (no downtime); it starts
+only after the old one has stopped when the two would share a published
+port, or a writable volume (two processes on one data directory corrupt
+it). If the new one fails, the old one is started again, so a failed change
+leaves the app as it was. Stops send the image's stop signal and wait the
+app's ``stop_grace`` before Docker kills (docs/volumes.md).
 
-When the old container keeps serving, it is removed only once the new one's
-app accepts TCP connections on its target ports, or after ``ready_timeout``
-seconds (the app may not listen at all). Docker's proxy accepts on a published
-port before the app listens, so the probe goes to the container's own address
-on the network: only possible when the engine runs on this machine, so the
-server passes ``ready_timeout=0`` (no wait) for a remote engine.
+Every ``VOLUME`` the image declares gets a named volume of the app's own,
+mounted again by every container the app gets; containers are removed
+without their volumes.
+
+While an old container exists, the new one is given until its app accepts
+TCP connections on its target ports, or ``ready_timeout`` seconds (the app
+may not listen at all); if it stops running meanwhile, the change has failed.
+Docker's proxy accepts on a published port before the app listens, so the
+probe goes to the container's own address on the network: only possible when
+the engine runs on this machine, so the server passes ``ready_timeout=0`` (no
+wait) for a remote engine.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,30 +37,44 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
-from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
+from miasma_grpc.domain.models import (
+    DEFAULT_STOP_GRACE,
+    App,
+    DesiredState,
+    Observed,
+    Port,
+    Protocol,
+)
+from miasma_grpc.domain.volumes import Mount, app_mounts, writable
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo, Survey
-from miasma_grpc.runtime.docker import DockerClient, docker_errors, ensure_image
+from miasma_grpc.runtime.docker import declared_volumes, docker_errors, ensure_image
+from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 5
+LOG_LINES = 5  # of a new container that died, quoted in the failure
 READY_POLL = 0.02  # seconds between readiness probes of a new container
 PROBE_TIMEOUT = 0.5  # seconds one connection attempt of a probe may take
 
 
 def spec_hash(app: App, network: str) -> str:
     """A digest of everything that forces a new container when it changes."""
-    spec = {
+    spec: dict[str, Any] = {
         "image": app.image,
         "command": list(app.command),
         "env": app.container_env,
         "bindings": [(b.protocol.value, b.published, b.target) for b in app.bindings],
         "network": network,
     }
+    # Only when set: an app without them keeps the hash (and the container) it had.
+    if app.volumes:
+        spec["volumes"] = [[v.source, v.target, v.read_only] for v in app.volumes]
+    if app.stop_grace != DEFAULT_STOP_GRACE:  # the container's StopTimeout
+        spec["stop_grace"] = _seconds(app.stop_grace)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class DockerContainerRuntime(DockerClient):
+class DockerContainerRuntime(DockerVolumes):
     """Runs each app as one container on a single Docker engine."""
 
     mode = "container"
@@ -93,17 +116,18 @@ class DockerContainerRuntime(DockerClient):
         containers = await self._containers(app.name)
         if app.desired_state is DesiredState.STOPPED:
             for container in containers:
-                await self._stop(container)
+                await self._stop(container, app.stop_grace)
             return Observed(running=0, total=0)
         want = spec_hash(app, self.network)
         current = [c for c in containers if self._current(app, want, c)]
         stale = [c for c in containers if c not in current]
         if current:
             keep, *extra = current
+            # The others go first: one of them may write to the app's volumes.
+            await self._remove_all([*extra, *stale], app.stop_grace)
             if not _running(keep):
                 async with docker_errors(f"start the container of app {app.name!r}"):
                     await keep.start()
-            await self._remove_all([*extra, *stale])
         else:
             await self._replace(app, want, stale)
         return await self.observe(app)
@@ -113,12 +137,12 @@ class DockerContainerRuntime(DockerClient):
         observed = await self.apply(app)
         for container in await self._containers(app.name):
             async with docker_errors(f"restart the container of app {app.name!r}"):
-                await container.restart(timeout=STOP_TIMEOUT)
+                await container.restart(t=_seconds(app.stop_grace))
         return observed
 
-    async def remove(self, name: str) -> None:
-        """Remove every container of the app."""
-        await self._remove_all(await self._containers(name))
+    async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
+        """Stop and remove every container of the app (its volumes stay)."""
+        await self._remove_all(await self._containers(name), stop_grace)
 
     async def survey(self, apps: Sequence[App]) -> Survey:
         """One container listing: the apps found, and those that run exactly as stored.
@@ -184,23 +208,30 @@ class DockerContainerRuntime(DockerClient):
             )
 
     async def _replace(self, app: App, want: str, stale: list[DockerContainer]) -> None:
-        await ensure_image(self.docker, app.image)
+        image = await ensure_image(self.docker, app.image)
+        mounts = app_mounts(app, declared_volumes(image), self.instance)
         await self._ensure_network()
         new_ports = {b.published_port for b in app.bindings}
-        overlap = any(_published(c) & new_ports for c in stale)
+        stop_first = writable(mounts) or any(_published(c) & new_ports for c in stale)
+        serving = [c for c in stale if _running(c)]
         stopped: list[DockerContainer] = []
-        if overlap:
-            for container in stale:
-                if _running(container):
-                    await self._stop(container)
-                    stopped.append(container)
+        if stop_first:
+            for container in serving:
+                await self._stop(container, app.stop_grace)
+                stopped.append(container)
         name = self._name(app, want)
         for container in stale:  # a copy made by hand may hold the name the new one needs
             if name in _names(container):
                 async with docker_errors(f"rename a stale container of app {app.name!r}"):
                     await container.rename(f"{name}-stale-{container.id[:8]}")
         try:
-            new = await self._create_and_start(app, want)
+            new = await self._create_and_start(app, want, mounts)
+            if serving:  # the app served before: the new container must come up
+                try:
+                    await self._wait_ready(app, new)
+                except BaseException:
+                    await self._remove_all([new], app.stop_grace)
+                    raise
         except BaseException:
             for container in stopped:  # put the old one back: the change failed
                 try:
@@ -209,12 +240,12 @@ class DockerContainerRuntime(DockerClient):
                 except (RuntimeFailure, Unavailable) as exc:
                     log.error("could not restore app %s: %s", app.name, exc)
             raise
-        if not overlap and any(_running(c) for c in stale):  # the old one serves meanwhile
-            await self._wait_listening(app, new)
-        await self._remove_all(stale)
+        await self._remove_all(stale, app.stop_grace)
 
-    async def _create_and_start(self, app: App, want: str) -> DockerContainer:
-        config = self._container_config(app, want)
+    async def _create_and_start(
+        self, app: App, want: str, mounts: Sequence[Mount]
+    ) -> DockerContainer:
+        config = self._container_config(app, want, mounts)
         container: DockerContainer | None = None
         try:
             async with docker_errors(f"create the container of app {app.name!r}"):
@@ -223,26 +254,28 @@ class DockerContainerRuntime(DockerClient):
                 await container.start()
         except BaseException:
             if container is not None:
-                await self._remove_all([container])
+                await self._remove_all([container], app.stop_grace)
             raise
         return container
 
-    async def _wait_listening(self, app: App, container: DockerContainer) -> None:
+    async def _wait_ready(self, app: App, container: DockerContainer) -> None:
         """Wait until the new container's app accepts connections on every TCP target port.
 
-        Gives up with a warning after ``ready_timeout`` seconds, and at once if the
-        container stops running (:meth:`observe` then reports it). UDP is not probed.
+        Raises :class:`RuntimeFailure` (with its exit code and last log lines) if
+        the container stops running meanwhile. Gives up waiting, with a warning,
+        after ``ready_timeout`` seconds (the app may not listen). UDP is not probed.
         """
         waiting = {b.target for b in app.bindings if b.protocol is Protocol.TCP}
-        if self.ready_timeout <= 0 or not waiting:
+        if self.ready_timeout <= 0:
             return
         try:
             async with asyncio.timeout(self.ready_timeout):
                 while True:
                     async with docker_errors(f"inspect the new container of app {app.name!r}"):
                         shown = await container.show()
-                    if shown["State"].get("Status") != "running":
-                        return
+                    state = shown["State"]
+                    if state.get("Status") != "running" or state.get("Restarting"):
+                        raise await self._died(app, container, state)
                     endpoint = shown["NetworkSettings"]["Networks"].get(self.network) or {}
                     address = endpoint.get("IPAddress") or endpoint.get("GlobalIPv6Address")
                     if address:
@@ -259,10 +292,28 @@ class DockerContainerRuntime(DockerClient):
                 self.ready_timeout,
             )
 
+    async def _died(
+        self, app: App, container: DockerContainer, state: dict[str, Any]
+    ) -> RuntimeFailure:
+        """The failure of a new container that stopped running: exit code and last lines."""
+        try:
+            async with docker_errors(f"read the logs of the new container of app {app.name!r}"):
+                lines = await container.log(stdout=True, stderr=True, tail=LOG_LINES)
+        except (RuntimeFailure, Unavailable):
+            lines = []
+        output = "".join(lines).strip()
+        return RuntimeFailure(
+            f"the new container of app {app.name!r} stopped with exit code "
+            f"{state.get('ExitCode')} before it was ready"
+            + (f"; its last output: {output[-1000:]}" if output else ""),
+            reason="CONTAINER_EXITED",
+            metadata={"exit_code": str(state.get("ExitCode", ""))},
+        )
+
     def _name(self, app: App, want: str) -> str:
         return f"{self.instance}-{app.name}-{want[:12]}"
 
-    def _container_config(self, app: App, want: str) -> dict[str, Any]:
+    def _container_config(self, app: App, want: str, mounts: Sequence[Mount]) -> dict[str, Any]:
         exposed: dict[str, dict[str, str]] = {f"{b.target}/{b.protocol}": {} for b in app.bindings}
         port_bindings = {
             f"{b.target}/{b.protocol}": [
@@ -278,7 +329,10 @@ class DockerContainerRuntime(DockerClient):
             "HostConfig": {
                 "PortBindings": port_bindings,
                 "RestartPolicy": {"Name": "unless-stopped"},
+                "Mounts": [mount_spec(m, app, self.instance) for m in mounts],
             },
+            # Also what `docker stop` by hand and an engine shutdown give the app.
+            "StopTimeout": _seconds(app.stop_grace),
             "NetworkingConfig": {"EndpointsConfig": {self.network: {"Aliases": [app.name]}}},
         }
         if app.command:
@@ -303,16 +357,19 @@ class DockerContainerRuntime(DockerClient):
                 )
         self._network_ready = True
 
-    async def _stop(self, container: DockerContainer) -> None:
+    async def _stop(self, container: DockerContainer, grace: float) -> None:
+        """Stop with the image's stop signal; Docker kills after ``grace`` seconds."""
         if _running(container):
             async with docker_errors("stop a container"):
-                await container.stop(timeout=STOP_TIMEOUT)
+                await container.stop(t=_seconds(grace))
 
-    async def _remove_all(self, containers: list[DockerContainer]) -> None:
+    async def _remove_all(self, containers: list[DockerContainer], grace: float) -> None:
+        """Stop (cleanly) and remove ``containers``; never their volumes."""
         for container in containers:
             try:
+                await self._stop(container, grace)
                 async with docker_errors("remove a container"):
-                    await container.delete(force=True, v=True)
+                    await container.delete(force=True)
             except RuntimeFailure as exc:
                 if "No such container" not in exc.message:
                     raise
@@ -329,6 +386,11 @@ async def _accepts(address: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def _seconds(grace: float) -> int:
+    """Docker counts a stop's grace period in whole seconds."""
+    return math.ceil(grace)
 
 
 def _field(container: DockerContainer, key: str) -> Any:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiodocker
 import aiohttp
@@ -47,12 +47,14 @@ def image_unavailable(image: str, detail: str) -> RuntimeFailure:
     )
 
 
-async def ensure_image(docker: aiodocker.Docker, image: str) -> None:
-    """Use ``image`` if the engine has it, else pull it; :func:`image_unavailable` if neither."""
+async def ensure_image(docker: aiodocker.Docker, image: str) -> dict[str, Any]:
+    """Use ``image`` if the engine has it, else pull it; :func:`image_unavailable` if neither.
+
+    Returns what ``docker image inspect`` says of it.
+    """
     try:
         async with docker_errors(f"inspect image {image!r}"):
-            await docker.images.inspect(image)
-        return
+            return dict(await docker.images.inspect(image))
     except RuntimeFailure:
         pass  # not present locally: pull it
     try:
@@ -60,6 +62,13 @@ async def ensure_image(docker: aiodocker.Docker, image: str) -> None:
             await docker.images.pull(image)
     except RuntimeFailure as exc:
         raise image_unavailable(image, exc.message) from exc
+    async with docker_errors(f"inspect image {image!r}"):
+        return dict(await docker.images.inspect(image))
+
+
+def declared_volumes(image: Mapping[str, Any]) -> tuple[str, ...]:
+    """The paths an image declares with ``VOLUME`` (from ``docker image inspect``)."""
+    return tuple((image.get("Config") or {}).get("Volumes") or {})
 
 
 class DockerClient:

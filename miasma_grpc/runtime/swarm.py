@@ -8,6 +8,13 @@ sequence (someone else updated first). A rollout is over when the
 service's tasks run, or has failed when a new task is rejected or cannot
 be placed (image missing, host port taken on the node): the task's error
 is what the caller reports and reverts on, as in container mode.
+
+Volumes are local to a node. An app that mounts any (its own, or those
+Miasma makes for its image's ``VOLUME`` paths) is pinned to the node its
+first task ran on (``node.id==…``), unless the user placed it with
+constraints of their own; the node is reported back (``Observed.node``) and
+kept with the app. Such an app is updated stop-first: a new task starts only
+once the old one has stopped (docs/volumes.md).
 """
 
 from __future__ import annotations
@@ -17,27 +24,39 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiodocker
 
 from miasma_grpc.domain.errors import RuntimeFailure
-from miasma_grpc.domain.models import App, DesiredState, Observed, Port, Protocol
+from miasma_grpc.domain.models import (
+    DEFAULT_STOP_GRACE,
+    App,
+    DesiredState,
+    Observed,
+    Port,
+    Protocol,
+)
+from miasma_grpc.domain.volumes import Mount, app_mounts, writable
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo, Survey
-from miasma_grpc.runtime.docker import DockerClient, docker_errors, image_unavailable
+from miasma_grpc.runtime.docker import declared_volumes, docker_errors, image_unavailable
+from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 
 log = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT = 60.0  # a rollout still starting after this is reported as starting
 PLACEMENT_GRACE = 5.0  # "no suitable node" may be momentary while an old task stops
+# An update swarm needs no new task for (only the placement changed, and the task's node
+# still fits) starts no rolling update: after this long without one, it is over.
+NO_TASK_GRACE = 0.5
 POLL = 0.2
 UPDATE_ATTEMPTS = 5
-STOP_GRACE_NS = 5_000_000_000  # as the container runtime: 5 s from SIGTERM to SIGKILL
 FAILED_STATES = {"rejected", "failed"}
 SpecDict = dict[str, Any]
 
 
-class DockerSwarmRuntime(DockerClient):
+class DockerSwarmRuntime(DockerVolumes):
     """Runs each app as one replicated swarm service (one replica, zero when stopped)."""
 
     mode = "swarm"
@@ -100,8 +119,8 @@ class DockerSwarmRuntime(DockerClient):
         """Redeploy the app's task on the same ports (a forced update)."""
         return await self._roll_out(app, force=True)
 
-    async def remove(self, name: str) -> None:
-        """Remove the app's service (its tasks go with it)."""
+    async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
+        """Remove the app's service (its tasks stop with the service's grace period)."""
         for service in await self._services(name):
             try:
                 async with docker_errors(f"remove the service of app {name!r}"):
@@ -128,7 +147,9 @@ class DockerSwarmRuntime(DockerClient):
 
     # -- internals -----------------------------------------------------------
 
-    def _spec(self, app: App, current: Mapping[str, Any] | None = None) -> SpecDict:
+    def _spec(
+        self, app: App, mounts: Sequence[Mount], current: Mapping[str, Any] | None = None
+    ) -> SpecDict:
         """The service spec for ``app`` (keeping the current spec's ForceUpdate counter)."""
         force = 0
         if current is not None:
@@ -137,7 +158,8 @@ class DockerSwarmRuntime(DockerClient):
             "Image": app.image,
             "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
             "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name},
-            "StopGracePeriod": STOP_GRACE_NS,
+            "StopGracePeriod": round(app.stop_grace * 1e9),
+            "Mounts": [mount_spec(m, app, self.instance) for m in mounts],
         }
         if app.command:
             container["Args"] = list(app.command)
@@ -152,21 +174,28 @@ class DockerSwarmRuntime(DockerClient):
         ]
         host_ports = {p["PublishedPort"] for p in ports if p["PublishMode"] == "host"}
         old_host = set() if current is None else _host_ports(current["Spec"])
+        # The user's constraints place the app; else one that has data stays with it.
+        constraints = list(app.constraints)
+        if not constraints and mounts and app.node:
+            constraints = [f"node.id=={app.node}"]
         return {
             "Name": f"{self.instance}-{app.name}",
             "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name},
             "TaskTemplate": {
                 "ContainerSpec": container,
-                "Placement": {"Constraints": list(app.constraints)},
+                "Placement": {"Constraints": constraints},
                 "Networks": [{"Target": self._network_id, "Aliases": [app.name]}],
                 "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
                 "ForceUpdate": force,
             },
             "Mode": {"Replicated": {"Replicas": _replicas(app)}},
-            # New task first (no downtime) unless it needs a host port the old one holds.
+            # New task first (no downtime) unless it needs a host port the old one holds,
+            # or a writable volume (on its node) that must have one writer.
             "UpdateConfig": {
                 "Parallelism": 1,
-                "Order": "stop-first" if host_ports & old_host else "start-first",
+                "Order": "stop-first"
+                if host_ports & old_host or writable(mounts)
+                else "start-first",
                 "FailureAction": "pause",
             },
             "EndpointSpec": {"Mode": "vip", "Ports": ports},
@@ -175,20 +204,54 @@ class DockerSwarmRuntime(DockerClient):
     async def _roll_out(self, app: App, *, force: bool) -> Observed:
         """Create the service, or update it when it drifted (or ``force``), then settle."""
         await self._ensure_network()
+        mounts = app_mounts(app, await self._declared_volumes(app.image), self.instance)
         service = await self._service(app.name)
         if service is None:
-            return await self._create(app)
-        desired = self._spec(app, service)
-        if force:
-            desired["TaskTemplate"]["ForceUpdate"] += 1
-        elif _essential(desired) == _essential(service["Spec"]):
-            return await self.observe(app)
-        before = await self._task_ids(service["ID"])
-        await self._update(service, desired)
-        return await self._settle(service["ID"], app, before)
+            observed = await self._create(app, mounts)
+        else:
+            desired = self._spec(app, mounts, service)
+            if force:
+                desired["TaskTemplate"]["ForceUpdate"] += 1
+            if force or _essential(desired) != _essential(service["Spec"]):
+                before = await self._task_ids(service["ID"])
+                await self._update(service, desired)
+                observed = await self._settle(service["ID"], app, before)
+            else:
+                observed = await self.observe(app)
+        return await self._pin(app, mounts, observed)
 
-    async def _create(self, app: App) -> Observed:
-        spec = self._spec(app)
+    async def _declared_volumes(self, image: str) -> tuple[str, ...]:
+        """The image's ``VOLUME`` paths, if this node has the image (tasks pull on theirs)."""
+        try:
+            async with docker_errors(f"inspect image {image!r}"):
+                return declared_volumes(await self.docker.images.inspect(image))
+        except RuntimeFailure:
+            log.warning(
+                "image %s is not on this manager: the VOLUME paths it may declare get no volume "
+                "of the app's own (pull or load it here to keep their data)",
+                image,
+            )
+            return ()
+
+    async def _pin(self, app: App, mounts: Sequence[Mount], observed: Observed) -> Observed:
+        """Keep an app that has data on the node its task runs on; report that node."""
+        if not mounts or app.constraints or app.desired_state is DesiredState.STOPPED:
+            return observed
+        if app.node:
+            return replace(observed, node=app.node)
+        service = await self._service(app.name)
+        if service is None:
+            return observed
+        nodes = {str(t.get("NodeID")) for t in await self._tasks(service["ID"]) if _running(t)}
+        if len(nodes) != 1:
+            return observed  # not placed yet: the next rollout or reconcile pins it
+        node = nodes.pop()
+        # Only the placement changes, and the task's node satisfies it: swarm keeps the task.
+        await self._update(service, self._spec(replace(app, node=node), mounts, service))
+        return replace(observed, node=node)
+
+    async def _create(self, app: App, mounts: Sequence[Mount]) -> Observed:
+        spec = self._spec(app, mounts)
         async with docker_errors(f"create the service of app {app.name!r}"):
             created = await self.docker._query_json(
                 "services/create", method="POST", data=json.dumps(spec)
@@ -222,11 +285,15 @@ class DockerSwarmRuntime(DockerClient):
     async def _settle(self, service_id: str, app: App, before: set[str]) -> Observed:
         """Wait until the rollout's tasks run; raise the task error if one cannot."""
         replicas = _replicas(app)
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+        started = time.monotonic()
+        deadline = started + SETTLE_TIMEOUT
         unplaced_since: float | None = None
         while True:
             tasks = await self._tasks(service_id)
             new = [t for t in tasks if t["ID"] not in before]
+            quiet = before and not new and time.monotonic() - started > NO_TASK_GRACE
+            if quiet and not await self._updating(service_id):
+                return _observed(tasks, replicas)
             failed = [t for t in new if t["Status"]["State"] in FAILED_STATES]
             if failed:
                 raise _task_failure(app, _latest(failed))
@@ -245,6 +312,12 @@ class DockerSwarmRuntime(DockerClient):
             if done or time.monotonic() > deadline:
                 return observed
             await asyncio.sleep(POLL)
+
+    async def _updating(self, service_id: str) -> bool:
+        """Whether swarm is rolling out an update of the service."""
+        async with docker_errors("inspect a service"):
+            service = await self.docker.services.inspect(service_id)
+        return (service.get("UpdateStatus") or {}).get("State") in ("updating", "rollback_started")
 
     async def _ensure_network(self) -> None:
         async with self._network_lock:  # two rollouts must not create two networks of one name
@@ -328,6 +401,13 @@ def _essential(spec: Mapping[str, Any]) -> tuple[Any, ...]:
     return (
         str(container.get("Image", "")).split("@")[0],
         tuple(sorted(container.get("Env") or [])),
+        tuple(
+            sorted(
+                (m.get("Type"), m.get("Source"), m.get("Target"), bool(m.get("ReadOnly")))
+                for m in container.get("Mounts") or []
+            )
+        ),
+        int(container.get("StopGracePeriod", 0)),
         tuple(container.get("Args") or []),
         tuple(container.get("Command") or []),
         tuple(sorted(template.get("Placement", {}).get("Constraints") or [])),

@@ -78,4 +78,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE apps ADD COLUMN applied_revision INTEGER NOT NULL DEFAULT 0;
     UPDATE apps SET applied_revision = revision;
     """,
+    # 5: stateful apps: volumes, a stop grace period, the uid that names the volumes
+    # Miasma makes for an app's image, and the swarm node an app's data lives on.
+    """
+    ALTER TABLE apps ADD COLUMN volumes TEXT NOT NULL DEFAULT '[]';  -- JSON [[source, target, ro]]
+    ALTER TABLE apps ADD COLUMN stop_grace REAL NOT NULL DEFAULT 10 CHECK (stop_grace >= 0);
+    ALTER TABLE apps ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+    UPDATE apps SET uid = lower(hex(randomblob(3)));
+    ALTER TABLE apps ADD COLUMN node TEXT NOT NULL DEFAULT '';
+    """,
 )

@@ -8,11 +8,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from miasma_grpc.domain.models import App, Binding, DesiredState, Protocol, PublishMode
+from miasma_grpc.domain.models import App, Binding, DesiredState, Protocol, PublishMode, Volume
 
 APP_COLUMNS = (
     "name, image, command, env, desired_state, revision, create_time, update_time, constraints, "
-    "applied_revision"
+    "applied_revision, volumes, stop_grace, uid, node"
 )
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in APP_COLUMNS.split(", "))
 _BINDING_COLUMNS_OF_B = (
@@ -80,6 +80,10 @@ def app_row(app: App) -> tuple[Any, ...]:
         iso(app.update_time),
         json.dumps(list(app.constraints)),
         app.applied_revision,
+        json.dumps([[v.source, v.target, v.read_only] for v in app.volumes]),
+        app.stop_grace,
+        app.uid,
+        app.node,
     )
 
 
@@ -118,6 +122,10 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
         bindings=tuple(bindings),
         constraints=tuple(json.loads(row["constraints"])),
         applied_revision=row["applied_revision"],
+        volumes=tuple(Volume(s, t, bool(ro)) for s, t, ro in json.loads(row["volumes"])),
+        stop_grace=row["stop_grace"],
+        uid=row["uid"],
+        node=row["node"],
     )
 
 

@@ -110,11 +110,12 @@ class Transaction:
         if self._exists(app.name):
             raise AlreadyExists.app(app.name)
         self.apps[app.name] = app
+        row = app_row(app)
         self.ops.append(
             Op(
-                f"INSERT INTO apps ({APP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO apps ({APP_COLUMNS}) VALUES ({', '.join('?' * len(row))}) "
                 "ON CONFLICT (name) DO NOTHING",
-                app_row(app),
+                row,
                 conflict=lambda _db: AlreadyExists.app(app.name),
             )
         )
@@ -142,9 +143,9 @@ class Transaction:
             self.ops.append(
                 Op(
                     "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, "
-                    "revision = ?, update_time = ?, constraints = ?, applied_revision = ? "
-                    "WHERE name = ?",
-                    (*row[1:6], *row[7:10], app.name),
+                    "revision = ?, update_time = ?, constraints = ?, applied_revision = ?, "
+                    "volumes = ?, stop_grace = ?, node = ? WHERE name = ?",
+                    (*row[1:6], *row[7:12], row[13], app.name),
                 )
             )
         if old.bindings != app.bindings:
@@ -255,7 +256,10 @@ class Transaction:
 
 
 def _spec(app: App) -> tuple[object, ...]:
-    return app.image, app.command, app.env, app.desired_state, app.constraints
+    return (
+        app.image, app.command, app.env, app.desired_state, app.constraints, app.volumes,
+        app.stop_grace, app.node,
+    )  # fmt: skip
 
 
 def _port_in_use(port: Port, holder: str) -> AlreadyExists:

@@ -1,7 +1,7 @@
 """The `miasma` CLI as a user runs it: a real subprocess against a real server and Docker.
 
 The seed page's commands are run verbatim (strings copied from
-``shared/seed/port-management.md``); results are checked with
+Miasma's port management page); results are checked with
 ``docker inspect`` and HTTP, never only with the CLI's own output.
 """
 

@@ -54,7 +54,7 @@ SEEDS = ("seed-a", "seed-b")
 POOL = (*SEEDS, "fuzz-a", "fuzz-b", "fuzz-c")
 CALL_TIMEOUT = 60.0
 # Containers that exit on SIGTERM at once (a plain `sleep` as PID 1 makes every stop wait 5 s).
-IDLE_COMMAND = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"]
+IDLE_COMMAND = ["sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1 & wait $!; done"]
 METHODS = (
     "CreateApp",
     "GetApp",

@@ -11,15 +11,17 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from miasma_client import MiasmaClient
 
-from tests.docker_cli import containers, http_get, the_container
+from tests.docker_cli import containers, http_get, the_container, volume_names
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -64,10 +66,11 @@ def run(
     )  # fmt: skip
 
 
-def test_the_readme_has_two_readme_blocks() -> None:
-    """The walkthrough and the grpcurl recipes are both marked for this test."""
-    walkthrough, recipes = readme_blocks()
+def test_the_readme_has_its_tested_blocks() -> None:
+    """The walkthrough, the database walkthrough and the grpcurl recipes are all marked."""
+    walkthrough, database, recipes = readme_blocks()
     assert any(line.startswith("miasma apps:edit") for line in walkthrough)
+    assert any(line.startswith("psql") for line in database)
     assert any(line.startswith("grpcurl") for line in recipes)
 
 
@@ -98,11 +101,48 @@ def test_first_app_walkthrough(server: ServerProcess, tmp_path: Path, test_image
     assert containers(server.docker_host, server.instance, "hello") == []
 
 
+def test_database_walkthrough(server: ServerProcess, tmp_path: Path, postgres_image: str) -> None:
+    """Postgres, edited as the seed page says: the row written before the edits comes back;
+    at the end the app and its volume are gone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path)
+    run(["miasma", "connect", server.address], server, env)
+    psql = shutil.which("psql")
+    assert psql, "psql is installed with postgresql-15 by scripts/postgres-image.sh"
+    for line in readme_blocks()[1]:
+        args = shlex.split(line, comments=True)
+        if not args:
+            continue
+        if args[0] == "psql":
+            result = retry_psql([psql, *args[1:]], env)
+            if "->" in line:
+                assert result.stdout.strip() == line.rpartition("-> ")[2].strip()
+            continue
+        result = run(args, server, env)
+        assert result.returncode == 0, f"{line}: {result.stderr}"
+        if args[:2] == ["miasma", "volumes"]:
+            assert f"{server.instance}-postgres-" in result.stdout
+    assert containers(server.docker_host, server.instance, "postgres") == []
+    assert volume_names(server.docker_host, server.instance) == []
+
+
+def retry_psql(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run psql until the database answers (docker-proxy accepts before postgres listens)."""
+    deadline = time.monotonic() + 30
+    while True:
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30, env=env,
+                                check=False)  # fmt: skip
+        if result.returncode == 0 or time.monotonic() > deadline:
+            assert result.returncode == 0, f"{args}: {result.stderr}"
+            return result
+        time.sleep(0.2)
+
+
 def test_grpcurl_recipes(server: ServerProcess, test_image: str) -> None:
     """Every grpcurl recipe works through reflection; the failing one is a rich InvalidArgument."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
     outputs: dict[str, str] = {}
-    for args, comment in commands(readme_blocks()[1], "grpcurl"):
+    for args, comment in commands(readme_blocks()[2], "grpcurl"):
         if comment.startswith("streams"):
             watch_with_grpcurl(args, server, env, test_image)
             continue
@@ -118,9 +158,14 @@ def test_grpcurl_recipes(server: ServerProcess, test_image: str) -> None:
             app = json.loads(result.stdout)["app"]
             pairs = [(b["published_port"], b["target_port"]) for b in app["bindings"]]
             assert pairs == [(8082, 80)]
+            assert app["volumes"] == [{"source": "webdata", "target": "/data"}]
             assert the_container(server.docker_host, server.instance, "web").published == {
                 "80/tcp": 8082
             }
+    volumes = json.loads(outputs["miasma.v1.AppService/ListVolumes"])["volumes"]
+    assert [(v["name"], v["mounted_by"]) for v in volumes] == [("webdata", ["apps/web"])]
+    assert json.loads(outputs["miasma.v1.AppService/DeleteApp"])["deleted_volumes"] == ["webdata"]
+    assert volume_names(server.docker_host, server.instance) == []
     assert "miasma.v1.AppService" in outputs["list"]
     assert "grpc.health.v1.Health" in outputs["list"]
     assert json.loads(outputs["grpc.health.v1.Health/Check"]) == {"status": "SERVING"}

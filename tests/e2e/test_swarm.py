@@ -19,8 +19,8 @@ from miasma.v1 import apps_pb2
 from miasma_client import MiasmaClient, MiasmaError
 
 from scripts import swarm
-from tests.conftest import HTTPD_COMMAND
-from tests.docker_cli import Service, docker, http_get, services, the_service
+from tests.conftest import DATA_COMMAND, HTTPD_COMMAND
+from tests.docker_cli import Service, copy_image, docker, http_get, services, the_service
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -253,3 +253,41 @@ def test_app_constrained_to_the_worker_answers_there(
     node = json.loads(docker(worker.host, "info", "--format", "{{json .Name}}"))
     assert any(line.startswith(node) and "Running" in line for line in tasks.splitlines())
     assert http_get(8092, address=worker.address).strip() == "miasma-test"
+
+
+def test_data_on_the_worker_stays_there_through_a_port_edit(
+    client: MiasmaClient, server: ServerProcess, volume_image: str, worker: swarm.Worker
+) -> None:
+    """An app with data is pinned to the node it runs on (here the worker, where its user
+    first placed it); a port edit keeps its task and its image volume there, data included."""
+    copy_image(server.docker_host, worker.host, volume_image)
+    app = client.create_app(
+        "db", volume_image, command=DATA_COMMAND, published_ports=["8093/host"],
+        constraints=["node.labels.miasma-test==worker"],
+    )  # fmt: skip
+    assert app.node == ""  # the user placed it
+    token = http_get(8093, address=worker.address)
+    raw = json.loads(docker(server.docker_host, "service", "inspect", f"{server.instance}-db"))[0]
+    container = raw["Spec"]["TaskTemplate"]["ContainerSpec"]
+    volume = f"{server.instance}-db-{app.uid}-data"
+    assert [(m["Type"], m["Source"], m["Target"]) for m in container["Mounts"]] == [
+        ("volume", volume, "/data")
+    ]
+    assert container["StopGracePeriod"] == 10_000_000_000
+    assert raw["Spec"]["UpdateConfig"]["Order"] == "stop-first"  # a writable volume
+
+    def running_tasks() -> list[str]:
+        listed = docker(server.docker_host, "service", "ps", "-q", "--filter",
+                        "desired-state=running", f"{server.instance}-db")  # fmt: skip
+        return listed.split()
+
+    before = running_tasks()
+    pinned = client.update_app("db", constraints=[])  # from now on Miasma keeps it there
+    assert pinned.node == worker.node_id
+    assert service(server, "db").constraints == [f"node.id=={worker.node_id}"]
+    assert running_tasks() == before  # only the placement changed: the task stayed
+
+    edited = client.edit_app("db", add_published=["8094/host"]).app
+    assert edited.node == worker.node_id
+    assert http_get(8094, address=worker.address) == token
+    assert volume in docker(worker.host, "volume", "ls", "-q").split()

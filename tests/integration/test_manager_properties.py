@@ -1,11 +1,12 @@
 """Property tests: random create/edit/start/stop/restart/update/delete sequences on the real
-AppManager, with a real SQLite store on a temporary file, keep DESIGN §1's invariants.
+AppManager, with a real SQLite store on a temporary file, keep the port rules of
+docs/design.md §1.
 
-Docker is replaced by an in-memory runtime that records what it was asked to run and that
-can be told to refuse (``RuntimeFailure``) or to be away (``Unavailable``) for the next call,
-so that reverts and pending rollouts happen; the real Docker runtime is tested elsewhere.
-No port is ever bound here: every number is only planned, recorded and compared.
-"""
+Docker is replaced by the in-memory runtime (``miasma_grpc.runtime.fake``), which records
+what it was asked to run and can be told to refuse (``RuntimeFailure``) or to be away
+(``Unavailable``) for the next call, so that reverts and pending rollouts happen; the real
+Docker runtime is tested elsewhere. No port is ever bound here: every number is only
+planned, recorded and compared."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from collections.abc import Coroutine, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -45,17 +46,17 @@ from miasma_grpc.domain.models import (
     App,
     Binding,
     DesiredState,
-    Observed,
     Port,
     PortRange,
     Protocol,
+    Volume,
 )
 from miasma_grpc.domain.ports import PortEdit
-from miasma_grpc.runtime.base import RuntimeInfo, Survey
+from miasma_grpc.domain.volumes import VolumeEdit
+from miasma_grpc.runtime.fake import Failure, FakeRuntime
 from miasma_grpc.store.sqlite import SqliteStore
 
 T = TypeVar("T")
-Failure = Literal["refuse", "unavailable"] | None
 
 APPS = ("api", "db", "web")
 INVALID_NAMES = ("Bad_Name", "")
@@ -80,6 +81,14 @@ ENVS: tuple[dict[str, str], ...] = (
     {"PORT_2": "2"},
 )
 
+# A few sources shared between apps, targets that nest, one relative (refused), one bind.
+TARGETS_OF_VOLUMES = ("/data", "/srv", "/srv/sub", "/cache")
+volumes = st.builds(
+    Volume,
+    st.sampled_from(("shared", "shared", "own-a", "own-b", "bad name", "/host")),
+    st.sampled_from((*TARGETS_OF_VOLUMES, "relative")),
+    st.booleans(),
+)
 valid_ports = st.builds(Port, st.sampled_from(NUMBERS), st.sampled_from(Protocol))
 # Target ports no slot has yet: each one appended needs an auto published port (exhaustion).
 new_slots = st.builds(Port, st.integers(21600, 21615), st.sampled_from(Protocol))
@@ -94,78 +103,6 @@ failures: st.SearchStrategy[Failure] = st.sampled_from(
 )
 states = st.sampled_from(DesiredState)
 etags = st.sampled_from(("", "", "", "current", "stale"))
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """What the fake Docker was last asked to run for one app."""
-
-    image: str
-    command: tuple[str, ...]
-    bindings: tuple[Binding, ...]
-    env: dict[str, str]
-    desired_state: DesiredState
-
-
-class FakeRuntime:
-    """An in-memory Runtime: records apply/restart/remove; the next call can be made to fail."""
-
-    mode = "fake"
-
-    def __init__(self) -> None:
-        self.deployed: dict[str, Deployed] = {}
-        self.armed: Failure = None
-        self.fired: Failure = None  # the failure the last armed call raised
-        self.restarts: dict[str, int] = {}
-
-    def arm(self, failure: Failure) -> None:
-        """Make the next apply/restart fail as ``failure`` says (once)."""
-        self.armed, self.fired = failure, None
-
-    def _maybe_fail(self, app: App, action: str) -> None:
-        failure, self.armed = self.armed, None
-        if failure is None:
-            return
-        self.fired = failure
-        if failure == "refuse":
-            raise RuntimeFailure(f"fake Docker refused to {action} {app.name!r}")
-        raise Unavailable(f"fake Docker is away and could not {action} {app.name!r}")
-
-    async def info(self) -> RuntimeInfo:
-        """Always reachable."""
-        return RuntimeInfo(reachable=True, mode=self.mode)
-
-    async def apply(self, app: App) -> Observed:
-        """Record ``app`` as what runs (unless armed to fail)."""
-        self._maybe_fail(app, "apply")
-        self.deployed[app.name] = Deployed(
-            app.image, app.command, app.bindings, app.container_env, app.desired_state
-        )
-        return await self.observe(app)
-
-    async def restart(self, app: App) -> Observed:
-        """Like apply, and count the restart."""
-        self._maybe_fail(app, "restart")
-        observed = await self.apply(app)
-        self.restarts[app.name] = self.restarts.get(app.name, 0) + 1
-        return observed
-
-    async def remove(self, name: str) -> None:
-        """Forget the app."""
-        self.deployed.pop(name, None)
-
-    async def survey(self, apps: Sequence[App]) -> Survey:
-        """Apps that have a recorded deployment; none is taken as in sync (all converge)."""
-        return Survey(found=frozenset(self.deployed))
-
-    async def observe(self, app: App) -> Observed:
-        """1/1 when it was last applied running, 0/0 when stopped."""
-        deployed = self.deployed.get(app.name)
-        if deployed is None:
-            return Observed(running=0, total=1, last_error="no container")
-        if deployed.desired_state is DesiredState.STOPPED:
-            return Observed(running=0, total=0)
-        return Observed(running=1, total=1)
 
 
 class FakeHostPorts:
@@ -250,7 +187,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="miasma-props-"))
         self.store = SqliteStore(self.tmp / "miasma.db", PortLedger(MANAGED, RESERVED))
         self.run(self.store.__aenter__())
-        self.runtime = FakeRuntime()
+        self.runtime = FakeRuntime(images={IMAGES[1]: ["/data"]})  # img:2 declares a VOLUME
         self.host_ports = FakeHostPorts(BUSY)
         self.manager = AppManager(
             self.store, self.runtime, RandomTargets(TARGETS, random.Random(7)), self.host_ports
@@ -354,11 +291,13 @@ class ManagerMachine(RuleBasedStateMachine):
             return False
         if app.desired_state is DesiredState.STOPPED:
             return True  # a stopped app's ports change in the store only
-        return (deployed.image, deployed.command, deployed.bindings, deployed.env) == (
+        mounted = tuple(m.volume for m in deployed.mounts if not m.image_path)
+        return (deployed.image, deployed.command, deployed.bindings, deployed.env, mounted) == (
             app.image,
             app.command,
             app.bindings,
             app.container_env,
+            app.volumes,
         )
 
     def expect_unchanged_except(self, before: StoreState, name: str | None) -> None:
@@ -478,7 +417,7 @@ class ManagerMachine(RuleBasedStateMachine):
         """Edit ports; slots the edit does not touch keep their (auto) ports, other apps too."""
         own = self.previous.apps.get(name)
         refreshes = self.host_ports.refreshes
-        call = self.manager.edit_ports(name, edit, validate_only=validate_only, etag=etag)
+        call = self.manager.edit(name, ports=edit, validate_only=validate_only, etag=etag)
         result, before = self.attempt(name, call, failure)
         assert self.host_ports.refreshes == refreshes + 1, "busy host ports were not refreshed"
         if validate_only:
@@ -542,19 +481,53 @@ class ManagerMachine(RuleBasedStateMachine):
             assert self.previous.apps[name].image == image
 
     @precondition(lambda self: len(self.previous.apps) == len(APPS))
-    @rule(name=names, etag=etags)
-    def delete(self, name: str, etag: str) -> None:
+    @rule(name=names, etag=etags, delete_volumes=st.booleans())
+    def delete(self, name: str, etag: str, delete_volumes: bool) -> None:
         """Delete an app (while all exist, so most steps act on apps): its ports are released,
-        the others' stay."""
+        the others' stay; its volumes stay unless asked, and a volume others mount stays."""
         own = self.previous.apps.get(name)
         tag = {"": "", "current": own.etag if own else "", "stale": 'W/"0"'}[etag]
-        app, before = self.attempt(name, self.manager.delete(name, etag=tag), None)
+        volumes_before = set(self.runtime.volumes)
+        call = self.manager.delete(name, etag=tag, delete_volumes=delete_volumes)
+        result, before = self.attempt(name, call, None)
         self.expect_unchanged_except(before, name)
-        if app is not None:
+        if result is not None:
             after = self.previous
             assert name not in after.apps
             assert name not in after.table.values()
             assert name not in self.runtime.deployed
+            _, deleted = result
+            assert set(self.runtime.volumes) == volumes_before - set(deleted)
+            mounted = {v.source for app in after.apps.values() for v in app.volumes}
+            assert not set(deleted) & mounted, "a volume another app mounts was deleted"
+            assert delete_volumes or deleted == ()
+
+    @rule(
+        name=names,
+        add=st.lists(volumes, max_size=2),
+        remove=st.lists(st.sampled_from(TARGETS_OF_VOLUMES), max_size=1),
+        with_port=st.booleans(),
+        failure=failures,
+    )
+    def edit_volumes(
+        self, name: str, add: list[Volume], remove: list[str], with_port: bool, failure: Failure
+    ) -> None:
+        """Mount and unmount volumes (some malformed, some held by another app), with a port
+        edit in the same request: all of it happens, or none of it."""
+        own = self.previous.apps.get(name)
+        ports = PortEdit(add_published=(Port(21007),)) if with_port else PortEdit()
+        edit = VolumeEdit(add=tuple(add), remove=tuple(Volume("", t) for t in remove))
+        result, _ = self.attempt(name, self.manager.edit(name, ports=ports, volumes=edit),
+                                      failure)  # fmt: skip
+        if result is None or own is None:
+            return
+        stored = self.previous.apps[name]
+        assert stored.volumes == result.app.volumes
+        for volume in add:
+            assert any(v.source == volume.source and v.read_only == volume.read_only
+                       for v in stored.volumes), volume  # fmt: skip
+        if with_port:
+            assert any(b.published_explicit and b.published == 21007 for b in stored.bindings)
 
     @precondition(lambda self: bool(self.pending))
     @rule(data=st.data())
@@ -588,6 +561,17 @@ class ManagerMachine(RuleBasedStateMachine):
                 )
                 holders[binding.published_port] = name
         assert self.previous.table == holders, "published_ports table differs from the bindings"
+
+    @invariant()
+    def no_writable_volume_is_shared(self) -> None:
+        """A named volume mounted by two apps is mounted read-only by both."""
+        mounts: dict[str, list[Volume]] = {}
+        for app in self.previous.apps.values():
+            for volume in app.volumes:
+                if not volume.bind:
+                    mounts.setdefault(volume.source, []).append(volume)
+        for source, found in mounts.items():
+            assert len(found) == 1 or all(v.read_only for v in found), source
 
     @invariant()
     def ledger_mirrors_table(self) -> None:

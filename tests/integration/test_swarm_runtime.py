@@ -35,7 +35,7 @@ async def test_update_out_of_sequence_is_retried_at_the_new_version(
     docker(swarm_host, "service", "update", "--detach", "--label-add", "touched=yes", name)
     moved = App("web", test_image, (Binding(19502, 3500),), desired_state=DesiredState.STOPPED)
     with caplog.at_level("INFO", logger="miasma_grpc.runtime.swarm"):
-        await runtime._update(stale, runtime._spec(moved, stale))
+        await runtime._update(stale, runtime._spec(moved, (), stale))
     assert "changed under us" in caplog.text  # Docker said "out of sequence" once
     assert the_service(swarm_host, runtime.instance, "web").ports == [
         (19502, 3500, "tcp", "ingress")

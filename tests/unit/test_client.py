@@ -14,7 +14,15 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from miasma.v1 import apps_pb2
-from miasma_client import MiasmaError, Settings, parse_port, parse_ports
+from miasma_client import (
+    MiasmaError,
+    Settings,
+    format_volume,
+    parse_port,
+    parse_ports,
+    parse_volume,
+    parse_volumes,
+)
 from miasma_client._errors import DETAILS_KEY, from_rpc_error
 from miasma_client._settings import resolve, save_file
 from miasma_client._watch import WatchCursor
@@ -28,7 +36,8 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(miasma_client.__all__) == sorted([
         "DEFAULT_SERVER", "DEFAULT_TIMEOUT", "AppStatus", "AsyncMiasmaClient", "FieldViolation",
         "MiasmaClient", "MiasmaError", "Operation", "PortLike", "Settings", "SettingsError",
-        "app_status", "config_path", "format_port", "parse_port", "parse_ports", "resource_name",
+        "VolumeLike", "app_status", "config_path", "format_port", "format_volume", "parse_port",
+        "parse_ports", "parse_volume", "parse_volumes", "resource_name",
     ])  # fmt: skip
 
 
@@ -46,6 +55,34 @@ def test_bad_port_spellings_name_the_accepted_forms(spelling: str) -> None:
     """Anything else is refused with the forms that would work."""
     with pytest.raises(ValueError, match="is not a port"):
         parse_ports([spelling])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "source", "target", "read_only"),
+    [
+        ("pgdata:/var/lib/postgresql/data", "pgdata", "/var/lib/postgresql/data", False),
+        ("assets:/srv:ro", "assets", "/srv", True),
+        ("/host/path:/data:RW", "/host/path", "/data", False),
+    ],
+)
+def test_volume_spellings(spelling: str, source: str, target: str, read_only: bool) -> None:
+    """SOURCE:TARGET and SOURCE:TARGET:ro|rw parse, and format back the same way."""
+    volume = parse_volume(spelling)
+    assert (volume.source, volume.target, volume.read_only) == (source, target, read_only)
+    assert parse_volume(format_volume(volume)) == volume
+
+
+@pytest.mark.parametrize("spelling", ["pgdata", ":/data", "pgdata:", "a:b:c", "/data", "a:/b:xx"])
+def test_bad_volume_spellings_name_the_accepted_forms(spelling: str) -> None:
+    """Anything else is refused with the forms that would work."""
+    with pytest.raises(ValueError, match="is not a volume"):
+        parse_volumes([spelling])
+
+
+def test_a_removal_may_name_the_target_alone() -> None:
+    """`--rm-volume /data` unmounts whatever is at /data."""
+    assert parse_volume("/data", target_only=True) == apps_pb2.Volume(target="/data")
+    assert parse_volume("pgdata:/data", target_only=True).source == "pgdata"
 
 
 def test_publish_mode_suffixes() -> None:

@@ -1,4 +1,4 @@
-"""Dependencies point inward (STYLE.md): checked by reading every module's imports."""
+"""Dependencies point inward (docs/design.md §2): checked by reading every module's imports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Property tests: random edit sequences on apps sharing one ledger keep DESIGN §1's invariants.
+"""Property tests: random edit sequences on apps sharing one ledger keep the port rules
+of docs/design.md §1.
 
 Each step plans an edit and, when it is accepted, records it in the ledger the way
 the store does after a commit (hold the new published ports, release the old ones).

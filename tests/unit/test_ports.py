@@ -1,4 +1,4 @@
-"""Port planning rules of DESIGN §1, one test per rule, against the pure planner."""
+"""Port planning rules of docs/design.md §1, one test per rule, against the pure planner."""
 
 from __future__ import annotations
 
@@ -403,7 +403,7 @@ def test_last_slot_left_fully_auto_is_kept(ledger: PortLedger) -> None:
     assert not after.target_explicit
 
 
-# -- the seed examples (shared/seed/port-management.md) -------------------------
+# -- the seed examples (Miasma's port management page) --------------------------
 
 
 def test_seed_two_published_ports_get_distinct_random_targets(ledger: PortLedger) -> None:

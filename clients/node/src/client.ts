@@ -23,6 +23,10 @@ import {
   type DeepPartial,
   DeleteAppRequest,
   type DeleteAppResponse,
+  DeleteVolumeRequest,
+  type DeleteVolumeResponse,
+  EditAppRequest,
+  type EditAppResponse,
   EditPortsRequest,
   type EditPortsResponse,
   GetAppRequest,
@@ -31,6 +35,8 @@ import {
   type GetServerInfoResponse,
   ListAppsRequest,
   type ListAppsResponse,
+  ListVolumesRequest,
+  type ListVolumesResponse,
   PortEventKind,
   RestartAppRequest,
   type RestartAppResponse,
@@ -146,6 +152,21 @@ export class MiasmaClient {
 
   editPorts(request: DeepPartial<EditPortsRequest>, options?: MiasmaCallOptions): Promise<EditPortsResponse> {
     return this.unary(AppServiceService.editPorts, EditPortsRequest.fromPartial(request), options);
+  }
+
+  /** Ports and volumes added or removed in one atomic change (what `miasma apps:edit` sends). */
+  editApp(request: DeepPartial<EditAppRequest>, options?: MiasmaCallOptions): Promise<EditAppResponse> {
+    return this.unary(AppServiceService.editApp, EditAppRequest.fromPartial(request), options);
+  }
+
+  /** The volumes Miasma made, with the apps that mount them (none: left over). */
+  listVolumes(request: DeepPartial<ListVolumesRequest> = {}, options?: MiasmaCallOptions): Promise<ListVolumesResponse> {
+    return this.unary(AppServiceService.listVolumes, ListVolumesRequest.fromPartial(request), options);
+  }
+
+  /** Delete a volume Miasma made that no app mounts (FAILED_PRECONDITION while one does). */
+  deleteVolume(request: DeepPartial<DeleteVolumeRequest>, options?: MiasmaCallOptions): Promise<DeleteVolumeResponse> {
+    return this.unary(AppServiceService.deleteVolume, DeleteVolumeRequest.fromPartial(request), options);
   }
 
   getServerInfo(

@@ -19,7 +19,7 @@ const HTTPD = [
   "-c",
   "trap 'exit 0' TERM INT; " +
     "for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do httpd -p $p -h /www; done; " +
-    "while :; do sleep 1; done",
+    "while :; do sleep 1 & wait $!; done",
 ];
 
 const client = new MiasmaClient();
@@ -190,4 +190,59 @@ test("a deleted app is gone", async () => {
   await expectError(client.getApp({ name: app.name }), status.NOT_FOUND);
   const { apps } = await client.listApps({ pageSize: 1000 });
   assert.ok(!apps.some((a) => a.name === app.name));
+});
+
+test("volumes: mounted on create, swapped atomically by editApp, kept or deleted with the app", async () => {
+  const name = uniqueName("nodevol");
+  const first = `${name}-data`;
+  const second = `${name}-more`;
+  const app = await createApp(name, {
+    command: HTTPD,
+    volumes: [{ source: first, target: "/data", readOnly: false }],
+    stopGrace: { seconds: 3, nanos: 0 },
+  });
+  assert.deepEqual(
+    app.volumes.map((v) => [v.source, v.target, v.readOnly]),
+    [[first, "/data", false]],
+  );
+  assert.equal(app.stopGrace?.seconds, 3);
+  assert.match(app.uid, /^[0-9a-f]{6}$/);
+
+  const bad = await expectError(
+    client.editApp({ name: app.name, addVolumes: [{ source: second, target: "relative" }] }),
+    status.INVALID_ARGUMENT,
+  );
+  assert.deepEqual(
+    bad.fieldViolations.map((v) => v.field),
+    ["add_volumes[0].target"],
+  );
+
+  const edited = await client.editApp({
+    name: app.name,
+    removeVolumes: [{ target: "/data" }],
+    addVolumes: [{ source: second, target: "/data", readOnly: true }],
+  });
+  assert.deepEqual(
+    edited.app?.volumes.map((v) => [v.source, v.target, v.readOnly]),
+    [[second, "/data", true]],
+  );
+
+  const listed = (await client.listVolumes({})).volumes.filter((v) => v.name.startsWith(name));
+  assert.deepEqual(
+    listed.map((v) => [v.name, v.createdFor, v.mountedBy]),
+    [
+      [first, app.name, []],
+      [second, app.name, [app.name]],
+    ],
+  );
+  await expectError(client.deleteVolume({ name: second }), status.FAILED_PRECONDITION);
+
+  const deleted = await client.deleteApp({ name: app.name, deleteVolumes: true });
+  created.splice(created.indexOf(app.name), 1);
+  assert.deepEqual(deleted.deletedVolumes, [second]);
+  assert.equal((await client.deleteVolume({ name: first })).volume?.name, first);
+  assert.deepEqual(
+    (await client.listVolumes({})).volumes.filter((v) => v.name.startsWith(name)),
+    [],
+  );
 });

@@ -11,6 +11,7 @@ from miasma_client._operations import Operation, resource_name
 from miasma_client._ports import PortLike, format_port, parse_port, parse_ports
 from miasma_client._settings import DEFAULT_SERVER, Settings, SettingsError, config_path
 from miasma_client._status import AppStatus, app_status
+from miasma_client._volumes import VolumeLike, format_volume, parse_volume, parse_volumes
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -24,10 +25,14 @@ __all__ = [
     "PortLike",
     "Settings",
     "SettingsError",
+    "VolumeLike",
     "app_status",
     "config_path",
     "format_port",
+    "format_volume",
     "parse_port",
     "parse_ports",
+    "parse_volume",
+    "parse_volumes",
     "resource_name",
 ]

@@ -154,6 +154,9 @@ class MiasmaClient(_Connection):
     stop_app = _blocking(ops.stop_app)
     restart_app = _blocking(ops.restart_app)
     edit_ports = _blocking(ops.edit_ports)
+    edit_app = _blocking(ops.edit_app)
+    list_volumes = _blocking(ops.list_volumes)
+    delete_volume = _blocking(ops.delete_volume)
     server_info = _blocking(ops.server_info)
 
     def iter_apps(self, page_size: int = 0) -> Iterator[apps_pb2.App]:
@@ -240,6 +243,9 @@ class AsyncMiasmaClient(_Connection):
     stop_app = _awaitable(ops.stop_app)
     restart_app = _awaitable(ops.restart_app)
     edit_ports = _awaitable(ops.edit_ports)
+    edit_app = _awaitable(ops.edit_app)
+    list_volumes = _awaitable(ops.list_volumes)
+    delete_volume = _awaitable(ops.delete_volume)
     server_info = _awaitable(ops.server_info)
 
     async def iter_apps(self, page_size: int = 0) -> AsyncIterator[apps_pb2.App]:

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from miasma.v1 import apps_pb2
 
 from miasma_client._ports import PortLike, parse_ports
+from miasma_client._volumes import VolumeLike, parse_volumes
 
 COLLECTION = "apps/"
 
@@ -54,6 +55,8 @@ def create_app(
     published_ports: Iterable[PortLike] = (),
     target_ports: Iterable[PortLike] = (),
     constraints: Sequence[str] = (),
+    volumes: Iterable[VolumeLike] = (),
+    stop_grace: float | None = None,
     stopped: bool = False,
     validate_only: bool = False,
 ) -> Operation[apps_pb2.App]:
@@ -61,13 +64,21 @@ def create_app(
 
     Ports are ints, ``"5353/udp"`` strings, comma lists or ``Port`` messages;
     published and target ports pair up by order. ``constraints`` place the
-    app on swarm nodes (``"node.labels.zone==a"``).
+    app on swarm nodes (``"node.labels.zone==a"``). ``volumes`` are
+    ``"pgdata:/var/lib/postgresql/data"`` strings or ``Volume`` messages;
+    ``stop_grace`` is the seconds a stop waits before SIGKILL (10 by default).
     """
     state = apps_pb2.DESIRED_STATE_STOPPED if stopped else apps_pb2.DESIRED_STATE_RUNNING
     request = apps_pb2.CreateAppRequest(
         app_id=name,
         app=apps_pb2.App(
-            image=image, command=command, env=env, desired_state=state, constraints=constraints
+            image=image,
+            command=command,
+            env=env,
+            desired_state=state,
+            constraints=constraints,
+            volumes=parse_volumes(volumes),
+            stop_grace=_duration(stop_grace),
         ),
         published_ports=parse_ports(published_ports),
         target_ports=parse_ports(target_ports),
@@ -96,25 +107,42 @@ def update_app(
     command: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
     constraints: Sequence[str] | None = None,
+    volumes: Iterable[VolumeLike] | None = None,
+    stop_grace: float | None = None,
 ) -> Operation[apps_pb2.App]:
-    """Change only the fields given; a running app is rolled out again."""
-    changes = {"image": image, "command": command, "env": env, "constraints": constraints}
+    """Change only the fields given; a running app is rolled out again.
+
+    ``volumes`` replaces the app's volumes (``edit_app`` adds and removes).
+    """
+    changes = {
+        "image": image, "command": command, "env": env, "constraints": constraints,
+        "volumes": volumes, "stop_grace": stop_grace,
+    }  # fmt: skip
     paths = [path for path, value in changes.items() if value is not None]
     if not paths:
-        # An empty mask means "every field" to the server: never send one by accident.
-        raise ValueError("update_app needs at least one of image, command, env or constraints")
+        # An empty mask means "the default fields" to the server: never send one by accident.
+        raise ValueError(f"update_app needs at least one of {', '.join(changes)}")
     app = apps_pb2.App(
         name=resource_name(name), image=image or "", command=command, env=env,
-        constraints=constraints,
+        constraints=constraints, volumes=parse_volumes(volumes or ()),
+        stop_grace=_duration(stop_grace),
     )  # fmt: skip
     mask = field_mask_pb2.FieldMask(paths=paths)
     return Operation("UpdateApp", apps_pb2.UpdateAppRequest(app=app, update_mask=mask), _app)
 
 
-def delete_app(name: str, *, etag: str = "") -> Operation[apps_pb2.App]:
-    """Delete the app, its container and its ports; returns its last state."""
-    request = apps_pb2.DeleteAppRequest(name=resource_name(name), etag=etag)
-    return Operation("DeleteApp", request, _app)
+def delete_app(
+    name: str, *, etag: str = "", delete_volumes: bool = False
+) -> Operation[apps_pb2.DeleteAppResponse]:
+    """Delete the app, its container and its ports; the response has its last state.
+
+    Its volumes stay (``list_volumes`` shows them) unless ``delete_volumes``;
+    the response then names the volumes deleted.
+    """
+    request = apps_pb2.DeleteAppRequest(
+        name=resource_name(name), etag=etag, delete_volumes=delete_volumes
+    )
+    return Operation("DeleteApp", request, _whole)
 
 
 def start_app(name: str) -> Operation[apps_pb2.App]:
@@ -157,6 +185,57 @@ def edit_ports(
         etag=etag,
     )
     return Operation("EditPorts", request, _whole)
+
+
+def edit_app(
+    name: str,
+    *,
+    add_published: Iterable[PortLike] = (),
+    remove_published: Iterable[PortLike] = (),
+    add_target: Iterable[PortLike] = (),
+    remove_target: Iterable[PortLike] = (),
+    add_volumes: Iterable[VolumeLike] = (),
+    remove_volumes: Iterable[VolumeLike] = (),
+    validate_only: bool = False,
+    etag: str = "",
+) -> Operation[apps_pb2.EditAppResponse]:
+    """Add or remove ports and volumes in one atomic change (removals first).
+
+    Volumes are ``"SOURCE:TARGET[:ro]"`` strings or ``Volume`` messages; a
+    removal may name the target alone (``"/data"``).
+    """
+    request = apps_pb2.EditAppRequest(
+        name=resource_name(name),
+        add_published_ports=parse_ports(add_published),
+        remove_published_ports=parse_ports(remove_published),
+        add_target_ports=parse_ports(add_target),
+        remove_target_ports=parse_ports(remove_target),
+        add_volumes=parse_volumes(add_volumes),
+        remove_volumes=parse_volumes(remove_volumes, target_only=True),
+        validate_only=validate_only,
+        etag=etag,
+    )
+    return Operation("EditApp", request, _whole)
+
+
+def list_volumes(app: str = "") -> Operation[list[apps_pb2.VolumeInfo]]:
+    """The volumes Miasma made (of one app, if given), with the apps that mount them."""
+    request = apps_pb2.ListVolumesRequest(app=resource_name(app) if app else "")
+    return Operation("ListVolumes", request, lambda response: list(response.volumes))
+
+
+def delete_volume(name: str) -> Operation[apps_pb2.VolumeInfo]:
+    """Delete a volume Miasma made that no app mounts; its data is gone."""
+    return Operation(
+        "DeleteVolume", apps_pb2.DeleteVolumeRequest(name=name), lambda response: response.volume
+    )
+
+
+def _duration(seconds: float | None) -> duration_pb2.Duration | None:
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
 
 
 def server_info() -> Operation[apps_pb2.GetServerInfoResponse]:

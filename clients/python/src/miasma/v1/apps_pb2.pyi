@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -207,6 +208,44 @@ class PortBinding(_message.Message):
 Global___PortBinding: _TypeAlias = PortBinding  # noqa: Y015
 
 @_typing.final
+class Volume(_message.Message):
+    """A mount of an app: a named volume or a host path, at a path in its container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """A named volume ("pgdata": 2-200 letters, digits, '_', '.' or '-', starting
+    with a letter or digit), created on first use; or an absolute host path
+    (a bind mount) when the server runs with --allow-bind-mounts.
+    """
+    target: _builtins.str
+    """Absolute path in the container; not "/", not under /proc, /sys or /dev,
+    not /etc/hosts, /etc/hostname or /etc/resolv.conf; no two of an app's
+    volumes at or inside one another.
+    """
+    read_only: _builtins.bool
+    """Mount read-only. A named volume mounted writable by one app can be
+    mounted by no other app; read-only mounts can share.
+    """
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["read_only", b"read_only", "source", b"source", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
 class ObservedState(_message.Message):
     """What Docker last reported for an app."""
 
@@ -275,6 +314,10 @@ class App(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    STOP_GRACE_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "apps/{app}"; {app} is a DNS label."""
     image: _builtins.str
@@ -287,6 +330,14 @@ class App(_message.Message):
     """
     revision: _builtins.int
     """Output only. Server-wide revision of the app's last change."""
+    uid: _builtins.str
+    """Output only. Given at creation: the volumes Miasma makes for the app's
+    image are named after it, so a later app of the same name starts empty.
+    """
+    node: _builtins.str
+    """Output only. Swarm: the node the app's data lives on, where it stays
+    (empty when the app has no volume or the user placed it).
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Command and arguments; empty means the image's default."""
@@ -321,6 +372,20 @@ class App(_message.Message):
         "node.hostname!=db1". Ignored by the container runtime.
         """
 
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]:
+        """The app's volumes. Every VOLUME its image declares that none of these
+        mounts gets a named volume of the app's own as well (see ListVolumes),
+        so data survives every new container.
+        """
+
+    @_builtins.property
+    def stop_grace(self) -> _duration_pb2.Duration:
+        """Time from the stop signal to SIGKILL when a container (or task) stops;
+        10 s when unset, at most 1 hour. Whole seconds in the container runtime
+        (rounded up).
+        """
+
     def __init__(
         self,
         *,
@@ -337,10 +402,14 @@ class App(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         constraints: _abc.Iterable[_builtins.str] | None = ...,
+        volumes: _abc.Iterable[Global___Volume] | None = ...,
+        stop_grace: _duration_pb2.Duration | None = ...,
+        uid: _builtins.str = ...,
+        node: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "stop_grace", b"stop_grace", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "image", b"image", "name", b"name", "observed", b"observed", "revision", b"revision", "update_time", b"update_time", "urls", b"urls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "image", b"image", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,7 +577,9 @@ class UpdateAppRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which of image, command, env to change; empty means all three."""
+        """Which of image, command, env, constraints, volumes, stop_grace to change;
+        empty means image, command, env and constraints.
+        """
 
     def __init__(
         self,
@@ -550,19 +621,27 @@ class DeleteAppRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    DELETE_VOLUMES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"apps/{app}"."""
     etag: _builtins.str
     """If set, must match the app's current etag."""
+    delete_volumes: _builtins.bool
+    """Also delete the volumes Miasma made for the app (those of its image, and
+    named volumes of its own that no other app mounts). Without it they stay,
+    listed by ListVolumes. Host paths are never deleted. Needs Docker now:
+    UNAVAILABLE, with nothing changed, when it cannot be reached.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         etag: _builtins.str = ...,
+        delete_volumes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_volumes", b"delete_volumes", "etag", b"etag", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,18 +652,24 @@ class DeleteAppResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     APP_FIELD_NUMBER: _builtins.int
+    DELETED_VOLUMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def app(self) -> Global___App:
         """The app as it was before deletion."""
+
+    @_builtins.property
+    def deleted_volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The volumes deleted with it (delete_volumes)."""
 
     def __init__(
         self,
         *,
         app: Global___App | None = ...,
+        deleted_volumes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "deleted_volumes", b"deleted_volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -822,6 +907,218 @@ class EditPortsResponse(_message.Message):
 Global___EditPortsResponse: _TypeAlias = EditPortsResponse  # noqa: Y015
 
 @_typing.final
+class EditAppRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADD_PUBLISHED_PORTS_FIELD_NUMBER: _builtins.int
+    REMOVE_PUBLISHED_PORTS_FIELD_NUMBER: _builtins.int
+    ADD_TARGET_PORTS_FIELD_NUMBER: _builtins.int
+    REMOVE_TARGET_PORTS_FIELD_NUMBER: _builtins.int
+    ADD_VOLUMES_FIELD_NUMBER: _builtins.int
+    REMOVE_VOLUMES_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"apps/{app}"."""
+    validate_only: _builtins.bool
+    """Compute and return the result; change nothing."""
+    etag: _builtins.str
+    """If set, must match the app's current etag (ABORTED otherwise)."""
+    @_builtins.property
+    def add_published_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
+        """As in EditPortsRequest."""
+
+    @_builtins.property
+    def remove_published_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]: ...
+    @_builtins.property
+    def add_target_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]: ...
+    @_builtins.property
+    def remove_target_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]: ...
+    @_builtins.property
+    def add_volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]:
+        """Volumes to mount. Adding one the app already has is a no-op; a target the
+        app mounts from another source must be removed in the same request.
+        """
+
+    @_builtins.property
+    def remove_volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Volume]:
+        """Volumes to unmount, matched by target (and by source, if given). Their
+        data stays in the volume.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        add_published_ports: _abc.Iterable[Global___Port] | None = ...,
+        remove_published_ports: _abc.Iterable[Global___Port] | None = ...,
+        add_target_ports: _abc.Iterable[Global___Port] | None = ...,
+        remove_target_ports: _abc.Iterable[Global___Port] | None = ...,
+        add_volumes: _abc.Iterable[Global___Volume] | None = ...,
+        remove_volumes: _abc.Iterable[Global___Volume] | None = ...,
+        validate_only: _builtins.bool = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "name", b"name", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditAppRequest: _TypeAlias = EditAppRequest  # noqa: Y015
+
+@_typing.final
+class EditAppResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def app(self) -> Global___App:
+        """The app after the change."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortChange]:
+        """Port slots that changed."""
+
+    def __init__(
+        self,
+        *,
+        app: Global___App | None = ...,
+        changes: _abc.Iterable[Global___PortChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditAppResponse: _TypeAlias = EditAppResponse  # noqa: Y015
+
+@_typing.final
+class VolumeInfo(_message.Message):
+    """A named volume Miasma made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CREATED_FOR_FIELD_NUMBER: _builtins.int
+    IMAGE_PATH_FIELD_NUMBER: _builtins.int
+    MOUNTED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The Docker volume name."""
+    created_for: _builtins.str
+    """The app it was made for, "apps/{app}"."""
+    image_path: _builtins.str
+    """For a volume made for a VOLUME of the app's image: that path."""
+    @_builtins.property
+    def mounted_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Apps that mount it now ("apps/{app}"); empty when it outlived its app."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        created_for: _builtins.str = ...,
+        image_path: _builtins.str = ...,
+        mounted_by: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_for", b"created_for", "image_path", b"image_path", "mounted_by", b"mounted_by", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeInfo: _TypeAlias = VolumeInfo  # noqa: Y015
+
+@_typing.final
+class ListVolumesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    app: _builtins.str
+    """Only volumes made for, or mounted by, this app ("apps/{app}"); empty: all."""
+    def __init__(
+        self,
+        *,
+        app: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVolumesRequest: _TypeAlias = ListVolumesRequest  # noqa: Y015
+
+@_typing.final
+class ListVolumesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeInfo]: ...
+    def __init__(
+        self,
+        *,
+        volumes: _abc.Iterable[Global___VolumeInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVolumesResponse: _TypeAlias = ListVolumesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The Docker volume name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteVolumeRequest: _TypeAlias = DeleteVolumeRequest  # noqa: Y015
+
+@_typing.final
+class DeleteVolumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___VolumeInfo:
+        """The volume as it was."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___VolumeInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteVolumeResponse: _TypeAlias = DeleteVolumeResponse  # noqa: Y015
+
+@_typing.final
 class GetServerInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -850,6 +1147,7 @@ class GetServerInfoResponse(_message.Message):
     TARGET_PORT_RANGE_FIELD_NUMBER: _builtins.int
     RESERVED_PORTS_FIELD_NUMBER: _builtins.int
     PUBLIC_HOST_FIELD_NUMBER: _builtins.int
+    BIND_MOUNTS_ALLOWED_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Miasma gRPC version."""
     docker_version: _builtins.str
@@ -868,6 +1166,8 @@ class GetServerInfoResponse(_message.Message):
     """Range auto target ports come from, e.g. "3000-3999"."""
     public_host: _builtins.str
     """Host name used in app URLs."""
+    bind_mounts_allowed: _builtins.bool
+    """Whether apps may mount host paths (--allow-bind-mounts)."""
     @_builtins.property
     def reserved_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
         """Published ports no app may take."""
@@ -885,10 +1185,11 @@ class GetServerInfoResponse(_message.Message):
         target_port_range: _builtins.str = ...,
         reserved_ports: _abc.Iterable[Global___Port] | None = ...,
         public_host: _builtins.str = ...,
+        bind_mounts_allowed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["docker_reachable", b"docker_reachable", "docker_version", b"docker_version", "join_command", b"join_command", "public_host", b"public_host", "published_port_range", b"published_port_range", "reserved_ports", b"reserved_ports", "runtime_mode", b"runtime_mode", "swarm_id", b"swarm_id", "target_port_range", b"target_port_range", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bind_mounts_allowed", b"bind_mounts_allowed", "docker_reachable", b"docker_reachable", "docker_version", b"docker_version", "join_command", b"join_command", "public_host", b"public_host", "published_port_range", b"published_port_range", "reserved_ports", b"reserved_ports", "runtime_mode", b"runtime_mode", "swarm_id", b"swarm_id", "target_port_range", b"target_port_range", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,6 +84,21 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.EditPortsRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.EditPortsResponse.FromString,
                 _registered_method=True)
+        self.EditApp = channel.unary_unary(
+                '/miasma.v1.AppService/EditApp',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.EditAppRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.EditAppResponse.FromString,
+                _registered_method=True)
+        self.ListVolumes = channel.unary_unary(
+                '/miasma.v1.AppService/ListVolumes',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.ListVolumesRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.ListVolumesResponse.FromString,
+                _registered_method=True)
+        self.DeleteVolume = channel.unary_unary(
+                '/miasma.v1.AppService/DeleteVolume',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.DeleteVolumeRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.DeleteVolumeResponse.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/miasma.v1.AppService/GetServerInfo',
                 request_serializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.SerializeToString,
@@ -126,14 +141,15 @@ class AppServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateApp(self, request, context):
-        """Changes an app's image, command, env or constraints (selected by update_mask).
+        """Changes an app's image, command, env, constraints, volumes or stop grace
+        period (selected by update_mask).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteApp(self, request, context):
-        """Deletes an app, its container and its ports.
+        """Deletes an app, its container and its ports; its volumes only if asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +178,29 @@ class AppServiceServicer:
 
     def EditPorts(self, request, context):
         """Adds or removes published and target ports, atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditApp(self, request, context):
+        """Adds or removes ports and volumes in one atomic change (what `miasma
+        apps:edit` sends): EditPorts plus volumes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVolumes(self, request, context):
+        """Lists the named volumes Miasma made, with the apps that mount them; those
+        that no app mounts outlived their app.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVolume(self, request, context):
+        """Deletes a volume Miasma made that no app mounts (its data is gone).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,6 +276,21 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.EditPorts,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.EditPortsRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.EditPortsResponse.SerializeToString,
+            ),
+            'EditApp': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditApp,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.EditAppRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.EditAppResponse.SerializeToString,
+            ),
+            'ListVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVolumes,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.ListVolumesRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'DeleteVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVolume,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.DeleteVolumeRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.DeleteVolumeResponse.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -497,6 +551,87 @@ class AppService:
             '/miasma.v1.AppService/EditPorts',
             miasma_dot_v1_dot_apps__pb2.EditPortsRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.EditPortsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditApp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/EditApp',
+            miasma_dot_v1_dot_apps__pb2.EditAppRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.EditAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/ListVolumes',
+            miasma_dot_v1_dot_apps__pb2.ListVolumesRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/DeleteVolume',
+            miasma_dot_v1_dot_apps__pb2.DeleteVolumeRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.DeleteVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,9 +45,11 @@ class AppServiceStub:
     ListApps: _grpc.UnaryUnaryMultiCallable[_apps_pb2.ListAppsRequest, _apps_pb2.ListAppsResponse]
     """Lists apps in name order, one page at a time."""
     UpdateApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.UpdateAppRequest, _apps_pb2.UpdateAppResponse]
-    """Changes an app's image, command, env or constraints (selected by update_mask)."""
+    """Changes an app's image, command, env, constraints, volumes or stop grace
+    period (selected by update_mask).
+    """
     DeleteApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.DeleteAppRequest, _apps_pb2.DeleteAppResponse]
-    """Deletes an app, its container and its ports."""
+    """Deletes an app, its container and its ports; its volumes only if asked."""
     StartApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.StartAppRequest, _apps_pb2.StartAppResponse]
     """Starts a stopped app."""
     StopApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.StopAppRequest, _apps_pb2.StopAppResponse]
@@ -56,6 +58,16 @@ class AppServiceStub:
     """Restarts an app's container."""
     EditPorts: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]
     """Adds or removes published and target ports, atomically."""
+    EditApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]
+    """Adds or removes ports and volumes in one atomic change (what `miasma
+    apps:edit` sends): EditPorts plus volumes.
+    """
+    ListVolumes: _grpc.UnaryUnaryMultiCallable[_apps_pb2.ListVolumesRequest, _apps_pb2.ListVolumesResponse]
+    """Lists the named volumes Miasma made, with the apps that mount them; those
+    that no app mounts outlived their app.
+    """
+    DeleteVolume: _grpc.UnaryUnaryMultiCallable[_apps_pb2.DeleteVolumeRequest, _apps_pb2.DeleteVolumeResponse]
+    """Deletes a volume Miasma made that no app mounts (its data is gone)."""
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_apps_pb2.GetServerInfoRequest, _apps_pb2.GetServerInfoResponse]
     """Describes the server: version, Docker, runtime mode, port ranges."""
     WatchPortEvents: _grpc.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]
@@ -88,9 +100,11 @@ class AppServiceAsyncStub(AppServiceStub):
     ListApps: _aio.UnaryUnaryMultiCallable[_apps_pb2.ListAppsRequest, _apps_pb2.ListAppsResponse]  # type: ignore[assignment]
     """Lists apps in name order, one page at a time."""
     UpdateApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.UpdateAppRequest, _apps_pb2.UpdateAppResponse]  # type: ignore[assignment]
-    """Changes an app's image, command, env or constraints (selected by update_mask)."""
+    """Changes an app's image, command, env, constraints, volumes or stop grace
+    period (selected by update_mask).
+    """
     DeleteApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.DeleteAppRequest, _apps_pb2.DeleteAppResponse]  # type: ignore[assignment]
-    """Deletes an app, its container and its ports."""
+    """Deletes an app, its container and its ports; its volumes only if asked."""
     StartApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.StartAppRequest, _apps_pb2.StartAppResponse]  # type: ignore[assignment]
     """Starts a stopped app."""
     StopApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.StopAppRequest, _apps_pb2.StopAppResponse]  # type: ignore[assignment]
@@ -99,6 +113,16 @@ class AppServiceAsyncStub(AppServiceStub):
     """Restarts an app's container."""
     EditPorts: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]  # type: ignore[assignment]
     """Adds or removes published and target ports, atomically."""
+    EditApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]  # type: ignore[assignment]
+    """Adds or removes ports and volumes in one atomic change (what `miasma
+    apps:edit` sends): EditPorts plus volumes.
+    """
+    ListVolumes: _aio.UnaryUnaryMultiCallable[_apps_pb2.ListVolumesRequest, _apps_pb2.ListVolumesResponse]  # type: ignore[assignment]
+    """Lists the named volumes Miasma made, with the apps that mount them; those
+    that no app mounts outlived their app.
+    """
+    DeleteVolume: _aio.UnaryUnaryMultiCallable[_apps_pb2.DeleteVolumeRequest, _apps_pb2.DeleteVolumeResponse]  # type: ignore[assignment]
+    """Deletes a volume Miasma made that no app mounts (its data is gone)."""
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_apps_pb2.GetServerInfoRequest, _apps_pb2.GetServerInfoResponse]  # type: ignore[assignment]
     """Describes the server: version, Docker, runtime mode, port ranges."""
     WatchPortEvents: _aio.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]  # type: ignore[assignment]
@@ -152,7 +176,9 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _apps_pb2.UpdateAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.UpdateAppResponse, _abc.Awaitable[_apps_pb2.UpdateAppResponse]]:
-        """Changes an app's image, command, env or constraints (selected by update_mask)."""
+        """Changes an app's image, command, env, constraints, volumes or stop grace
+        period (selected by update_mask).
+        """
 
     @_abc_1.abstractmethod
     def DeleteApp(
@@ -160,7 +186,7 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _apps_pb2.DeleteAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.DeleteAppResponse, _abc.Awaitable[_apps_pb2.DeleteAppResponse]]:
-        """Deletes an app, its container and its ports."""
+        """Deletes an app, its container and its ports; its volumes only if asked."""
 
     @_abc_1.abstractmethod
     def StartApp(
@@ -193,6 +219,34 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.EditPortsResponse, _abc.Awaitable[_apps_pb2.EditPortsResponse]]:
         """Adds or removes published and target ports, atomically."""
+
+    @_abc_1.abstractmethod
+    def EditApp(
+        self,
+        request: _apps_pb2.EditAppRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.EditAppResponse, _abc.Awaitable[_apps_pb2.EditAppResponse]]:
+        """Adds or removes ports and volumes in one atomic change (what `miasma
+        apps:edit` sends): EditPorts plus volumes.
+        """
+
+    @_abc_1.abstractmethod
+    def ListVolumes(
+        self,
+        request: _apps_pb2.ListVolumesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.ListVolumesResponse, _abc.Awaitable[_apps_pb2.ListVolumesResponse]]:
+        """Lists the named volumes Miasma made, with the apps that mount them; those
+        that no app mounts outlived their app.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteVolume(
+        self,
+        request: _apps_pb2.DeleteVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.DeleteVolumeResponse, _abc.Awaitable[_apps_pb2.DeleteVolumeResponse]]:
+        """Deletes a volume Miasma made that no app mounts (its data is gone)."""
 
     @_abc_1.abstractmethod
     def GetServerInfo(

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from miasma.v1 import apps_pb2
 
 from miasma_client._client import MiasmaClient
 from miasma_client._status import AppStatus, app_status
 from miasma_client.cli._context import CliError, State, pass_state
-from miasma_client.cli._params import ENV, app_option, flatten, json_option, ports_option
+from miasma_client.cli._params import (
+    ENV,
+    VOLUME,
+    VOLUME_OR_TARGET,
+    app_option,
+    flatten,
+    json_option,
+    ports_option,
+    stop_grace_option,
+)
 from miasma_client.cli._render import (
     apps_table,
     err,
@@ -19,6 +30,7 @@ from miasma_client.cli._render import (
     show_app,
     slots_table,
     status_text,
+    volumes_table,
 )
 
 
@@ -42,13 +54,14 @@ def list_apps(state: State, as_json: bool) -> None:
 @json_option()
 @pass_state
 def show(state: State, app: str, as_json: bool) -> None:
-    """Show an app: image, state, URLs and its port slots (published ↔ target)."""
+    """Show an app: image, state, URLs, volumes and its port slots (published ↔ target)."""
     with state.client() as client:
         found = client.get_app(app)
+        volumes = client.list_volumes(app) if not as_json else []
     if as_json:
         print_json(found)
     else:
-        show_app(found)
+        show_app(found, volumes)
 
 
 def _settle(client: MiasmaClient, app: apps_pb2.App, timeout: float) -> apps_pb2.App:
@@ -97,6 +110,12 @@ wait_timeout_option = click.option(
 @click.option(
     "-e", "--env", "env", type=ENV, multiple=True, help="Environment variable (repeatable)."
 )
+@click.option(
+    "-v", "--volume", "volumes", type=VOLUME, multiple=True,
+    help="Mount a named volume (or, if the server allows, a host path): "
+    "pgdata:/var/lib/postgresql/data, name:/path:ro (repeatable).",
+)  # fmt: skip
+@stop_grace_option()
 @constraint_option
 @click.option("--stopped", is_flag=True, help="Create the app without starting it.")
 @click.option("--dry-run", is_flag=True, help="Show the ports it would get; create nothing.")
@@ -112,6 +131,8 @@ def create(
     published_ports: tuple[list[apps_pb2.Port], ...],
     target_ports: tuple[list[apps_pb2.Port], ...],
     env: tuple[tuple[str, str], ...],
+    volumes: tuple[apps_pb2.Volume, ...],
+    stop_grace: float | None,
     constraint: tuple[str, ...],
     stopped: bool,
     dry_run: bool,
@@ -128,8 +149,8 @@ def create(
     with state.client() as client:
         app = client.create_app(
             name, image, command=command, env=dict(env), published_ports=flatten(published_ports),
-            target_ports=flatten(target_ports), constraints=constraint, stopped=stopped,
-            validate_only=dry_run,
+            target_ports=flatten(target_ports), constraints=constraint, volumes=volumes,
+            stop_grace=stop_grace, stopped=stopped, validate_only=dry_run,
         )  # fmt: skip
         if wait and not dry_run:
             app = _settle(client, app, wait_timeout)
@@ -151,6 +172,14 @@ def create(
 @ports_option("--rm-published-ports", help="Go back to a random published port for this one.")
 @ports_option("--add-target-ports", help="Use this port inside the container (repeatable).")
 @ports_option("--rm-target-ports", help="Go back to a random target port for this one.")
+@click.option(
+    "--add-volume", type=VOLUME, multiple=True,
+    help="Mount SOURCE:TARGET[:ro] (a named volume, or a host path if the server allows).",
+)  # fmt: skip
+@click.option(
+    "--rm-volume", type=VOLUME_OR_TARGET, multiple=True,
+    help="Unmount SOURCE:TARGET (or just /TARGET); the volume and its data stay.",
+)  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @wait_option
 @wait_timeout_option
@@ -163,12 +192,14 @@ def edit(
     rm_published_ports: tuple[list[apps_pb2.Port], ...],
     add_target_ports: tuple[list[apps_pb2.Port], ...],
     rm_target_ports: tuple[list[apps_pb2.Port], ...],
+    add_volume: tuple[apps_pb2.Volume, ...],
+    rm_volume: tuple[apps_pb2.Volume, ...],
     dry_run: bool,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
 ) -> None:
-    """Add or remove an app's published and target ports.
+    """Add or remove an app's published and target ports, and its volumes, in one change.
 
     \b
     Ports pair up by order: the first published port goes with the first
@@ -176,15 +207,17 @@ def edit(
       miasma apps:edit -a postgres --add-published-ports 5432
       miasma apps:edit -a example --add-published-ports 8081,8082
       miasma apps:edit -a dns --add-published-ports 5353/udp
+      miasma apps:edit -a postgres --add-volume pgdata:/var/lib/postgresql/data
     """
     with state.client() as client:
-        reply = client.edit_ports(
+        reply = client.edit_app(
             app, add_published=flatten(add_published_ports),
             remove_published=flatten(rm_published_ports), add_target=flatten(add_target_ports),
-            remove_target=flatten(rm_target_ports), validate_only=dry_run,
+            remove_target=flatten(rm_target_ports), add_volumes=add_volume,
+            remove_volumes=rm_volume, validate_only=dry_run,
         )  # fmt: skip
         edited = reply.app
-        if wait and not dry_run and reply.changes:
+        if wait and not dry_run and (reply.changes or add_volume or rm_volume):
             edited = _settle(client, edited, wait_timeout)
     if as_json:
         reply.app.CopyFrom(edited)
@@ -195,6 +228,9 @@ def edit(
     print_changes(reply.changes)
     out.print()
     out.print(slots_table(edited.bindings))
+    if add_volume or rm_volume or edited.volumes:
+        out.print()
+        out.print(volumes_table(edited.volumes, []))
 
 
 @click.command("apps:update")
@@ -206,6 +242,7 @@ def edit(
 )  # fmt: skip
 @constraint_option
 @click.option("--no-constraints", is_flag=True, help="Remove every placement constraint.")
+@stop_grace_option()
 @wait_option
 @wait_timeout_option
 @json_option()
@@ -218,24 +255,27 @@ def update(
     env: tuple[tuple[str, str], ...],
     constraint: tuple[str, ...],
     no_constraints: bool,
+    stop_grace: float | None,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
     command: tuple[str, ...],
 ) -> None:
-    """Change an app's image, env, command or placement; it is rolled out again.
+    """Change an app's image, env, command, placement or stop grace; it is rolled out again.
 
-    Only what is given changes; its ports stay as they are.
+    Only what is given changes; its ports and volumes stay as they are.
     """
     if constraint and no_constraints:
         raise click.UsageError("--constraint and --no-constraints contradict each other")
     constraints = () if no_constraints else (constraint or None)
-    if image is None and not env and not command and constraints is None:
-        raise click.UsageError("nothing to change: give --image, --env, --constraint or a command")
+    if (image, stop_grace, constraints) == (None, None, None) and not env and not command:
+        raise click.UsageError(
+            "nothing to change: give --image, --env, --constraint, --stop-grace or a command"
+        )
     with state.client() as client:
         updated = client.update_app(
             app, image=image, env=dict(env) if env else None, command=command or None,
-            constraints=constraints,
+            constraints=constraints, stop_grace=stop_grace,
         )  # fmt: skip
         if wait:
             updated = _settle(client, updated, wait_timeout)
@@ -258,15 +298,49 @@ def _lifecycle(name: str, summary: str, past: str) -> click.Command:
                 "apps:start": client.start_app,
                 "apps:stop": client.stop_app,
                 "apps:restart": client.restart_app,
-                "apps:delete": client.delete_app,
             }[name]
             result = method(app)
         if as_json:
             print_json(result)
         else:
-            out.print(f"{past} {app}.", status_text(result) if name != "apps:delete" else "")
+            out.print(f"{past} {app}.", status_text(result))
 
     return command
+
+
+@click.command("apps:delete")
+@app_option()
+@click.option(
+    "--delete-volumes", is_flag=True,
+    help="Also delete the volumes Miasma made for the app, and their data.",
+)  # fmt: skip
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting volumes.")
+@json_option()
+@pass_state
+def delete(state: State, app: str, delete_volumes: bool, yes: bool, as_json: bool) -> None:
+    """Delete an app, its container and its ports; its volumes (and data) stay unless
+    --delete-volumes. `miasma volumes` lists volumes left behind."""
+    with state.client() as client:
+        if delete_volumes and not yes:
+            doomed = [v.name for v in client.list_volumes(app) if v.created_for == f"apps/{app}"]
+            if not sys.stdin.isatty():
+                raise click.UsageError(
+                    "--delete-volumes deletes data: confirm with --yes when not on a terminal"
+                )
+            listed = ", ".join(doomed) or "none found now"
+            click.confirm(
+                f"Delete app {app} and its volumes ({listed}) with all their data?", abort=True
+            )
+        reply = client.delete_app(app, delete_volumes=delete_volumes)
+        kept = [v.name for v in client.list_volumes() if v.created_for == f"apps/{app}"]
+    if as_json:
+        print_json(reply)
+        return
+    out.print(f"Deleted {app}.")
+    if reply.deleted_volumes:
+        out.print(f"Deleted volumes: {', '.join(reply.deleted_volumes)}")
+    if kept:
+        out.print(f"Kept its volumes: {', '.join(kept)} (`miasma volumes:rm NAME` deletes one).")
 
 
 COMMANDS = [
@@ -278,5 +352,5 @@ COMMANDS = [
     _lifecycle("apps:start", "Start a stopped app on its ports.", "Started"),
     _lifecycle("apps:stop", "Stop an app; its ports stay reserved.", "Stopped"),
     _lifecycle("apps:restart", "Restart an app on the same ports.", "Restarted"),
-    _lifecycle("apps:delete", "Delete an app, its container and its ports.", "Deleted"),
+    delete,
 ]

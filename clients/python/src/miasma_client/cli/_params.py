@@ -1,4 +1,5 @@
-"""Click parameter types for ports (``8081``, ``5353/udp``, ``8081,8082``) and env pairs."""
+"""Click parameter types for ports (``8081``, ``5353/udp``, ``8081,8082``), volumes
+(``pgdata:/data[:ro]``) and env pairs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from miasma.v1 import apps_pb2
 
 from miasma_client._ports import parse_ports
+from miasma_client._volumes import parse_volume
 
 
 class PortsType(click.ParamType[list[apps_pb2.Port], Any]):
@@ -24,6 +26,26 @@ class PortsType(click.ParamType[list[apps_pb2.Port], Any]):
             return value
         try:
             return parse_ports([value])
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class VolumeType(click.ParamType[apps_pb2.Volume, Any]):
+    """``SOURCE:TARGET[:ro]`` -> a ``Volume`` (``target_only``: a bare ``/TARGET`` too)."""
+
+    name = "SOURCE:TARGET[:ro]"
+
+    def __init__(self, *, target_only: bool = False) -> None:
+        self.target_only = target_only
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> apps_pb2.Volume:
+        """Parse, or fail with the accepted forms."""
+        if isinstance(value, apps_pb2.Volume):
+            return value
+        try:
+            return parse_volume(value, target_only=self.target_only)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -49,6 +71,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 PORTS = PortsType()
 ENV = EnvType()
+VOLUME = VolumeType()
+VOLUME_OR_TARGET = VolumeType(target_only=True)
 
 
 def flatten(groups: tuple[list[apps_pb2.Port], ...]) -> list[apps_pb2.Port]:
@@ -59,6 +83,15 @@ def flatten(groups: tuple[list[apps_pb2.Port], ...]) -> list[apps_pb2.Port]:
 def ports_option(*names: str, help: str) -> Callable[[F], F]:
     """A repeatable port option accepting comma lists."""
     return click.option(*names, type=PORTS, multiple=True, metavar="PORT[/udp]", help=help)
+
+
+def stop_grace_option() -> Callable[[F], F]:
+    """``--stop-grace SECONDS``: from the stop signal to SIGKILL."""
+    return click.option(
+        "--stop-grace", type=click.FloatRange(0, 3600), metavar="SECONDS",
+        help="Seconds a stopping app gets after its stop signal before it is killed "
+        "(default 10; give a database time to shut down cleanly).",
+    )  # fmt: skip
 
 
 def app_option() -> Callable[[F], F]:

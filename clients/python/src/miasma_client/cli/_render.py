@@ -98,8 +98,39 @@ def slots_table(bindings: Iterable[apps_pb2.PortBinding]) -> Table:
     return table
 
 
-def show_app(app: apps_pb2.App) -> None:
-    """``miasma apps:show``: the app's summary, then its slot table."""
+def volumes_table(volumes: Iterable[apps_pb2.Volume], made: Iterable[apps_pb2.VolumeInfo]) -> Table:
+    """The app's volumes, then the volumes Miasma made for its image's VOLUME paths."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("VOLUME", "TARGET", "MODE", "FROM"):
+        table.add_column(column)
+    for volume in volumes:
+        kind = "host path" if volume.source.startswith("/") else "app"
+        mode = "ro" if volume.read_only else "rw"
+        table.add_row(volume.source, volume.target, mode, kind)
+    for info in made:
+        if info.image_path:
+            table.add_row(info.name, info.image_path, "rw", "image VOLUME")
+    return table
+
+
+def volume_list_table(volumes: Iterable[apps_pb2.VolumeInfo]) -> Table:
+    """``miasma volumes``: name, the app it was made for, who mounts it now."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "MADE FOR", "IMAGE PATH", "MOUNTED BY"):
+        table.add_column(column)
+    for info in volumes:
+        mounted = ", ".join(name.removeprefix("apps/") for name in info.mounted_by)
+        table.add_row(
+            info.name,
+            info.created_for.removeprefix("apps/") or "-",
+            info.image_path or "-",
+            mounted or Text("nobody (left over)", style="yellow"),
+        )
+    return table
+
+
+def show_app(app: apps_pb2.App, made: Iterable[apps_pb2.VolumeInfo] = ()) -> None:
+    """``miasma apps:show``: the app's summary, then its slot and volume tables."""
     summary = Table.grid(padding=(0, 2))
     summary.add_row("Name", short_name(app))
     summary.add_row("Image", app.image)
@@ -114,9 +145,17 @@ def show_app(app: apps_pb2.App) -> None:
         summary.add_row("Env", "\n".join(f"{k}={v}" for k, v in sorted(app.env.items())))
     if app.constraints:
         summary.add_row("Placement", "\n".join(app.constraints))
+    if app.node:
+        summary.add_row("Node", f"{app.node} (its data lives there)")
+    grace = app.stop_grace.seconds + app.stop_grace.nanos / 1e9
+    summary.add_row("Stop grace", f"{grace:g} s" if app.HasField("stop_grace") else "10 s")
     out.print(summary)
     out.print()
     out.print(slots_table(app.bindings))
+    made = [info for info in made if info.image_path and info.mounted_by]
+    if app.volumes or made:
+        out.print()
+        out.print(volumes_table(app.volumes, made))
 
 
 def _binding(change: apps_pb2.PortChange, side: Literal["old_binding", "new_binding"]) -> str:

@@ -20,6 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
 import { FieldMask } from "../../google/protobuf/field_mask";
 import { Timestamp } from "../../google/protobuf/timestamp";
 
@@ -263,6 +264,27 @@ export interface PortBinding {
   publishMode: PublishMode;
 }
 
+/** A mount of an app: a named volume or a host path, at a path in its container. */
+export interface Volume {
+  /**
+   * A named volume ("pgdata": 2-200 letters, digits, '_', '.' or '-', starting
+   * with a letter or digit), created on first use; or an absolute host path
+   * (a bind mount) when the server runs with --allow-bind-mounts.
+   */
+  source: string;
+  /**
+   * Absolute path in the container; not "/", not under /proc, /sys or /dev,
+   * not /etc/hosts, /etc/hostname or /etc/resolv.conf; no two of an app's
+   * volumes at or inside one another.
+   */
+  target: string;
+  /**
+   * Mount read-only. A named volume mounted writable by one app can be
+   * mounted by no other app; read-only mounts can share.
+   */
+  readOnly: boolean;
+}
+
 /** What Docker last reported for an app. */
 export interface ObservedState {
   /** Running containers (or tasks) of the app. */
@@ -313,6 +335,30 @@ export interface App {
    * "node.hostname!=db1". Ignored by the container runtime.
    */
   constraints: string[];
+  /**
+   * The app's volumes. Every VOLUME its image declares that none of these
+   * mounts gets a named volume of the app's own as well (see ListVolumes),
+   * so data survives every new container.
+   */
+  volumes: Volume[];
+  /**
+   * Time from the stop signal to SIGKILL when a container (or task) stops;
+   * 10 s when unset, at most 1 hour. Whole seconds in the container runtime
+   * (rounded up).
+   */
+  stopGrace:
+    | Duration
+    | undefined;
+  /**
+   * Output only. Given at creation: the volumes Miasma makes for the app's
+   * image are named after it, so a later app of the same name starts empty.
+   */
+  uid: string;
+  /**
+   * Output only. Swarm: the node the app's data lives on, where it stays
+   * (empty when the app has no volume or the user placed it).
+   */
+  node: string;
 }
 
 export interface App_EnvEntry {
@@ -366,7 +412,10 @@ export interface UpdateAppRequest {
   app:
     | App
     | undefined;
-  /** Which of image, command, env to change; empty means all three. */
+  /**
+   * Which of image, command, env, constraints, volumes, stop_grace to change;
+   * empty means image, command, env and constraints.
+   */
   updateMask: string[] | undefined;
 }
 
@@ -379,11 +428,22 @@ export interface DeleteAppRequest {
   name: string;
   /** If set, must match the app's current etag. */
   etag: string;
+  /**
+   * Also delete the volumes Miasma made for the app (those of its image, and
+   * named volumes of its own that no other app mounts). Without it they stay,
+   * listed by ListVolumes. Host paths are never deleted. Needs Docker now:
+   * UNAVAILABLE, with nothing changed, when it cannot be reached.
+   */
+  deleteVolumes: boolean;
 }
 
 export interface DeleteAppResponse {
   /** The app as it was before deletion. */
-  app: App | undefined;
+  app:
+    | App
+    | undefined;
+  /** The volumes deleted with it (delete_volumes). */
+  deletedVolumes: string[];
 }
 
 export interface StartAppRequest {
@@ -448,6 +508,71 @@ export interface EditPortsResponse {
   changes: PortChange[];
 }
 
+export interface EditAppRequest {
+  /** "apps/{app}". */
+  name: string;
+  /** As in EditPortsRequest. */
+  addPublishedPorts: Port[];
+  removePublishedPorts: Port[];
+  addTargetPorts: Port[];
+  removeTargetPorts: Port[];
+  /**
+   * Volumes to mount. Adding one the app already has is a no-op; a target the
+   * app mounts from another source must be removed in the same request.
+   */
+  addVolumes: Volume[];
+  /**
+   * Volumes to unmount, matched by target (and by source, if given). Their
+   * data stays in the volume.
+   */
+  removeVolumes: Volume[];
+  /** Compute and return the result; change nothing. */
+  validateOnly: boolean;
+  /** If set, must match the app's current etag (ABORTED otherwise). */
+  etag: string;
+}
+
+export interface EditAppResponse {
+  /** The app after the change. */
+  app:
+    | App
+    | undefined;
+  /** Port slots that changed. */
+  changes: PortChange[];
+}
+
+/** A named volume Miasma made. */
+export interface VolumeInfo {
+  /** The Docker volume name. */
+  name: string;
+  /** The app it was made for, "apps/{app}". */
+  createdFor: string;
+  /** For a volume made for a VOLUME of the app's image: that path. */
+  imagePath: string;
+  /** Apps that mount it now ("apps/{app}"); empty when it outlived its app. */
+  mountedBy: string[];
+  createTime: Date | undefined;
+}
+
+export interface ListVolumesRequest {
+  /** Only volumes made for, or mounted by, this app ("apps/{app}"); empty: all. */
+  app: string;
+}
+
+export interface ListVolumesResponse {
+  volumes: VolumeInfo[];
+}
+
+export interface DeleteVolumeRequest {
+  /** The Docker volume name. */
+  name: string;
+}
+
+export interface DeleteVolumeResponse {
+  /** The volume as it was. */
+  volume: VolumeInfo | undefined;
+}
+
 export interface GetServerInfoRequest {
 }
 
@@ -472,6 +597,8 @@ export interface GetServerInfoResponse {
   reservedPorts: Port[];
   /** Host name used in app URLs. */
   publicHost: string;
+  /** Whether apps may mount host paths (--allow-bind-mounts). */
+  bindMountsAllowed: boolean;
 }
 
 export interface WatchPortEventsRequest {
@@ -812,6 +939,111 @@ export const PortBinding: MessageFns<PortBinding> = {
   },
 };
 
+function createBaseVolume(): Volume {
+  return { source: "", target: "", readOnly: false };
+}
+
+export const Volume: MessageFns<Volume> = {
+  encode(message: Volume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.source !== "") {
+      writer.uint32(10).string(message.source);
+    }
+    if (message.target !== "") {
+      writer.uint32(18).string(message.target);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(24).bool(message.readOnly);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Volume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Volume {
+    return {
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      target: isSet(object.target) ? globalThis.String(object.target) : "",
+      readOnly: isSet(object.readOnly)
+        ? globalThis.Boolean(object.readOnly)
+        : isSet(object.read_only)
+        ? globalThis.Boolean(object.read_only)
+        : false,
+    };
+  },
+
+  toJSON(message: Volume): unknown {
+    const obj: any = {};
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.target !== "") {
+      obj.target = message.target;
+    }
+    if (message.readOnly !== false) {
+      obj.readOnly = message.readOnly;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Volume>): Volume {
+    return Volume.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Volume>): Volume {
+    const message = createBaseVolume();
+    message.source = object.source ?? "";
+    message.target = object.target ?? "";
+    message.readOnly = object.readOnly ?? false;
+    return message;
+  },
+};
+
 function createBaseObservedState(): ObservedState {
   return { running: 0, total: 0, lastError: "" };
 }
@@ -932,6 +1164,10 @@ function createBaseApp(): App {
     createTime: undefined,
     updateTime: undefined,
     constraints: [],
+    volumes: [],
+    stopGrace: undefined,
+    uid: "",
+    node: "",
   };
 }
 
@@ -975,6 +1211,18 @@ export const App: MessageFns<App> = {
     }
     for (const v of message.constraints) {
       writer.uint32(106).string(v!);
+    }
+    for (const v of message.volumes) {
+      Volume.encode(v!, writer.uint32(114).fork()).join();
+    }
+    if (message.stopGrace !== undefined) {
+      Duration.encode(message.stopGrace, writer.uint32(122).fork()).join();
+    }
+    if (message.uid !== "") {
+      writer.uint32(130).string(message.uid);
+    }
+    if (message.node !== "") {
+      writer.uint32(138).string(message.node);
     }
     return writer;
   },
@@ -1099,6 +1347,38 @@ export const App: MessageFns<App> = {
             message.constraints.push(reader.string());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.volumes.push(Volume.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.stopGrace = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.uid = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1155,6 +1435,16 @@ export const App: MessageFns<App> = {
       constraints: globalThis.Array.isArray(object?.constraints)
         ? object.constraints.map((e: any) => globalThis.String(e))
         : [],
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => Volume.fromJSON(e))
+        : [],
+      stopGrace: isSet(object.stopGrace)
+        ? Duration.fromJSON(object.stopGrace)
+        : isSet(object.stop_grace)
+        ? Duration.fromJSON(object.stop_grace)
+        : undefined,
+      uid: isSet(object.uid) ? globalThis.String(object.uid) : "",
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
     };
   },
 
@@ -1205,6 +1495,18 @@ export const App: MessageFns<App> = {
     if (message.constraints?.length) {
       obj.constraints = message.constraints;
     }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => Volume.toJSON(e));
+    }
+    if (message.stopGrace !== undefined) {
+      obj.stopGrace = Duration.toJSON(message.stopGrace);
+    }
+    if (message.uid !== "") {
+      obj.uid = message.uid;
+    }
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
     return obj;
   },
 
@@ -1236,6 +1538,12 @@ export const App: MessageFns<App> = {
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
     message.constraints = object.constraints?.map((e) => e) || [];
+    message.volumes = object.volumes?.map((e) => Volume.fromPartial(e)) || [];
+    message.stopGrace = (object.stopGrace !== undefined && object.stopGrace !== null)
+      ? Duration.fromPartial(object.stopGrace)
+      : undefined;
+    message.uid = object.uid ?? "";
+    message.node = object.node ?? "";
     return message;
   },
 };
@@ -2014,7 +2322,7 @@ export const UpdateAppResponse: MessageFns<UpdateAppResponse> = {
 };
 
 function createBaseDeleteAppRequest(): DeleteAppRequest {
-  return { name: "", etag: "" };
+  return { name: "", etag: "", deleteVolumes: false };
 }
 
 export const DeleteAppRequest: MessageFns<DeleteAppRequest> = {
@@ -2024,6 +2332,9 @@ export const DeleteAppRequest: MessageFns<DeleteAppRequest> = {
     }
     if (message.etag !== "") {
       writer.uint32(18).string(message.etag);
+    }
+    if (message.deleteVolumes !== false) {
+      writer.uint32(24).bool(message.deleteVolumes);
     }
     return writer;
   },
@@ -2057,6 +2368,14 @@ export const DeleteAppRequest: MessageFns<DeleteAppRequest> = {
             message.etag = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deleteVolumes = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2073,6 +2392,11 @@ export const DeleteAppRequest: MessageFns<DeleteAppRequest> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      deleteVolumes: isSet(object.deleteVolumes)
+        ? globalThis.Boolean(object.deleteVolumes)
+        : isSet(object.delete_volumes)
+        ? globalThis.Boolean(object.delete_volumes)
+        : false,
     };
   },
 
@@ -2084,6 +2408,9 @@ export const DeleteAppRequest: MessageFns<DeleteAppRequest> = {
     if (message.etag !== "") {
       obj.etag = message.etag;
     }
+    if (message.deleteVolumes !== false) {
+      obj.deleteVolumes = message.deleteVolumes;
+    }
     return obj;
   },
 
@@ -2094,18 +2421,22 @@ export const DeleteAppRequest: MessageFns<DeleteAppRequest> = {
     const message = createBaseDeleteAppRequest();
     message.name = object.name ?? "";
     message.etag = object.etag ?? "";
+    message.deleteVolumes = object.deleteVolumes ?? false;
     return message;
   },
 };
 
 function createBaseDeleteAppResponse(): DeleteAppResponse {
-  return { app: undefined };
+  return { app: undefined, deletedVolumes: [] };
 }
 
 export const DeleteAppResponse: MessageFns<DeleteAppResponse> = {
   encode(message: DeleteAppResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.app !== undefined) {
       App.encode(message.app, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.deletedVolumes) {
+      writer.uint32(18).string(v!);
     }
     return writer;
   },
@@ -2131,6 +2462,14 @@ export const DeleteAppResponse: MessageFns<DeleteAppResponse> = {
             message.app = App.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.deletedVolumes.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2144,13 +2483,23 @@ export const DeleteAppResponse: MessageFns<DeleteAppResponse> = {
   },
 
   fromJSON(object: any): DeleteAppResponse {
-    return { app: isSet(object.app) ? App.fromJSON(object.app) : undefined };
+    return {
+      app: isSet(object.app) ? App.fromJSON(object.app) : undefined,
+      deletedVolumes: globalThis.Array.isArray(object?.deletedVolumes)
+        ? object.deletedVolumes.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.deleted_volumes)
+        ? object.deleted_volumes.map((e: any) => globalThis.String(e))
+        : [],
+    };
   },
 
   toJSON(message: DeleteAppResponse): unknown {
     const obj: any = {};
     if (message.app !== undefined) {
       obj.app = App.toJSON(message.app);
+    }
+    if (message.deletedVolumes?.length) {
+      obj.deletedVolumes = message.deletedVolumes;
     }
     return obj;
   },
@@ -2161,6 +2510,7 @@ export const DeleteAppResponse: MessageFns<DeleteAppResponse> = {
   fromPartial(object: DeepPartial<DeleteAppResponse>): DeleteAppResponse {
     const message = createBaseDeleteAppResponse();
     message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
+    message.deletedVolumes = object.deletedVolumes?.map((e) => e) || [];
     return message;
   },
 };
@@ -2958,6 +3308,747 @@ export const EditPortsResponse: MessageFns<EditPortsResponse> = {
   },
 };
 
+function createBaseEditAppRequest(): EditAppRequest {
+  return {
+    name: "",
+    addPublishedPorts: [],
+    removePublishedPorts: [],
+    addTargetPorts: [],
+    removeTargetPorts: [],
+    addVolumes: [],
+    removeVolumes: [],
+    validateOnly: false,
+    etag: "",
+  };
+}
+
+export const EditAppRequest: MessageFns<EditAppRequest> = {
+  encode(message: EditAppRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    for (const v of message.addPublishedPorts) {
+      Port.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.removePublishedPorts) {
+      Port.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.addTargetPorts) {
+      Port.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.removeTargetPorts) {
+      Port.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.addVolumes) {
+      Volume.encode(v!, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.removeVolumes) {
+      Volume.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.validateOnly !== false) {
+      writer.uint32(64).bool(message.validateOnly);
+    }
+    if (message.etag !== "") {
+      writer.uint32(74).string(message.etag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EditAppRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEditAppRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.addPublishedPorts.push(Port.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.removePublishedPorts.push(Port.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.addTargetPorts.push(Port.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.removeTargetPorts.push(Port.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.addVolumes.push(Volume.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.removeVolumes.push(Volume.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.validateOnly = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.etag = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EditAppRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      addPublishedPorts: globalThis.Array.isArray(object?.addPublishedPorts)
+        ? object.addPublishedPorts.map((e: any) => Port.fromJSON(e))
+        : globalThis.Array.isArray(object?.add_published_ports)
+        ? object.add_published_ports.map((e: any) => Port.fromJSON(e))
+        : [],
+      removePublishedPorts: globalThis.Array.isArray(object?.removePublishedPorts)
+        ? object.removePublishedPorts.map((e: any) => Port.fromJSON(e))
+        : globalThis.Array.isArray(object?.remove_published_ports)
+        ? object.remove_published_ports.map((e: any) => Port.fromJSON(e))
+        : [],
+      addTargetPorts: globalThis.Array.isArray(object?.addTargetPorts)
+        ? object.addTargetPorts.map((e: any) => Port.fromJSON(e))
+        : globalThis.Array.isArray(object?.add_target_ports)
+        ? object.add_target_ports.map((e: any) => Port.fromJSON(e))
+        : [],
+      removeTargetPorts: globalThis.Array.isArray(object?.removeTargetPorts)
+        ? object.removeTargetPorts.map((e: any) => Port.fromJSON(e))
+        : globalThis.Array.isArray(object?.remove_target_ports)
+        ? object.remove_target_ports.map((e: any) => Port.fromJSON(e))
+        : [],
+      addVolumes: globalThis.Array.isArray(object?.addVolumes)
+        ? object.addVolumes.map((e: any) => Volume.fromJSON(e))
+        : globalThis.Array.isArray(object?.add_volumes)
+        ? object.add_volumes.map((e: any) => Volume.fromJSON(e))
+        : [],
+      removeVolumes: globalThis.Array.isArray(object?.removeVolumes)
+        ? object.removeVolumes.map((e: any) => Volume.fromJSON(e))
+        : globalThis.Array.isArray(object?.remove_volumes)
+        ? object.remove_volumes.map((e: any) => Volume.fromJSON(e))
+        : [],
+      validateOnly: isSet(object.validateOnly)
+        ? globalThis.Boolean(object.validateOnly)
+        : isSet(object.validate_only)
+        ? globalThis.Boolean(object.validate_only)
+        : false,
+      etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+    };
+  },
+
+  toJSON(message: EditAppRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.addPublishedPorts?.length) {
+      obj.addPublishedPorts = message.addPublishedPorts.map((e) => Port.toJSON(e));
+    }
+    if (message.removePublishedPorts?.length) {
+      obj.removePublishedPorts = message.removePublishedPorts.map((e) => Port.toJSON(e));
+    }
+    if (message.addTargetPorts?.length) {
+      obj.addTargetPorts = message.addTargetPorts.map((e) => Port.toJSON(e));
+    }
+    if (message.removeTargetPorts?.length) {
+      obj.removeTargetPorts = message.removeTargetPorts.map((e) => Port.toJSON(e));
+    }
+    if (message.addVolumes?.length) {
+      obj.addVolumes = message.addVolumes.map((e) => Volume.toJSON(e));
+    }
+    if (message.removeVolumes?.length) {
+      obj.removeVolumes = message.removeVolumes.map((e) => Volume.toJSON(e));
+    }
+    if (message.validateOnly !== false) {
+      obj.validateOnly = message.validateOnly;
+    }
+    if (message.etag !== "") {
+      obj.etag = message.etag;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EditAppRequest>): EditAppRequest {
+    return EditAppRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EditAppRequest>): EditAppRequest {
+    const message = createBaseEditAppRequest();
+    message.name = object.name ?? "";
+    message.addPublishedPorts = object.addPublishedPorts?.map((e) => Port.fromPartial(e)) || [];
+    message.removePublishedPorts = object.removePublishedPorts?.map((e) => Port.fromPartial(e)) || [];
+    message.addTargetPorts = object.addTargetPorts?.map((e) => Port.fromPartial(e)) || [];
+    message.removeTargetPorts = object.removeTargetPorts?.map((e) => Port.fromPartial(e)) || [];
+    message.addVolumes = object.addVolumes?.map((e) => Volume.fromPartial(e)) || [];
+    message.removeVolumes = object.removeVolumes?.map((e) => Volume.fromPartial(e)) || [];
+    message.validateOnly = object.validateOnly ?? false;
+    message.etag = object.etag ?? "";
+    return message;
+  },
+};
+
+function createBaseEditAppResponse(): EditAppResponse {
+  return { app: undefined, changes: [] };
+}
+
+export const EditAppResponse: MessageFns<EditAppResponse> = {
+  encode(message: EditAppResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.app !== undefined) {
+      App.encode(message.app, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.changes) {
+      PortChange.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EditAppResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEditAppResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.app = App.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.changes.push(PortChange.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EditAppResponse {
+    return {
+      app: isSet(object.app) ? App.fromJSON(object.app) : undefined,
+      changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => PortChange.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: EditAppResponse): unknown {
+    const obj: any = {};
+    if (message.app !== undefined) {
+      obj.app = App.toJSON(message.app);
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => PortChange.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EditAppResponse>): EditAppResponse {
+    return EditAppResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EditAppResponse>): EditAppResponse {
+    const message = createBaseEditAppResponse();
+    message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
+    message.changes = object.changes?.map((e) => PortChange.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVolumeInfo(): VolumeInfo {
+  return { name: "", createdFor: "", imagePath: "", mountedBy: [], createTime: undefined };
+}
+
+export const VolumeInfo: MessageFns<VolumeInfo> = {
+  encode(message: VolumeInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.createdFor !== "") {
+      writer.uint32(18).string(message.createdFor);
+    }
+    if (message.imagePath !== "") {
+      writer.uint32(26).string(message.imagePath);
+    }
+    for (const v of message.mountedBy) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.createdFor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.imagePath = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.mountedBy.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeInfo {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      createdFor: isSet(object.createdFor)
+        ? globalThis.String(object.createdFor)
+        : isSet(object.created_for)
+        ? globalThis.String(object.created_for)
+        : "",
+      imagePath: isSet(object.imagePath)
+        ? globalThis.String(object.imagePath)
+        : isSet(object.image_path)
+        ? globalThis.String(object.image_path)
+        : "",
+      mountedBy: globalThis.Array.isArray(object?.mountedBy)
+        ? object.mountedBy.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.mounted_by)
+        ? object.mounted_by.map((e: any) => globalThis.String(e))
+        : [],
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: VolumeInfo): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.createdFor !== "") {
+      obj.createdFor = message.createdFor;
+    }
+    if (message.imagePath !== "") {
+      obj.imagePath = message.imagePath;
+    }
+    if (message.mountedBy?.length) {
+      obj.mountedBy = message.mountedBy;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VolumeInfo>): VolumeInfo {
+    return VolumeInfo.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VolumeInfo>): VolumeInfo {
+    const message = createBaseVolumeInfo();
+    message.name = object.name ?? "";
+    message.createdFor = object.createdFor ?? "";
+    message.imagePath = object.imagePath ?? "";
+    message.mountedBy = object.mountedBy?.map((e) => e) || [];
+    message.createTime = object.createTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListVolumesRequest(): ListVolumesRequest {
+  return { app: "" };
+}
+
+export const ListVolumesRequest: MessageFns<ListVolumesRequest> = {
+  encode(message: ListVolumesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.app !== "") {
+      writer.uint32(10).string(message.app);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.app = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumesRequest {
+    return { app: isSet(object.app) ? globalThis.String(object.app) : "" };
+  },
+
+  toJSON(message: ListVolumesRequest): unknown {
+    const obj: any = {};
+    if (message.app !== "") {
+      obj.app = message.app;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVolumesRequest>): ListVolumesRequest {
+    return ListVolumesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVolumesRequest>): ListVolumesRequest {
+    const message = createBaseListVolumesRequest();
+    message.app = object.app ?? "";
+    return message;
+  },
+};
+
+function createBaseListVolumesResponse(): ListVolumesResponse {
+  return { volumes: [] };
+}
+
+export const ListVolumesResponse: MessageFns<ListVolumesResponse> = {
+  encode(message: ListVolumesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.volumes) {
+      VolumeInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volumes.push(VolumeInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumesResponse {
+    return {
+      volumes: globalThis.Array.isArray(object?.volumes) ? object.volumes.map((e: any) => VolumeInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListVolumesResponse): unknown {
+    const obj: any = {};
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => VolumeInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListVolumesResponse>): ListVolumesResponse {
+    return ListVolumesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListVolumesResponse>): ListVolumesResponse {
+    const message = createBaseListVolumesResponse();
+    message.volumes = object.volumes?.map((e) => VolumeInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeRequest(): DeleteVolumeRequest {
+  return { name: "" };
+}
+
+export const DeleteVolumeRequest: MessageFns<DeleteVolumeRequest> = {
+  encode(message: DeleteVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: DeleteVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteVolumeRequest>): DeleteVolumeRequest {
+    return DeleteVolumeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteVolumeRequest>): DeleteVolumeRequest {
+    const message = createBaseDeleteVolumeRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeResponse(): DeleteVolumeResponse {
+  return { volume: undefined };
+}
+
+export const DeleteVolumeResponse: MessageFns<DeleteVolumeResponse> = {
+  encode(message: DeleteVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volume !== undefined) {
+      VolumeInfo.encode(message.volume, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volume = VolumeInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeResponse {
+    return { volume: isSet(object.volume) ? VolumeInfo.fromJSON(object.volume) : undefined };
+  },
+
+  toJSON(message: DeleteVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.volume !== undefined) {
+      obj.volume = VolumeInfo.toJSON(message.volume);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteVolumeResponse>): DeleteVolumeResponse {
+    return DeleteVolumeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteVolumeResponse>): DeleteVolumeResponse {
+    const message = createBaseDeleteVolumeResponse();
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? VolumeInfo.fromPartial(object.volume)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseGetServerInfoRequest(): GetServerInfoRequest {
   return {};
 }
@@ -3022,6 +4113,7 @@ function createBaseGetServerInfoResponse(): GetServerInfoResponse {
     targetPortRange: "",
     reservedPorts: [],
     publicHost: "",
+    bindMountsAllowed: false,
   };
 }
 
@@ -3056,6 +4148,9 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     }
     if (message.publicHost !== "") {
       writer.uint32(82).string(message.publicHost);
+    }
+    if (message.bindMountsAllowed !== false) {
+      writer.uint32(88).bool(message.bindMountsAllowed);
     }
     return writer;
   },
@@ -3153,6 +4248,14 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
             message.publicHost = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.bindMountsAllowed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3213,6 +4316,11 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
         : isSet(object.public_host)
         ? globalThis.String(object.public_host)
         : "",
+      bindMountsAllowed: isSet(object.bindMountsAllowed)
+        ? globalThis.Boolean(object.bindMountsAllowed)
+        : isSet(object.bind_mounts_allowed)
+        ? globalThis.Boolean(object.bind_mounts_allowed)
+        : false,
     };
   },
 
@@ -3248,6 +4356,9 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     if (message.publicHost !== "") {
       obj.publicHost = message.publicHost;
     }
+    if (message.bindMountsAllowed !== false) {
+      obj.bindMountsAllowed = message.bindMountsAllowed;
+    }
     return obj;
   },
 
@@ -3266,6 +4377,7 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     message.targetPortRange = object.targetPortRange ?? "";
     message.reservedPorts = object.reservedPorts?.map((e) => Port.fromPartial(e)) || [];
     message.publicHost = object.publicHost ?? "";
+    message.bindMountsAllowed = object.bindMountsAllowed ?? false;
     return message;
   },
 };
@@ -3816,7 +4928,10 @@ export const AppServiceService = {
     responseSerialize: (value: ListAppsResponse): Buffer => Buffer.from(ListAppsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListAppsResponse => ListAppsResponse.decode(value),
   },
-  /** Changes an app's image, command, env or constraints (selected by update_mask). */
+  /**
+   * Changes an app's image, command, env, constraints, volumes or stop grace
+   * period (selected by update_mask).
+   */
   updateApp: {
     path: "/miasma.v1.AppService/UpdateApp" as const,
     requestStream: false as const,
@@ -3826,7 +4941,7 @@ export const AppServiceService = {
     responseSerialize: (value: UpdateAppResponse): Buffer => Buffer.from(UpdateAppResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateAppResponse => UpdateAppResponse.decode(value),
   },
-  /** Deletes an app, its container and its ports. */
+  /** Deletes an app, its container and its ports; its volumes only if asked. */
   deleteApp: {
     path: "/miasma.v1.AppService/DeleteApp" as const,
     requestStream: false as const,
@@ -3876,6 +4991,43 @@ export const AppServiceService = {
     responseSerialize: (value: EditPortsResponse): Buffer => Buffer.from(EditPortsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EditPortsResponse => EditPortsResponse.decode(value),
   },
+  /**
+   * Adds or removes ports and volumes in one atomic change (what `miasma
+   * apps:edit` sends): EditPorts plus volumes.
+   */
+  editApp: {
+    path: "/miasma.v1.AppService/EditApp" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EditAppRequest): Buffer => Buffer.from(EditAppRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EditAppRequest => EditAppRequest.decode(value),
+    responseSerialize: (value: EditAppResponse): Buffer => Buffer.from(EditAppResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EditAppResponse => EditAppResponse.decode(value),
+  },
+  /**
+   * Lists the named volumes Miasma made, with the apps that mount them; those
+   * that no app mounts outlived their app.
+   */
+  listVolumes: {
+    path: "/miasma.v1.AppService/ListVolumes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListVolumesRequest): Buffer => Buffer.from(ListVolumesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListVolumesRequest => ListVolumesRequest.decode(value),
+    responseSerialize: (value: ListVolumesResponse): Buffer => Buffer.from(ListVolumesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListVolumesResponse => ListVolumesResponse.decode(value),
+  },
+  /** Deletes a volume Miasma made that no app mounts (its data is gone). */
+  deleteVolume: {
+    path: "/miasma.v1.AppService/DeleteVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteVolumeRequest): Buffer => Buffer.from(DeleteVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteVolumeRequest => DeleteVolumeRequest.decode(value),
+    responseSerialize: (value: DeleteVolumeResponse): Buffer =>
+      Buffer.from(DeleteVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteVolumeResponse => DeleteVolumeResponse.decode(value),
+  },
   /** Describes the server: version, Docker, runtime mode, port ranges. */
   getServerInfo: {
     path: "/miasma.v1.AppService/GetServerInfo" as const,
@@ -3919,9 +5071,12 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   getApp: handleUnaryCall<GetAppRequest, GetAppResponse>;
   /** Lists apps in name order, one page at a time. */
   listApps: handleUnaryCall<ListAppsRequest, ListAppsResponse>;
-  /** Changes an app's image, command, env or constraints (selected by update_mask). */
+  /**
+   * Changes an app's image, command, env, constraints, volumes or stop grace
+   * period (selected by update_mask).
+   */
   updateApp: handleUnaryCall<UpdateAppRequest, UpdateAppResponse>;
-  /** Deletes an app, its container and its ports. */
+  /** Deletes an app, its container and its ports; its volumes only if asked. */
   deleteApp: handleUnaryCall<DeleteAppRequest, DeleteAppResponse>;
   /** Starts a stopped app. */
   startApp: handleUnaryCall<StartAppRequest, StartAppResponse>;
@@ -3931,6 +5086,18 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   restartApp: handleUnaryCall<RestartAppRequest, RestartAppResponse>;
   /** Adds or removes published and target ports, atomically. */
   editPorts: handleUnaryCall<EditPortsRequest, EditPortsResponse>;
+  /**
+   * Adds or removes ports and volumes in one atomic change (what `miasma
+   * apps:edit` sends): EditPorts plus volumes.
+   */
+  editApp: handleUnaryCall<EditAppRequest, EditAppResponse>;
+  /**
+   * Lists the named volumes Miasma made, with the apps that mount them; those
+   * that no app mounts outlived their app.
+   */
+  listVolumes: handleUnaryCall<ListVolumesRequest, ListVolumesResponse>;
+  /** Deletes a volume Miasma made that no app mounts (its data is gone). */
+  deleteVolume: handleUnaryCall<DeleteVolumeRequest, DeleteVolumeResponse>;
   /** Describes the server: version, Docker, runtime mode, port ranges. */
   getServerInfo: handleUnaryCall<GetServerInfoRequest, GetServerInfoResponse>;
   /**
@@ -3997,7 +5164,10 @@ export interface AppServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListAppsResponse) => void,
   ): ClientUnaryCall;
-  /** Changes an app's image, command, env or constraints (selected by update_mask). */
+  /**
+   * Changes an app's image, command, env, constraints, volumes or stop grace
+   * period (selected by update_mask).
+   */
   updateApp(
     request: UpdateAppRequest,
     callback: (error: ServiceError | null, response: UpdateAppResponse) => void,
@@ -4013,7 +5183,7 @@ export interface AppServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateAppResponse) => void,
   ): ClientUnaryCall;
-  /** Deletes an app, its container and its ports. */
+  /** Deletes an app, its container and its ports; its volumes only if asked. */
   deleteApp(
     request: DeleteAppRequest,
     callback: (error: ServiceError | null, response: DeleteAppResponse) => void,
@@ -4092,6 +5262,60 @@ export interface AppServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EditPortsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Adds or removes ports and volumes in one atomic change (what `miasma
+   * apps:edit` sends): EditPorts plus volumes.
+   */
+  editApp(
+    request: EditAppRequest,
+    callback: (error: ServiceError | null, response: EditAppResponse) => void,
+  ): ClientUnaryCall;
+  editApp(
+    request: EditAppRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EditAppResponse) => void,
+  ): ClientUnaryCall;
+  editApp(
+    request: EditAppRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EditAppResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists the named volumes Miasma made, with the apps that mount them; those
+   * that no app mounts outlived their app.
+   */
+  listVolumes(
+    request: ListVolumesRequest,
+    callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
+  ): ClientUnaryCall;
+  listVolumes(
+    request: ListVolumesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
+  ): ClientUnaryCall;
+  listVolumes(
+    request: ListVolumesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListVolumesResponse) => void,
+  ): ClientUnaryCall;
+  /** Deletes a volume Miasma made that no app mounts (its data is gone). */
+  deleteVolume(
+    request: DeleteVolumeRequest,
+    callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
+  ): ClientUnaryCall;
+  deleteVolume(
+    request: DeleteVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
+  ): ClientUnaryCall;
+  deleteVolume(
+    request: DeleteVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
   ): ClientUnaryCall;
   /** Describes the server: version, Docker, runtime mode, port ranges. */
   getServerInfo(

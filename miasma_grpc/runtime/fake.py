@@ -1,0 +1,147 @@
+"""An in-memory :class:`~miasma_grpc.runtime.base.Runtime`, for fast tests of everything above
+the Docker edge (as httpx's ``MockTransport`` is for its clients).
+
+It records what it was asked to run, the volumes it made (for the app's own
+named volumes and for the ``VOLUME`` paths of ``images``), and can be told
+to refuse (:class:`RuntimeFailure`) or to be away (:class:`Unavailable`)
+on the next call. The real runtimes are tested against a real engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from miasma_grpc.domain.errors import FailedPrecondition, NotFound, RuntimeFailure, Unavailable
+from miasma_grpc.domain.models import (
+    DEFAULT_STOP_GRACE,
+    App,
+    Binding,
+    DesiredState,
+    Observed,
+)
+from miasma_grpc.domain.volumes import Mount, VolumeInfo, app_mounts
+from miasma_grpc.runtime.base import RuntimeInfo, Survey
+
+Failure = Literal["refuse", "unavailable"] | None
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What the fake Docker was last asked to run for one app."""
+
+    image: str
+    command: tuple[str, ...]
+    bindings: tuple[Binding, ...]
+    env: dict[str, str]
+    desired_state: DesiredState
+    mounts: tuple[Mount, ...] = ()
+
+
+@dataclass
+class FakeRuntime:
+    """An in-memory Runtime; ``images`` maps an image to the ``VOLUME`` paths it declares."""
+
+    images: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    instance: str = "miasma"
+    node: str = ""  # when set, an app with mounts is reported running there (swarm-like)
+    mode: str = "fake"
+    deployed: dict[str, Deployed] = field(default_factory=dict)
+    volumes: dict[str, VolumeInfo] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    armed: Failure = None
+    fired: Failure = None  # the failure the last armed call raised
+
+    def arm(self, failure: Failure) -> None:
+        """Make the next apply/restart fail as ``failure`` says (once)."""
+        self.armed, self.fired = failure, None
+
+    def _maybe_fail(self, app: App | str, action: str) -> None:
+        failure, self.armed = self.armed, None
+        if failure is None:
+            return
+        self.fired = failure
+        name = app if isinstance(app, str) else app.name
+        if failure == "refuse":
+            raise RuntimeFailure(f"fake Docker refused to {action} {name!r}")
+        raise Unavailable(f"fake Docker is away and could not {action} {name!r}")
+
+    async def info(self) -> RuntimeInfo:
+        """Always reachable."""
+        return RuntimeInfo(reachable=True, mode=self.mode)
+
+    async def apply(self, app: App) -> Observed:
+        """Record ``app`` as what runs, making its volumes (unless armed to fail)."""
+        self._maybe_fail(app, "apply")
+        mounts = app_mounts(app, self.images.get(app.image, ()), self.instance)
+        for mount in mounts:
+            if not mount.volume.bind and mount.volume.source not in self.volumes:
+                self.volumes[mount.volume.source] = VolumeInfo(
+                    mount.volume.source,
+                    app=app.name,
+                    uid=app.uid if mount.image_path else "",
+                    image_path=mount.image_path,
+                )
+        self.deployed[app.name] = Deployed(
+            app.image, app.command, app.bindings, app.container_env, app.desired_state, mounts
+        )
+        observed = await self.observe(app)
+        if self.node and mounts and not app.constraints and observed.running:
+            return Observed(observed.running, observed.total, node=app.node or self.node)
+        return observed
+
+    async def restart(self, app: App) -> Observed:
+        """Like apply, and count the restart."""
+        self._maybe_fail(app, "restart")
+        observed = await self.apply(app)
+        self.restarts[app.name] = self.restarts.get(app.name, 0) + 1
+        return observed
+
+    async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
+        """Forget the app (its volumes stay)."""
+        self.deployed.pop(name, None)
+
+    async def survey(self, apps: Sequence[App]) -> Survey:
+        """Apps that have a recorded deployment; none is taken as in sync (all converge)."""
+        return Survey(found=frozenset(self.deployed))
+
+    async def observe(self, app: App) -> Observed:
+        """1/1 when it was last applied running, 0/0 when stopped."""
+        deployed = self.deployed.get(app.name)
+        if deployed is None:
+            return Observed(running=0, total=1, last_error="no container")
+        if deployed.desired_state is DesiredState.STOPPED:
+            return Observed(running=0, total=0)
+        return Observed(running=1, total=1)
+
+    async def delete_volumes(self, app: App, keep: Collection[str] = ()) -> tuple[str, ...]:
+        """Delete the volumes made for ``app`` (as the Docker runtimes do)."""
+        self._maybe_fail(app, "delete the volumes of")
+        own = {v.source for v in app.volumes if not v.bind}
+        made = [
+            v.name
+            for v in self.volumes.values()
+            if (v.image_path and (v.app, v.uid) == (app.name, app.uid))
+            or (v.name in own and v.name not in keep)
+        ]
+        for name in made:
+            await self.delete_volume(name)
+        return tuple(sorted(made))
+
+    async def list_volumes(self) -> list[VolumeInfo]:
+        """Every volume made, in name order."""
+        return sorted(self.volumes.values(), key=lambda v: v.name)
+
+    async def inspect_volume(self, name: str) -> VolumeInfo:
+        """One volume; :class:`NotFound` if none was made of that name."""
+        if name not in self.volumes:
+            raise NotFound(f"no volume {name!r}", reason="VOLUME_NOT_FOUND")
+        return self.volumes[name]
+
+    async def delete_volume(self, name: str) -> None:
+        """Delete one volume; refused while a deployed app mounts it."""
+        for app, deployed in self.deployed.items():
+            if any(m.volume.source == name for m in deployed.mounts):
+                raise FailedPrecondition(f"volume {name!r} is in use by {app!r}")
+        self.volumes.pop(name, None)

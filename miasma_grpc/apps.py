@@ -263,8 +263,11 @@ class AppManager:
                     planned,
                     revision=revision,
                     update_time=now(),
-                    # A stopped app has nothing to roll out: this revision is applied as stored.
-                    applied_revision=revision if stopped else old.applied_revision,
+                    # A stopped app has nothing to roll out: this revision is applied as stored
+                    # (unless the stop itself is still owed: Docker was away).
+                    applied_revision=(
+                        revision if stopped and not old.rollout_owed else old.applied_revision
+                    ),
                 )
                 tx.update_app(new)
                 if new.bindings != old.bindings:

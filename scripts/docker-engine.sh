@@ -42,17 +42,8 @@ usage() {
     exit 2
 }
 
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-as_root() {
-    if is_root; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root to run: $*"
-    fi
-}
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- packages ---------------------------------------------------------------------------
 
@@ -66,20 +57,6 @@ apt_install() {
     fi
     log "apt-get install -y $*"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >&2
-}
-
-# Prints the path of a statically linked busybox, if there is one.
-static_busybox() {
-    local candidate
-    for candidate in /bin/busybox /usr/bin/busybox "$(command -v busybox 2>/dev/null || true)"; do
-        if [ -z "$candidate" ] || [ ! -x "$candidate" ]; then continue; fi
-        # ldd fails ("not a dynamic executable") on a static binary.
-        if ! LC_ALL=C ldd "$candidate" >/dev/null 2>&1; then
-            printf '%s\n' "$candidate"
-            return 0
-        fi
-    done
-    return 1
 }
 
 have_engine_binaries() {

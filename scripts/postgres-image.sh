@@ -57,19 +57,8 @@ usage() {
     exit 2
 }
 
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-as_root() {
-    if is_root; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root to run: $*"
-    fi
-}
-
-elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- cleanup ----------------------------------------------------------------------------
 
@@ -87,20 +76,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- packages ---------------------------------------------------------------------------
-
-# Prints the path of a statically linked busybox, if there is one.
-static_busybox() {
-    local candidate
-    for candidate in /bin/busybox /usr/bin/busybox "$(command -v busybox 2>/dev/null || true)"; do
-        if [ -z "$candidate" ] || [ ! -x "$candidate" ]; then continue; fi
-        # ldd fails ("not a dynamic executable") on a static binary.
-        if ! LC_ALL=C ldd "$candidate" >/dev/null 2>&1; then
-            printf '%s\n' "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # Installing postgresql-15 runs its postinst, which creates the cluster 15/main and starts
 # it through invoke-rc.d (or systemctl) on 5432. A policy-rc.d that exits 101 ("action

@@ -71,7 +71,8 @@ usage() {
     exit 2
 }
 
-elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 hash8() { printf '%s' "$1" | sha256sum | cut -c1-8; }
 

@@ -279,7 +279,7 @@ class DockerContainerRuntime(DockerVolumes):
                     endpoint = shown["NetworkSettings"]["Networks"].get(self.network) or {}
                     address = endpoint.get("IPAddress") or endpoint.get("GlobalIPv6Address")
                     if address:
-                        waiting = {p for p in waiting if not await _accepts(address, p)}
+                        waiting = {p for p in waiting if not await accepts(address, p)}
                         if not waiting:
                             return
                     await asyncio.sleep(READY_POLL)
@@ -375,7 +375,7 @@ class DockerContainerRuntime(DockerVolumes):
                     raise
 
 
-async def _accepts(address: str, port: int) -> bool:
+async def accepts(address: str, port: int) -> bool:
     """Whether something accepts TCP connections on ``address:port`` right now."""
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):

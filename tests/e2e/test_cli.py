@@ -251,6 +251,38 @@ def test_lifecycle_commands(cli: Cli, server: ServerProcess) -> None:
     assert cli.json("apps") == []
 
 
+def test_volume_commands(cli: Cli, server: ServerProcess) -> None:
+    """--volume, --add-volume/--rm-volume, `volumes`, `volumes:rm`, and --delete-volumes,
+    which wants --yes when it cannot ask (stdin is not a terminal here)."""
+    data, cache = f"{server.instance}-data", f"{server.instance}-cache"
+    cli.run(["apps:create", "db", "-i", cli.image, "--volume", f"{data}:/data", "--stop-grace",
+             "3", "--", *HTTPD_COMMAND])  # fmt: skip
+    mounts = the_container(server.docker_host, server.instance, "db").mounts
+    assert mounts == [("volume", data, "/data", True)]
+    shown = cli.run("miasma apps:show -a db").stdout
+    assert data in shown
+    assert "3 s" in shown
+    edited = cli.run(f"miasma apps:edit -a db --rm-volume /data --add-volume {cache}:/cache:ro")
+    assert cache in edited.stdout
+    mounts = the_container(server.docker_host, server.instance, "db").mounts
+    assert mounts == [("volume", cache, "/cache", False)]
+    bad = one_line_error(cli.run("miasma apps:edit -a db --add-volume x1:relative", ok=False))
+    assert "--add-volume" in bad
+    assert "absolute" in bad
+    listed = cli.json("miasma volumes")
+    assert isinstance(listed, list)
+    assert {v["name"]: v["mounted_by"] for v in listed} == {data: [], cache: ["apps/db"]}
+    assert "nobody (left over)" in cli.run("miasma volumes").stdout
+    cli.run(f"miasma volumes:rm {data} --yes")
+    refused = cli.run("miasma apps:delete -a db --delete-volumes", ok=False)
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    assert containers(server.docker_host, server.instance, "db")  # nothing was deleted
+    deleted = cli.run("miasma apps:delete -a db --delete-volumes --yes")
+    assert f"Deleted volumes: {cache}" in deleted.stdout
+    assert cli.json("miasma volumes") == []
+
+
 def test_connect_saves_the_server_and_env_and_flags_override_it(
     cli: Cli, server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -277,13 +309,16 @@ def test_connect_refuses_an_unreachable_server(cli: Cli, tmp_path: Path) -> None
 
 
 def test_help_lists_every_command(cli: Cli) -> None:
-    """`miasma --help` names each command; `apps:edit --help` describes each port flag."""
+    """`miasma --help` names each command; `apps:edit --help` describes each port and
+    volume flag."""
     top = cli.run("--help").stdout
-    for command in ("connect", "apps", "apps:create", "apps:edit", "apps:show", "apps:delete"):
+    for command in ("connect", "apps", "apps:create", "apps:edit", "apps:show", "apps:delete",
+                    "volumes", "volumes:rm"):  # fmt: skip
         assert command in top
     edit = cli.run("apps:edit --help").stdout
-    for flag in ("--add-published-ports", "--rm-published-ports", "--add-target-ports",
-                 "--rm-target-ports", "--dry-run", "--json"):  # fmt: skip
+    flags = ("--add-published-ports", "--rm-published-ports", "--add-target-ports",
+             "--rm-target-ports", "--add-volume", "--rm-volume", "--dry-run", "--json")  # fmt: skip
+    for flag in flags:
         assert flag in edit
 
 

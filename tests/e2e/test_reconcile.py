@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -10,19 +9,10 @@ from miasma.v1 import apps_pb2
 
 from tests.conftest import HTTPD_COMMAND
 from tests.docker_cli import containers, docker, http_get, the_container
+from tests.polling import wait_for
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll ``condition`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_restart_recreates_missing_containers_and_removes_orphans(
@@ -52,8 +42,8 @@ def test_restart_recreates_missing_containers_and_removes_orphans(
 
     server.start()
     server.wait_health(serving=True)
-    wait_for(lambda: bool(containers(server.docker_host, server.instance, "phoenix")))
-    wait_for(lambda: not containers(server.docker_host, server.instance, "orphan"))
+    wait_for(lambda: bool(containers(server.docker_host, server.instance, "phoenix")), "phoenix")
+    wait_for(lambda: not containers(server.docker_host, server.instance, "orphan"), "no orphan")
     after = the_container(server.docker_host, server.instance, "phoenix")
     assert after.published == before.published
     assert after.env["PORT"] == str(app.bindings[0].target_port)

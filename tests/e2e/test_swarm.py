@@ -9,7 +9,6 @@ in the service spec only.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,8 +18,17 @@ from miasma.v1 import apps_pb2
 from miasma_client import MiasmaClient, MiasmaError
 
 from scripts import swarm
-from tests.conftest import DATA_COMMAND, HTTPD_COMMAND
-from tests.docker_cli import Service, copy_image, docker, http_get, services, the_service
+from tests.conftest import DATA_COMMAND, DATA_SCRIPT, HTTPD_COMMAND
+from tests.docker_cli import (
+    Service,
+    copy_image,
+    docker,
+    http_get,
+    services,
+    the_service,
+    volume_names,
+)
+from tests.polling import wait_for
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -54,15 +62,6 @@ def service(server: ServerProcess, app: str) -> Service:
 def pairs(found: Service) -> list[tuple[int, int]]:
     """(published, target) of each EndpointSpec port, in slot order."""
     return [(published, target) for published, target, _, _ in found.ports]
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    """Poll ``check`` until it holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_server_info_reports_the_swarm(client: MiasmaClient, swarm_host: str) -> None:
@@ -159,6 +158,44 @@ def test_host_mode_port_answers_http(
     assert http_get(8090).strip() == "miasma-test"
 
 
+def test_image_volume_keeps_its_data_through_every_change(
+    client: MiasmaClient, server: ServerProcess, volume_image: str
+) -> None:
+    """As in container mode: port edits, env, command and image changes, restart, stop and
+    start, a service removed by hand and a server restart keep the token in /data. The
+    service rolls out stop-first, and its stops give the app its grace period."""
+    client.create_app("db", volume_image, command=DATA_COMMAND, published_ports=["8095/host"],
+                      stop_grace=4)  # fmt: skip
+    token = http_get(8095)
+    docker(server.docker_host, "tag", volume_image, "miasma-test/busybox-volume:swarm")
+    steps: list[Callable[[], apps_pb2.App]] = [
+        lambda: client.edit_app("db", add_published=["8096/host"]).app,
+        lambda: client.edit_app("db", remove_published=["8095/host"]).app,
+        lambda: client.edit_app("db", add_target=[8080]).app,
+        lambda: client.update_app("db", env={"GREETING": "hi"}),
+        lambda: client.update_app("db", command=["sh", "-c", f"true; {DATA_SCRIPT}"]),
+        lambda: client.update_app("db", image="miasma-test/busybox-volume:swarm"),
+        lambda: client.restart_app("db"),
+    ]
+    for step in steps:
+        app = step()
+        assert http_get(app.bindings[0].published_port) == token
+    client.stop_app("db")
+    port = client.start_app("db").bindings[0].published_port
+    assert http_get(port) == token
+    raw = json.loads(docker(server.docker_host, "service", "inspect", f"{server.instance}-db"))[0]
+    assert raw["Spec"]["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"] == 4_000_000_000
+    assert raw["Spec"]["UpdateConfig"]["Order"] == "stop-first"
+    docker(server.docker_host, "service", "rm", f"{server.instance}-db")
+    wait_for(lambda: client.get_app("db").observed.running == 1, "the service to come back", 60)
+    assert http_get(port) == token
+    server.restart()
+    assert http_get(client.get_app("db").bindings[0].published_port) == token
+    assert volume_names(server.docker_host, server.instance) == [
+        f"{server.instance}-db-{app.uid}-data"
+    ]
+
+
 def test_stop_scales_to_zero_and_keeps_the_ports(
     client: MiasmaClient, server: ServerProcess, test_image: str
 ) -> None:
@@ -209,11 +246,12 @@ def test_services_removed_or_edited_by_hand_come_back(
     ports = pairs(service(server, "web"))
     docker(server.docker_host, "service", "update", "--detach", "--publish-rm", "8091",
            f"{server.instance}-web")  # fmt: skip
-    wait_for(lambda: pairs(service(server, "web")) == ports, "the hand edit to be undone")
+    wait_for(lambda: pairs(service(server, "web")) == ports, "the hand edit to be undone", 60)
     docker(server.docker_host, "service", "rm", f"{server.instance}-web")
     wait_for(
         lambda: [pairs(s) for s in services(server.docker_host, server.instance, "web")] == [ports],
         "the removed service to come back",
+        60,
     )
 
 
@@ -225,6 +263,7 @@ def test_orphan_service_is_removed(server: ServerProcess, test_image: str) -> No
     wait_for(
         lambda: services(server.docker_host, server.instance, "orphan") == [],
         "the orphan service to be removed",
+        60,
     )
 
 

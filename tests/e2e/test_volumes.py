@@ -22,6 +22,7 @@ from miasma_client import MiasmaClient, MiasmaError
 
 from tests.conftest import DATA_COMMAND, DATA_SCRIPT, HTTPD_COMMAND
 from tests.docker_cli import containers, docker, http_get, the_container, volume_names
+from tests.polling import wait_for
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -45,15 +46,6 @@ def client(server: ServerProcess) -> Iterator[MiasmaClient]:
 def port_of(app: apps_pb2.App) -> int:
     """The app's first published port."""
     return app.bindings[0].published_port
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll ``check`` until it holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def container_events(server: ServerProcess, app: str, since: float) -> list[tuple[str, str]]:

@@ -564,14 +564,16 @@ class ManagerMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_writable_volume_is_shared(self) -> None:
-        """A named volume mounted by two apps is mounted read-only by both."""
-        mounts: dict[str, list[Volume]] = {}
+        """A named volume mounted by two apps is mounted read-only by both (one app may
+        mount it at two targets)."""
+        mounts: dict[str, list[tuple[str, Volume]]] = {}
         for app in self.previous.apps.values():
             for volume in app.volumes:
                 if not volume.bind:
-                    mounts.setdefault(volume.source, []).append(volume)
+                    mounts.setdefault(volume.source, []).append((app.name, volume))
         for source, found in mounts.items():
-            assert len(found) == 1 or all(v.read_only for v in found), source
+            apps = {name for name, _ in found}
+            assert len(apps) == 1 or all(v.read_only for _, v in found), source
 
     @invariant()
     def ledger_mirrors_table(self) -> None:

@@ -1,0 +1,17 @@
+"""Waiting for a condition in a test: poll it with a deadline, never sleep a fixed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+POLL = 0.1  # seconds between checks
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL)

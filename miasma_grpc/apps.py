@@ -59,8 +59,9 @@ from miasma_grpc.domain.volumes import (
     VolumeInfo,
     check_holders,
     new_uid,
+    normalized,
     plan_volumes,
-    validate_volume,
+    validate_volume_name,
     validate_volumes,
 )
 from miasma_grpc.runtime.base import HostPorts, Runtime
@@ -249,9 +250,7 @@ class AppManager:
                     )
                     check_holders(
                         planned, tx.state.apps, self.instance, field="add_volumes",
-                        new=[
-                            validate_volume(v, "", allow_bind=True) for v in volumes.add
-                        ],  # normalised, in request order (already validated by the plan)
+                        new=[normalized(v) for v in volumes.add],  # as planned, in order
                     )  # fmt: skip
                 if validate_only:  # the transaction ends with nothing to write
                     return EditResult(planned, diff_bindings(old.bindings, planned.bindings))
@@ -400,7 +399,7 @@ class AppManager:
 
     async def delete_volume(self, name: str) -> VolumeInfo:
         """Delete a volume Miasma made that no app mounts."""
-        info = await self.runtime.inspect_volume(name)
+        info = await self.runtime.inspect_volume(validate_volume_name(name))
         if holders := _holders(info, await self.store.list_apps()):
             raise FailedPrecondition(
                 f"volume {name!r} is mounted by app {holders[0]!r}: remove it from the app "

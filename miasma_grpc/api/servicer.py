@@ -237,8 +237,6 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.DeleteVolumeRequest, context: Context
     ) -> apps_pb2.DeleteVolumeResponse:
         """Delete a volume Miasma made that no app mounts."""
-        if not request.name:
-            raise InvalidArgument.field("name", "name the volume to delete")
         info = await self.manager.delete_volume(request.name)
         return apps_pb2.DeleteVolumeResponse(volume=volume_info_to_proto(info, ()))
 

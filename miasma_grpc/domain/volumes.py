@@ -124,6 +124,18 @@ def validate_volume(volume: Volume, field: str, *, allow_bind: bool) -> Volume:
     return Volume(source, target, volume.read_only)
 
 
+def validate_volume_name(name: str, field: str = "name") -> str:
+    """``name`` if it is a Docker volume name, else :class:`InvalidArgument` naming ``field``."""
+    if not (VOLUME_NAME.fullmatch(name) and len(name) <= MAX_NAME):
+        raise InvalidArgument.field(
+            field,
+            f"{name[:80]!r} is not a volume name (2-{MAX_NAME} letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit)",
+            reason="INVALID_VOLUME",
+        )
+    return name
+
+
 def check_targets(volumes: Sequence[Volume], field: str) -> None:
     """No two mounts share a target or nest one inside the other."""
     if len(volumes) > MAX_VOLUMES:
@@ -251,6 +263,12 @@ def image_volume_name(instance: str, app: App, path: str) -> str:
         return prefix + slug
     digest = hashlib.sha256(path.encode()).hexdigest()[:8]
     return f"{prefix}{re.sub(r'[^A-Za-z0-9_.-]', '_', slug)[: max(room - 9, 0)]}-{digest}"
+
+
+def normalized(volume: Volume) -> Volume:
+    """``volume`` with its paths normalised (an already validated volume, as stored)."""
+    target = normalize_path(volume.target, "target", "the target")
+    return Volume(_source(volume.source), target, volume.read_only)
 
 
 def _source(source: str) -> str:

@@ -210,6 +210,7 @@ class DockerContainerRuntime(DockerVolumes):
     async def _replace(self, app: App, want: str, stale: list[DockerContainer]) -> None:
         image = await ensure_image(self.docker, app.image)
         mounts = app_mounts(app, declared_volumes(image), self.instance)
+        await self.check_mountable(mounts)
         await self._ensure_network()
         new_ports = {b.published_port for b in app.bindings}
         stop_first = writable(mounts) or any(_published(c) & new_ports for c in stale)

@@ -205,6 +205,7 @@ class DockerSwarmRuntime(DockerVolumes):
         """Create the service, or update it when it drifted (or ``force``), then settle."""
         await self._ensure_network()
         mounts = app_mounts(app, await self._declared_volumes(app.image), self.instance)
+        await self.check_mountable(mounts)  # as far as this node sees: other nodes' are not
         service = await self._service(app.name)
         if service is None:
             observed = await self._create(app, mounts)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from miasma_grpc.domain.errors import FailedPrecondition, NotFound, RuntimeFailure
 from miasma_grpc.domain.models import App
@@ -54,6 +55,29 @@ class DockerVolumes(DockerClient):
 
     instance: str
 
+    async def check_mountable(self, mounts: Sequence[Mount]) -> None:
+        """Refuse a named volume another Miasma instance made (its data is not ours to give
+        out); a volume without Miasma's label (made by hand) may be mounted."""
+        for mount in mounts:
+            if mount.volume.bind or mount.image_path:
+                continue
+            name = mount.volume.source
+            try:
+                async with docker_errors(f"inspect volume {name!r}"):
+                    shown = await self.docker._query_json(f"volumes/{quote(name, safe='')}")
+            except RuntimeFailure as exc:
+                if "no such volume" in exc.message.lower():
+                    continue  # made by the first container that mounts it
+                raise
+            owner = (shown.get("Labels") or {}).get(LABEL_MANAGED)
+            if owner is not None and owner != self.instance:
+                raise RuntimeFailure(
+                    f"volume {name!r} belongs to another Miasma (instance {owner!r}): "
+                    "mount a volume of this one's",
+                    reason="VOLUME_OF_ANOTHER_INSTANCE",
+                    metadata={"volume": name, "instance": owner},
+                )
+
     async def list_volumes(self) -> list[VolumeInfo]:
         """Every volume this Miasma made, in name order."""
         async with docker_errors("list volumes"):
@@ -67,7 +91,7 @@ class DockerVolumes(DockerClient):
         """One volume this Miasma made; :class:`NotFound` for any other."""
         try:
             async with docker_errors(f"inspect volume {name!r}"):
-                shown = await self.docker._query_json(f"volumes/{name}")
+                shown = await self.docker._query_json(f"volumes/{quote(name, safe='')}")
         except RuntimeFailure as exc:
             if "no such volume" not in exc.message.lower():
                 raise
@@ -84,7 +108,7 @@ class DockerVolumes(DockerClient):
         """Delete one volume; refused while a container (of Miasma's or not) uses it."""
         try:
             async with docker_errors(f"delete volume {name!r}"):
-                await self.docker._query_json(f"volumes/{name}", method="DELETE")
+                await self.docker._query_json(f"volumes/{quote(name, safe='')}", method="DELETE")
         except RuntimeFailure as exc:
             if "in use" in exc.message:
                 raise FailedPrecondition(

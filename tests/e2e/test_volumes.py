@@ -268,3 +268,27 @@ def test_bad_volumes_are_refused_with_the_field_and_change_nothing(
     )  # fmt: skip
     assert [a.name for a in client.list_apps()] == ["apps/web"]
     assert not client.server_info().bind_mounts_allowed
+
+
+def test_a_volume_of_another_miasma_is_refused_and_a_hand_made_one_is_not(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """A volume labelled by another instance is not this Miasma's to give out: the edit is
+    refused and reverted; a volume made by hand (no label) can be mounted."""
+    theirs, mine = f"{server.instance}-theirs", f"{server.instance}-byhand"
+    docker(server.docker_host, "volume", "create", "--label", "io.miasma.instance=elsewhere",
+           theirs)  # fmt: skip
+    docker(server.docker_host, "volume", "create", mine)
+    try:
+        before = client.create_app("web", test_image, command=HTTPD_COMMAND)
+        with pytest.raises(MiasmaError) as error:
+            client.edit_app("web", add_volumes=[f"{theirs}:/data"])
+        assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.value.reason == "VOLUME_OF_ANOTHER_INSTANCE"
+        assert list(client.get_app("web").volumes) == list(before.volumes)
+        client.edit_app("web", add_volumes=[f"{mine}:/data"])
+        mounts = the_container(server.docker_host, server.instance, "web").mounts
+        assert mounts == [("volume", mine, "/data", True)]
+    finally:
+        client.delete_app("web")
+        docker(server.docker_host, "volume", "rm", theirs, mine, check=False)

@@ -211,3 +211,13 @@ async def test_an_app_with_data_is_pinned_to_its_first_node(tmp_path: Path) -> N
     store, manager = await open_manager(tmp_path / "m.db", runtime)
     assert (await manager.store.get_app("db")).node == "node-a"
     await store.__aexit__(None, None, None)
+
+
+async def test_delete_volume_refuses_names_that_are_not_volume_names(
+    manager: AppManager, runtime: FakeRuntime
+) -> None:
+    """A path-like or empty name never reaches Docker's API (``volumes/../containers/x``)."""
+    for name in ("", "../containers/x", "a/b", "x"):
+        with pytest.raises(InvalidArgument) as error:
+            await manager.delete_volume(name)
+        assert error.value.violations[0].field == "name"

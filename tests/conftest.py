@@ -30,6 +30,22 @@ DATA_SCRIPT = (
 DATA_COMMAND = ["sh", "-c", DATA_SCRIPT]
 
 
+def skips_fail() -> bool:
+    """Under ``CI=true`` a skipped test is a failure: CI must run everything."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Turn a skip into a failure under ``CI=true`` (xfails stay as they are)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]  # pluggy's Result
+    if report.skipped and not hasattr(report, "wasxfail") and skips_fail():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where nothing may be skipped: {reason}"
+
+
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
     """A reachable Docker engine: the environment's, or a private one started for the run."""

@@ -8,7 +8,10 @@ in the service spec only.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -170,7 +173,7 @@ def test_image_volume_keeps_its_data_through_every_change(
     docker(server.docker_host, "tag", volume_image, "miasma-test/busybox-volume:swarm")
     steps: list[Callable[[], apps_pb2.App]] = [
         lambda: client.edit_app("db", add_published=["8096/host"]).app,
-        lambda: client.edit_app("db", remove_published=["8095/host"]).app,
+        lambda: client.edit_app("db", remove_published=[8095]).app,
         lambda: client.edit_app("db", add_target=[8080]).app,
         lambda: client.update_app("db", env={"GREETING": "hi"}),
         lambda: client.update_app("db", command=["sh", "-c", f"true; {DATA_SCRIPT}"]),
@@ -190,6 +193,15 @@ def test_image_volume_keeps_its_data_through_every_change(
     wait_for(lambda: client.get_app("db").observed.running == 1, "the service to come back", 60)
     assert http_get(port) == token
     server.restart()
+    assert http_get(client.get_app("db").bindings[0].published_port) == token
+    # SIGKILL while the service update rolls out: the next server finishes it.
+    killer = threading.Timer(0.5, server.stop, args=(signal.SIGKILL,))
+    killer.start()
+    with contextlib.suppress(MiasmaError):
+        client.edit_app("db", add_published=["8097/host"])
+    killer.join()
+    server.start()
+    wait_for(lambda: client.get_app("db").observed.running == 1, "the app to run again", 60)
     assert http_get(client.get_app("db").bindings[0].published_port) == token
     assert volume_names(server.docker_host, server.instance) == [
         f"{server.instance}-db-{app.uid}-data"

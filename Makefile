@@ -48,6 +48,9 @@ test: lint $(NODE_STAMP)  ## Run everything: lint, type-check, protos drift, uni
 	$(PY) -m coverage combine --quiet
 	$(PY) -m coverage report --fail-under=$(COVERAGE_FLOOR)
 
+unit: $(STAMP)  ## The fast tests only: unit and integration, no Docker (seconds).
+	$(PY) -m pytest tests/unit tests/integration -m "not docker" $(PYTEST_ARGS)
+
 bench: $(BENCH_STAMP)  ## Run every benchmark: tables, bench/results/ (BENCH_ARGS="--only a,c --quick").
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -589,5 +589,9 @@ def _validate_spec(
             )
         if not key or "=" in key or "\x00" in key:
             raise InvalidArgument.field(f"app.env[{key}]", "not a valid variable name")
+        if "\x00" in env[key]:
+            raise InvalidArgument.field(
+                f"app.env[{key}]", "values may not contain NUL characters (Docker cannot pass them)"
+            )
     if any("\x00" in arg for arg in command):
         raise InvalidArgument.field("app.command", "arguments may not contain NUL characters")

@@ -18,6 +18,7 @@ from miasma_grpc.domain.models import Port, PortRange, Protocol
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 RUNTIMES = ("auto", "container", "swarm")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,8 @@ def load_settings(
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         if settings.max_concurrent_rpcs < 1 or settings.max_message_bytes < 1024:
             raise ValueError("--max-concurrent-rpcs must be >= 1 and --max-message-size >= 1024")
+        if settings.log_level not in LOG_LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if settings.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}")
         if settings.event_retention < 1 or settings.event_buffer < 1:

@@ -40,8 +40,6 @@ Resp = TypeVar("Resp")
 Handler = Callable[["AppServicer", Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 
 UPDATABLE = ("image", "command", "env", "constraints", "volumes", "stop_grace")
-# What an empty update mask updates: never volumes, which an older client would wipe.
-DEFAULT_MASK = ("image", "command", "env", "constraints")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -134,7 +132,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         """Change image, command, env, constraints, volumes or the stop grace period, as
         selected by the field mask."""
         name = parse_resource_name(request.app.name, "app.name")
-        paths = list(request.update_mask.paths) or list(DEFAULT_MASK)
+        paths = list(request.update_mask.paths) or set_fields(request.app)
         for index, path in enumerate(paths):
             if path not in UPDATABLE:
                 raise InvalidArgument.field(
@@ -279,6 +277,21 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             public_host=self.settings.public_host,
             bind_mounts_allowed=self.settings.allow_bind_mounts,
         )
+
+
+def set_fields(app: apps_pb2.App) -> list[str]:
+    """Without an update mask, the fields the request sets (AIP-134): a field left empty
+    is left as it is, never cleared."""
+    paths = [
+        path for path in ("image", "command", "env", "constraints", "volumes") if getattr(app, path)
+    ]
+    if app.HasField("stop_grace"):
+        paths.append("stop_grace")
+    if not paths:
+        raise InvalidArgument.field(
+            "update_mask", f"nothing to update: set one of {', '.join(UPDATABLE)} (or name it here)"
+        )
+    return paths
 
 
 def _port_edit(request: apps_pb2.EditPortsRequest | apps_pb2.EditAppRequest) -> PortEdit:

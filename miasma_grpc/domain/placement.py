@@ -18,7 +18,7 @@ def validate_constraints(values: Iterable[str], field: str = "app.constraints") 
     result: list[str] = []
     for index, text in enumerate(values):
         match = _CONSTRAINT.fullmatch(text)
-        if match is None or len(text) > 256:
+        if match is None or len(text) > 256 or not text.isprintable():
             raise InvalidArgument.field(
                 f"{field}[{index}]",
                 f"{text[:80]!r} is not a placement constraint: use KEY==VALUE or KEY!=VALUE, "

@@ -47,8 +47,11 @@ def image_unavailable(image: str, detail: str) -> RuntimeFailure:
     )
 
 
-async def ensure_image(docker: aiodocker.Docker, image: str) -> dict[str, Any]:
-    """Use ``image`` if the engine has it, else pull it; :func:`image_unavailable` if neither.
+async def ensure_image(
+    docker: aiodocker.Docker, image: str, *, pull_timeout: float = PULL_TIMEOUT
+) -> dict[str, Any]:
+    """Use ``image`` if the engine has it, else pull it; :func:`image_unavailable` if neither
+    (a pull that takes longer than ``pull_timeout`` seconds included).
 
     Returns what ``docker image inspect`` says of it.
     """
@@ -57,11 +60,16 @@ async def ensure_image(docker: aiodocker.Docker, image: str) -> dict[str, Any]:
             return dict(await docker.images.inspect(image))
     except RuntimeFailure:
         pass  # not present locally: pull it
+    limit = asyncio.timeout(pull_timeout)
     try:
-        async with asyncio.timeout(PULL_TIMEOUT), docker_errors(f"pull image {image!r}"):
+        async with limit, docker_errors(f"pull image {image!r}"):
             await docker.images.pull(image)
     except RuntimeFailure as exc:
         raise image_unavailable(image, exc.message) from exc
+    except TimeoutError as exc:
+        if not limit.expired():
+            raise
+        raise image_unavailable(image, f"the pull took longer than {pull_timeout:g} s") from exc
     async with docker_errors(f"inspect image {image!r}"):
         return dict(await docker.images.inspect(image))
 

@@ -7,49 +7,26 @@ volume, what deletion keeps, and the swarm node an app's data is pinned to.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from miasma_grpc.apps import AppManager
-from miasma_grpc.domain.allocator import PortLedger, RandomTargets
 from miasma_grpc.domain.errors import FailedPrecondition, InvalidArgument, Unavailable
-from miasma_grpc.domain.models import Port, PortRange, Volume
+from miasma_grpc.domain.models import Port, Volume
 from miasma_grpc.domain.ports import PortEdit
 from miasma_grpc.domain.volumes import VolumeEdit
 from miasma_grpc.runtime.fake import FakeRuntime
-from miasma_grpc.runtime.hostports import NoHostPorts
-from miasma_grpc.store.sqlite import SqliteStore
+from tests.integration.conftest import open_manager
 
 PG = "/var/lib/postgresql/data"
 IMAGES = {"postgres:15": [PG], "web:1": []}
-
-
-async def open_manager(
-    path: Path, runtime: FakeRuntime, *, allow_bind_mounts: bool = False
-) -> tuple[SqliteStore, AppManager]:
-    """A store on ``path`` (entered) and a manager over it and ``runtime``."""
-    store = await SqliteStore(path, PortLedger(PortRange(3001, 3999))).__aenter__()
-    manager = AppManager(
-        store, runtime, RandomTargets(PortRange(3000, 3999)), NoHostPorts(),
-        instance="miasma", allow_bind_mounts=allow_bind_mounts,
-    )  # fmt: skip
-    return store, manager
 
 
 @pytest.fixture
 def runtime() -> FakeRuntime:
     """The in-memory runtime; postgres:15 declares VOLUME /var/lib/postgresql/data."""
     return FakeRuntime(images=IMAGES)
-
-
-@pytest.fixture
-async def manager(tmp_path: Path, runtime: FakeRuntime) -> AsyncIterator[AppManager]:
-    """A manager on a fresh database file."""
-    store, manager = await open_manager(tmp_path / "m.db", runtime)
-    yield manager
-    await store.__aexit__(None, None, None)
 
 
 async def test_volumes_and_grace_are_stored_and_survive_a_restart(

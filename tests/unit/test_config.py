@@ -62,6 +62,8 @@ def test_server_port_is_always_reserved() -> None:
         ["--event-retention", "0"],
         ["--ready-timeout", "-1"],
         ["--ready-timeout", "nan"],
+        ["--log-level", "foo"],
+        ["--event-retention", "many"],
     ],
 )
 def test_bad_values_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,3 +98,22 @@ def test_tls_flags_must_come_together() -> None:
     for argv in (["--tls-cert", "c.pem"], ["--tls-client-ca", "ca.pem"]):
         with pytest.raises(SystemExit):
             load_settings(argv, environ={})
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"), [("true", True), ("1", True), ("off", False), ("", False)]
+)
+def test_allow_bind_mounts_from_the_environment(value: str, allowed: bool) -> None:
+    """MIASMA_ALLOW_BIND_MOUNTS reads as a boolean; off when unset or empty."""
+    settings = load_settings([], environ={"MIASMA_ALLOW_BIND_MOUNTS": value})
+    assert settings.allow_bind_mounts is allowed
+    assert load_settings(["--allow-bind-mounts"], environ={}).allow_bind_mounts
+    flag_wins = load_settings(["--no-allow-bind-mounts"], environ={"MIASMA_ALLOW_BIND_MOUNTS": "1"})
+    assert not flag_wins.allow_bind_mounts
+
+
+def test_a_bad_boolean_in_the_environment_exits_with_usage() -> None:
+    """MIASMA_ALLOW_BIND_MOUNTS=maybe stops start-up with a message, not a traceback."""
+    with pytest.raises(SystemExit) as caught:
+        load_settings([], environ={"MIASMA_ALLOW_BIND_MOUNTS": "maybe"})
+    assert "true or false" in str(caught.value.code)

@@ -577,8 +577,10 @@ class UpdateAppRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which of image, command, env, constraints, volumes, stop_grace to change;
-        empty means image, command, env and constraints.
+        """Which of image, command, env, constraints, volumes, stop_grace to change
+        (a named field left empty is cleared). Without a mask, the fields the
+        request sets (non-empty) are changed and the others left as they are
+        (AIP-134); a request that sets none is INVALID_ARGUMENT.
         """
 
     def __init__(

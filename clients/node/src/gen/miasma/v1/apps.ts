@@ -413,8 +413,10 @@ export interface UpdateAppRequest {
     | App
     | undefined;
   /**
-   * Which of image, command, env, constraints, volumes, stop_grace to change;
-   * empty means image, command, env and constraints.
+   * Which of image, command, env, constraints, volumes, stop_grace to change
+   * (a named field left empty is cleared). Without a mask, the fields the
+   * request sets (non-empty) are changed and the others left as they are
+   * (AIP-134); a request that sets none is INVALID_ARGUMENT.
    */
   updateMask: string[] | undefined;
 }

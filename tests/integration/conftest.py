@@ -1,0 +1,42 @@
+"""What the integration tests of the manager share: a real SQLite store on a temporary file
+and the in-memory runtime at the Docker edge (``miasma_grpc.runtime.fake``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from miasma_grpc.apps import AppManager
+from miasma_grpc.domain.allocator import PortLedger, RandomTargets
+from miasma_grpc.domain.models import PortRange
+from miasma_grpc.runtime.fake import FakeRuntime
+from miasma_grpc.runtime.hostports import NoHostPorts
+from miasma_grpc.store.sqlite import SqliteStore
+
+
+async def open_manager(
+    path: Path, runtime: FakeRuntime, *, allow_bind_mounts: bool = False
+) -> tuple[SqliteStore, AppManager]:
+    """A store on ``path`` (entered: the caller exits it) and a manager over it and ``runtime``."""
+    store = await SqliteStore(path, PortLedger(PortRange(3001, 3999))).__aenter__()
+    manager = AppManager(
+        store, runtime, RandomTargets(PortRange(3000, 3999)), NoHostPorts(),
+        instance="miasma", allow_bind_mounts=allow_bind_mounts,
+    )  # fmt: skip
+    return store, manager
+
+
+@pytest.fixture
+def runtime() -> FakeRuntime:
+    """The in-memory runtime (a test module may override it)."""
+    return FakeRuntime()
+
+
+@pytest.fixture
+async def manager(tmp_path: Path, runtime: FakeRuntime) -> AsyncIterator[AppManager]:
+    """A manager on a fresh database file, over ``runtime``."""
+    store, manager = await open_manager(tmp_path / "m.db", runtime)
+    yield manager
+    await store.__aexit__(None, None, None)

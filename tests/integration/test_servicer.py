@@ -1,0 +1,166 @@
+"""The gRPC API in-process: the real servicer on a real loopback socket, over the real
+manager and SQLite store, with the in-memory runtime at the Docker edge. Fast tests of
+the contract (fields, codes, masks); what Docker does is tested in tests/e2e."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
+from miasma.v1 import apps_pb2, apps_pb2_grpc
+
+from miasma_grpc.api.servicer import AppServicer
+from miasma_grpc.config import Settings
+from miasma_grpc.events import EventHub
+from miasma_grpc.runtime.fake import FakeRuntime
+from tests.integration.conftest import open_manager
+
+IMAGE = "img:1"
+
+
+@pytest.fixture
+async def stub(tmp_path: Path) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStub]:
+    """An AppService stub on an in-process server (fake Docker; postgres:15 declares a VOLUME)."""
+    runtime = FakeRuntime(images={"postgres:15": ["/var/lib/postgresql/data"]})
+    store, manager = await open_manager(tmp_path / "m.db", runtime)
+    hub = EventHub(store)
+    await hub.start()
+    server = grpc.aio.server()
+    apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, hub, Settings()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield apps_pb2_grpc.AppServiceStub(channel)
+    hub.close()
+    await server.stop(None)
+    await store.__aexit__(None, None, None)
+
+
+async def create(stub: apps_pb2_grpc.AppServiceAsyncStub, name: str, **app: object) -> apps_pb2.App:
+    """Create ``name`` (image IMAGE unless given)."""
+    request = apps_pb2.CreateAppRequest(app_id=name, app=apps_pb2.App(**{"image": IMAGE, **app}))  # type: ignore[arg-type]
+    return (await stub.CreateApp(request)).app
+
+
+async def refused(call: object) -> grpc.aio.AioRpcError:
+    """The error ``call`` (an awaitable RPC) ends with."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+async def test_update_without_a_mask_changes_only_the_fields_set(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """AIP-134: no mask means the fields the request sets; env, command, constraints and
+    volumes it leaves empty stay as they were."""
+    await create(stub, "web", env={"GREETING": "hi"}, command=["httpd"], constraints=["a==b"],
+                 volumes=[apps_pb2.Volume(source="data1", target="/data")])  # fmt: skip
+    updated = (
+        await stub.UpdateApp(
+            apps_pb2.UpdateAppRequest(app=apps_pb2.App(name="apps/web", image="img:2"))
+        )
+    ).app
+    assert updated.image == "img:2"
+    assert dict(updated.env) == {"GREETING": "hi"}
+    assert list(updated.command) == ["httpd"]
+    assert list(updated.constraints) == ["a==b"]
+    assert [v.source for v in updated.volumes] == ["data1"]
+
+
+async def test_update_with_a_mask_clears_a_named_empty_field(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """A field named in the mask and left empty is cleared (that is how one clears env)."""
+    await create(stub, "web", env={"GREETING": "hi"})
+    mask = field_mask_pb2.FieldMask(paths=["env"])
+    updated = (
+        await stub.UpdateApp(
+            apps_pb2.UpdateAppRequest(app=apps_pb2.App(name="apps/web"), update_mask=mask)
+        )
+    ).app
+    assert dict(updated.env) == {}
+    assert updated.image == IMAGE
+
+
+async def test_update_that_sets_nothing_is_invalid(stub: apps_pb2_grpc.AppServiceAsyncStub) -> None:
+    """No mask and no field set: INVALID_ARGUMENT on update_mask, nothing changes."""
+    before = await create(stub, "web")
+    error = await refused(
+        stub.UpdateApp(apps_pb2.UpdateAppRequest(app=apps_pb2.App(name="apps/web")))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "update_mask" in (error.details() or "")
+    after = (await stub.GetApp(apps_pb2.GetAppRequest(name="apps/web"))).app
+    assert after.etag == before.etag
+
+
+async def test_stop_grace_and_volumes_round_trip(stub: apps_pb2_grpc.AppServiceAsyncStub) -> None:
+    """stop_grace (a Duration) and volumes come back as given; uid is set; the image's
+    volume is listed as made for the app and mounted by it."""
+    app = await create(stub, "db", image="postgres:15",
+                       stop_grace=duration_pb2.Duration(seconds=2, nanos=500_000_000))  # fmt: skip
+    assert (app.stop_grace.seconds, app.stop_grace.nanos) == (2, 500_000_000)
+    assert len(app.uid) == 6
+    listed = (await stub.ListVolumes(apps_pb2.ListVolumesRequest(app="apps/db"))).volumes
+    assert [(v.created_for, v.image_path, list(v.mounted_by)) for v in listed] == [
+        ("apps/db", "/var/lib/postgresql/data", ["apps/db"])
+    ]
+    none = (await stub.ListVolumes(apps_pb2.ListVolumesRequest(app="apps/other"))).volumes
+    assert list(none) == []
+
+
+@pytest.mark.parametrize(
+    ("grace", "field"),
+    [
+        (duration_pb2.Duration(seconds=-1), "app.stop_grace"),
+        (duration_pb2.Duration(seconds=3601), "app.stop_grace"),
+        (duration_pb2.Duration(seconds=1, nanos=-5), "app.stop_grace"),
+    ],
+)
+async def test_bad_stop_grace_is_invalid_argument(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, grace: duration_pb2.Duration, field: str
+) -> None:
+    """Negative, too long or malformed durations name app.stop_grace; nothing is created."""
+    error = await refused(create(stub, "web", stop_grace=grace))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith(field)
+    assert list((await stub.ListApps(apps_pb2.ListAppsRequest())).apps) == []
+
+
+async def test_edit_app_and_edit_ports_agree_on_ports(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """EditApp is EditPorts plus volumes: the same ports, changes and refusals."""
+    await create(stub, "a")
+    await create(stub, "b")
+    port = apps_pb2.Port(number=3500)
+    by_ports = await stub.EditPorts(
+        apps_pb2.EditPortsRequest(name="apps/a", add_published_ports=[port])
+    )
+    error = await refused(
+        stub.EditApp(apps_pb2.EditAppRequest(name="apps/b", add_published_ports=[port]))
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    by_app = await stub.EditApp(
+        apps_pb2.EditAppRequest(
+            name="apps/b", add_published_ports=[apps_pb2.Port(number=3501)],
+            add_volumes=[apps_pb2.Volume(source="bdata", target="/data")],
+        )
+    )  # fmt: skip
+    assert [c.new_binding.published_port for c in by_ports.changes] == [3500]
+    assert [c.new_binding.published_port for c in by_app.changes] == [3501]
+    assert [v.source for v in by_app.app.volumes] == ["bdata"]
+
+
+async def test_delete_volume_of_a_bad_name_is_invalid(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """A name that is no volume name never reaches Docker."""
+    error = await refused(stub.DeleteVolume(apps_pb2.DeleteVolumeRequest(name="../containers/x")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    missing = await refused(stub.DeleteVolume(apps_pb2.DeleteVolumeRequest(name="nothing-here")))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND

@@ -17,7 +17,6 @@ pending) is recorded when Docker has answered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -64,6 +63,7 @@ from miasma_grpc.domain.volumes import (
     validate_volume_name,
     validate_volumes,
 )
+from miasma_grpc.locks import KeyedLocks
 from miasma_grpc.runtime.base import HostPorts, Runtime
 from miasma_grpc.store.sqlite import SqliteStore, Transaction, now
 
@@ -118,23 +118,19 @@ class AppManager:
         self.allow_bind_mounts = allow_bind_mounts
         self.observed: dict[str, Observed] = {}
         self.failures: dict[str, Failure] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks = KeyedLocks()  # serialises the rollouts of each app
 
     @property
     def ledger(self) -> PortLedger:
         """The published-port ledger (mirrors the store)."""
         return self.store.ledger
 
-    def lock(self, name: str) -> asyncio.Lock:
-        """The lock that serialises rollouts of one app."""
-        return self._locks.setdefault(name, asyncio.Lock())
-
     # -- reads ---------------------------------------------------------------
 
     async def get(self, name: str) -> App:
         """One app; its observed state is refreshed from Docker when Docker answers."""
         app = await self.store.get_app(name)
-        if not self.lock(name).locked():  # a rollout in progress reports when it is done
+        if not self.locks.locked(name):  # a rollout in progress reports when it is done
             try:
                 self.observed[name] = await self.runtime.observe(app)
             except (Unavailable, RuntimeFailure) as exc:
@@ -188,7 +184,7 @@ class AppManager:
         placement = validate_constraints(constraints)
         mounts = validate_volumes(volumes, "app.volumes", allow_bind=self.allow_bind_mounts)
         await self._refresh_host_ports()
-        async with self.lock(name):
+        async with self.locks.hold(name):
             async with self.store.transaction() as tx:
                 if validate_only:
                     _absent(tx, name)
@@ -236,7 +232,7 @@ class AppManager:
     ) -> EditResult:
         """Add/remove ports and volumes atomically; see docs/design.md §1 and docs/volumes.md."""
         await self._refresh_host_ports()
-        async with self.lock(name):
+        async with self.locks.hold(name):
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
                 _check_etag(old, etag)
@@ -294,7 +290,7 @@ class AppManager:
     ) -> App:
         """Change image, command, env, constraints, volumes or the stop grace period
         (``None`` leaves a field as it is)."""
-        async with self.lock(name):
+        async with self.locks.hold(name):
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
                 _check_etag(old, etag)
@@ -327,7 +323,7 @@ class AppManager:
 
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
         """Start or stop an app; ports are kept either way."""
-        async with self.lock(name):
+        async with self.locks.hold(name):
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
                 if old.desired_state is state:
@@ -344,7 +340,7 @@ class AppManager:
 
     async def restart(self, name: str) -> App:
         """Restart a running app's container."""
-        async with self.lock(name):
+        async with self.locks.hold(name):
             app = await self.store.get_app(name)
             if app.desired_state is not DesiredState.RUNNING:
                 raise FailedPrecondition(
@@ -368,7 +364,7 @@ class AppManager:
         Docker now (:class:`Unavailable` otherwise, and nothing changes); a named
         volume another app mounts too stays.
         """
-        async with self.lock(name):
+        async with self.locks.hold(name):
             app = await self.store.get_app(name)
             _check_etag(app, etag)
             try:
@@ -389,7 +385,6 @@ class AppManager:
                 _record(tx, EventKind.RELEASED, app, old=app.bindings)
             self.observed.pop(name, None)
             self.failures.pop(name, None)
-        self._locks.pop(name, None)
         return app, deleted
 
     async def list_volumes(self) -> VolumeListing:
@@ -417,7 +412,7 @@ class AppManager:
         gets its result event now. A failure is reported on the app, and logged
         as an event once per distinct error rather than on every pass.
         """
-        async with self.lock(name):
+        async with self.locks.hold(name):
             app = await self.store.get_app(name)
             try:
                 applied = await self._apply(app)

@@ -84,7 +84,7 @@ class Reconciler:
                 observed = survey.in_sync.get(app.name)
                 if observed is None or app.rollout_owed or app.name in manager.failures:
                     group.create_task(converge(app.name))
-                elif not manager.lock(app.name).locked():  # a rollout reports its own state
+                elif not manager.locks.locked(app.name):  # a rollout reports its own state
                     manager.observed[app.name] = observed
         try:
             await self._remove_orphans(set(survey.found) - {app.name for app in apps})
@@ -94,7 +94,7 @@ class Reconciler:
 
     async def _remove_orphans(self, orphans: set[str]) -> None:
         for name in orphans:
-            async with self.manager.lock(name):
+            async with self.manager.locks.hold(name):
                 try:
                     await self.manager.store.get_app(name)
                     continue  # created meanwhile

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from miasma_grpc.apps import AppManager
-from miasma_grpc.domain.errors import InvalidArgument
+from miasma_grpc.domain.errors import InvalidArgument, RuntimeFailure
 from miasma_grpc.domain.events import EventKind
 from miasma_grpc.domain.models import DesiredState, Port
 from miasma_grpc.domain.ports import PortEdit
@@ -74,3 +74,19 @@ async def test_a_string_docker_cannot_take_is_refused_and_changes_nothing(
     after = await manager.store.get_app("api")
     assert (after.revision, after.etag, after.env) == (before.revision, before.etag, before.env)
     assert runtime.deployed["api"] is deployed
+
+
+async def test_the_lock_table_keeps_no_name_it_is_done_with(
+    manager: AppManager, runtime: FakeRuntime
+) -> None:
+    """Failed, refused and validate-only creates, edits and deletes leave no lock behind."""
+    await manager.create("kept", image="img:1")
+    await manager.create("dry", image="img:1", validate_only=True)
+    runtime.arm("refuse")
+    with pytest.raises(RuntimeFailure):
+        await manager.create("refused", image="img:1")
+    with pytest.raises(InvalidArgument):
+        await manager.create("bad", image="img:1", env={"PORT": "1"})
+    await manager.edit("kept", ports=PortEdit(add_published=(Port(3500),)))
+    await manager.delete("kept")
+    assert len(manager.locks) == 0

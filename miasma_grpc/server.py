@@ -24,6 +24,7 @@ from miasma_grpc.events import EventHub
 from miasma_grpc.reconcile import Reconciler
 from miasma_grpc.runtime.base import HostPorts
 from miasma_grpc.runtime.containers import DockerContainerRuntime
+from miasma_grpc.runtime.docker import ENGINE_ERRORS
 from miasma_grpc.runtime.hostports import AnyHostPorts, LocalHostPorts, NoHostPorts
 from miasma_grpc.runtime.swarm import DockerSwarmRuntime
 from miasma_grpc.store.sqlite import SqliteStore
@@ -100,7 +101,7 @@ async def choose_runtime(settings: Settings, engine: str) -> str:
     try:
         async with aiodocker.Docker(url=engine) as docker, asyncio.timeout(5):
             info = await docker.system.info()
-    except (aiodocker.DockerError, OSError, TimeoutError) as exc:
+    except ENGINE_ERRORS as exc:
         log.warning("Docker unreachable at start (%s): using the container runtime", exc)
         return "container"
     return "swarm" if info.get("Swarm", {}).get("ControlAvailable") else "container"

@@ -134,6 +134,19 @@ class RuntimeFailure(MiasmaError):
     """Raised when Docker answered but refused the change (pull failed, port taken).
 
     Not raised when Docker is merely unreachable: that is :class:`Unavailable`.
+    ``docker_status`` keeps the HTTP status Docker answered with (0 when the refusal
+    is Miasma's own reading of Docker's state), so callers decide on it, not on words.
     """
 
     reason = "RUNTIME_FAILED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        docker_status: int = 0,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.docker_status = docker_status

@@ -33,7 +33,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import aiodocker
 from aiodocker.containers import DockerContainer
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
@@ -47,7 +46,13 @@ from miasma_grpc.domain.models import (
 )
 from miasma_grpc.domain.volumes import Mount, app_mounts, writable
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo, Survey
-from miasma_grpc.runtime.docker import declared_volumes, docker_errors, ensure_image
+from miasma_grpc.runtime.docker import (
+    ENGINE_ERRORS,
+    declared_volumes,
+    docker_errors,
+    ensure_image,
+)
+from miasma_grpc.runtime.networks import ensure_network
 from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 
 log = logging.getLogger(__name__)
@@ -92,7 +97,7 @@ class DockerContainerRuntime(DockerVolumes):
         self.network = instance
         self.publish_address = publish_address
         self.ready_timeout = ready_timeout  # 0: remove the old container as soon as the new starts
-        self._network_ready = False
+        self._network_lock = asyncio.Lock()
 
     # -- Runtime protocol ----------------------------------------------------
 
@@ -101,7 +106,7 @@ class DockerContainerRuntime(DockerVolumes):
         try:
             async with asyncio.timeout(5):
                 version = await self.docker.version()
-        except (aiodocker.DockerError, OSError, TimeoutError) as exc:
+        except ENGINE_ERRORS as exc:
             log.debug("docker ping failed: %s", exc)
             return RuntimeInfo(reachable=False, mode=self.mode)
         return RuntimeInfo(
@@ -211,7 +216,7 @@ class DockerContainerRuntime(DockerVolumes):
         image = await ensure_image(self.docker, app.image)
         mounts = app_mounts(app, declared_volumes(image), self.instance)
         await self.check_mountable(mounts)
-        await self._ensure_network()
+        network = await self._ensure_network()
         new_ports = {b.published_port for b in app.bindings}
         stop_first = writable(mounts) or any(_published(c) & new_ports for c in stale)
         serving = [c for c in stale if _running(c)]
@@ -226,7 +231,7 @@ class DockerContainerRuntime(DockerVolumes):
                 async with docker_errors(f"rename a stale container of app {app.name!r}"):
                     await container.rename(f"{name}-stale-{container.id[:8]}")
         try:
-            new = await self._create_and_start(app, want, mounts)
+            new = await self._create_and_start(app, want, mounts, network)
             if serving:  # the app served before: the new container must come up
                 try:
                     await self._wait_ready(app, new)
@@ -244,9 +249,9 @@ class DockerContainerRuntime(DockerVolumes):
         await self._remove_all(stale, app.stop_grace)
 
     async def _create_and_start(
-        self, app: App, want: str, mounts: Sequence[Mount]
+        self, app: App, want: str, mounts: Sequence[Mount], network: str
     ) -> DockerContainer:
-        config = self._container_config(app, want, mounts)
+        config = self._container_config(app, want, mounts, network)
         container: DockerContainer | None = None
         try:
             async with docker_errors(f"create the container of app {app.name!r}"):
@@ -314,7 +319,9 @@ class DockerContainerRuntime(DockerVolumes):
     def _name(self, app: App, want: str) -> str:
         return f"{self.instance}-{app.name}-{want[:12]}"
 
-    def _container_config(self, app: App, want: str, mounts: Sequence[Mount]) -> dict[str, Any]:
+    def _container_config(
+        self, app: App, want: str, mounts: Sequence[Mount], network: str
+    ) -> dict[str, Any]:
         exposed: dict[str, dict[str, str]] = {f"{b.target}/{b.protocol}": {} for b in app.bindings}
         port_bindings = {
             f"{b.target}/{b.protocol}": [
@@ -334,29 +341,19 @@ class DockerContainerRuntime(DockerVolumes):
             },
             # Also what `docker stop` by hand and an engine shutdown give the app.
             "StopTimeout": _seconds(app.stop_grace),
-            "NetworkingConfig": {"EndpointsConfig": {self.network: {"Aliases": [app.name]}}},
+            # By ID: a name another network shares by mistake would be "ambiguous".
+            "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [app.name]}}},
         }
         if app.command:
             config["Cmd"] = list(app.command)
         return config
 
-    async def _ensure_network(self) -> None:
-        if self._network_ready:
-            return
-        async with docker_errors(f"set up network {self.network!r}"):
-            try:
-                await self.docker.networks.get(self.network)
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:
-                    raise
-                await self.docker.networks.create(
-                    {
-                        "Name": self.network,
-                        "Driver": "bridge",
-                        "Labels": {LABEL_MANAGED: self.instance},
-                    }
-                )
-        self._network_ready = True
+    async def _ensure_network(self) -> str:
+        """The ID of the instance's network, made if missing (or removed by hand)."""
+        async with self._network_lock:  # two first rollouts must not make two networks
+            return await ensure_network(
+                self.docker, self.network, instance=self.instance, driver="bridge"
+            )
 
     async def _stop(self, container: DockerContainer, grace: float) -> None:
         """Stop with the image's stop signal; Docker kills after ``grace`` seconds."""

@@ -14,6 +14,8 @@ import aiohttp
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 
 UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
+# Everything a call to the engine may raise besides a refusal it answered with.
+ENGINE_ERRORS = (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError)
 PULL_TIMEOUT = 300.0
 # How Docker says a published port is held by something else on the host.
 PORT_BUSY_SIGNS = ("address already in use", "port is already allocated")
@@ -32,6 +34,7 @@ async def docker_errors(action: str) -> AsyncIterator[None]:
         busy = any(sign in exc.message for sign in PORT_BUSY_SIGNS)
         raise RuntimeFailure(
             f"Docker refused to {action}: {exc.message}",
+            docker_status=exc.status,
             reason="PORT_BUSY_ON_HOST" if busy else None,
         ) from exc
     except (OSError, TimeoutError, aiohttp.ClientError) as exc:

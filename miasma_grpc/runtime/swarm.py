@@ -27,8 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import aiodocker
-
 from miasma_grpc.domain.errors import RuntimeFailure
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
@@ -40,7 +38,13 @@ from miasma_grpc.domain.models import (
 )
 from miasma_grpc.domain.volumes import Mount, app_mounts, writable
 from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo, Survey
-from miasma_grpc.runtime.docker import declared_volumes, docker_errors, image_unavailable
+from miasma_grpc.runtime.docker import (
+    ENGINE_ERRORS,
+    declared_volumes,
+    docker_errors,
+    image_unavailable,
+)
+from miasma_grpc.runtime.networks import ensure_network
 from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 
 log = logging.getLogger(__name__)
@@ -97,7 +101,7 @@ class DockerSwarmRuntime(DockerVolumes):
                 version = await self.docker.version()
                 system = await self.docker.system.info()
                 swarm = await self.docker.swarm.inspect()
-        except (aiodocker.DockerError, OSError, TimeoutError) as exc:
+        except ENGINE_ERRORS as exc:
             log.debug("docker ping failed: %s", exc)
             return RuntimeInfo(reachable=False, mode=self.mode)
         managers = system.get("Swarm", {}).get("RemoteManagers") or []
@@ -207,18 +211,23 @@ class DockerSwarmRuntime(DockerVolumes):
         mounts = app_mounts(app, await self._declared_volumes(app.image), self.instance)
         await self.check_mountable(mounts)  # as far as this node sees: other nodes' are not
         service = await self._service(app.name)
-        if service is None:
-            observed = await self._create(app, mounts)
-        else:
-            desired = self._spec(app, mounts, service)
-            if force:
-                desired["TaskTemplate"]["ForceUpdate"] += 1
-            if force or _essential(desired) != _essential(service["Spec"]):
-                before = await self._task_ids(service["ID"])
-                await self._update(service, desired)
-                observed = await self._settle(service["ID"], app, before)
+        try:
+            if service is None:
+                observed = await self._create(app, mounts)
             else:
-                observed = await self.observe(app)
+                desired = self._spec(app, mounts, service)
+                if force:
+                    desired["TaskTemplate"]["ForceUpdate"] += 1
+                if force or _essential(desired) != _essential(service["Spec"]):
+                    before = await self._task_ids(service["ID"])
+                    await self._update(service, desired)
+                    observed = await self._settle(service["ID"], app, before)
+                else:
+                    observed = await self.observe(app)
+        except RuntimeFailure as exc:
+            if exc.docker_status == 404:  # the network was removed by hand: find or make it again
+                self._network_id = ""
+            raise
         return await self._pin(app, mounts, observed)
 
     async def _declared_volumes(self, image: str) -> tuple[str, ...]:
@@ -323,33 +332,9 @@ class DockerSwarmRuntime(DockerVolumes):
     async def _ensure_network(self) -> None:
         async with self._network_lock:  # two rollouts must not create two networks of one name
             if not self._network_id:
-                self._network_id = await self._find_or_create_network()
-
-    async def _find_or_create_network(self) -> str:
-        async with docker_errors(f"set up network {self.network!r}"):
-            try:
-                network = await self.docker.networks.get(self.network)
-                details = await network.show()
-            except aiodocker.DockerError as exc:
-                if exc.status != 404:
-                    raise
-                network = await self.docker.networks.create(
-                    {
-                        "Name": self.network,
-                        "Driver": "overlay",
-                        "Attachable": True,
-                        "Labels": {LABEL_MANAGED: self.instance},
-                        "CheckDuplicate": True,
-                    }
+                self._network_id = await ensure_network(
+                    self.docker, self.network, instance=self.instance, driver="overlay"
                 )
-                details = await network.show()
-        if details.get("Driver") not in ("overlay", "", None):
-            raise RuntimeFailure(
-                f"network {self.network!r} exists with driver {details.get('Driver')!r}; the "
-                "swarm runtime needs an overlay network: remove it or use another --instance",
-                reason="NETWORK_CONFLICT",
-            )
-        return str(details["Id"])
 
     async def _services(self, app: str | None = None) -> list[Mapping[str, Any]]:
         labels = [f"{LABEL_MANAGED}={self.instance}"]

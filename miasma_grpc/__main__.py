@@ -20,7 +20,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    run(main_async(settings))
+    try:
+        run(main_async(settings))
+    except Exception:  # a background task failed: it was shut down cleanly, now say so
+        logging.getLogger("miasma_grpc").critical("the server stopped on an error", exc_info=True)
+        sys.exit(1)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

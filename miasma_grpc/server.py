@@ -194,13 +194,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     name="event-compaction",
                 ),
             ]
-            await stop.wait()
-            log.info("shutting down")
-            await health_servicer.enter_graceful_shutdown()
-            hub.close()  # watch streams end with UNAVAILABLE and their resume revision
-            for task in tasks:
-                task.cancel()
-            await server.stop(SHUTDOWN_GRACE)
+            try:
+                await stop.wait()
+            finally:  # also when a background task failed (the group cancels this wait)
+                log.info("shutting down")
+                await health_servicer.enter_graceful_shutdown()
+                hub.close()  # watch streams end with UNAVAILABLE and their resume revision
+                for task in tasks:
+                    task.cancel()
+                await server.stop(SHUTDOWN_GRACE)
 
 
 async def main_async(settings: Settings) -> None:

@@ -425,6 +425,8 @@ class AppManager:
             failure = self.failures.get(name)
             if failure is not None and not failure.sticky:
                 del self.failures[name]
+            if applied:
+                await self._release_old_ports(app)  # a rollout cut short held old ones too
             if applied and app.rollout_owed:
                 await self._record_result(app, True)
 
@@ -510,9 +512,18 @@ class AppManager:
                 )
             self.failures[old.name] = Failure(restored.revision, exc.message, sticky=True)
             raise
-        async with self.store.transaction() as tx:
-            tx.release_ports_except(new.name, published_ports(new.bindings))
+        except BaseException:
+            # Cut short (the caller's deadline, a shutdown): the change stands and the
+            # reconciler finishes its rollout, so the app holds its new ports only.
+            await self._release_old_ports(new)
+            raise
+        await self._release_old_ports(new)
         return await self._record_result(new, applied)
+
+    async def _release_old_ports(self, app: App) -> None:
+        """Release the published ports ``app`` held for a rollout that no binding uses now."""
+        async with self.store.transaction() as tx:
+            tx.release_ports_except(app.name, published_ports(tx.get_app(app.name).bindings))
 
     def _pending(self, name: str, exc: Unavailable) -> None:
         self.observed[name] = Observed(

@@ -9,6 +9,7 @@ on the next call. The real runtimes are tested against a real engine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,7 +25,9 @@ from miasma_grpc.domain.models import (
 from miasma_grpc.domain.volumes import Mount, VolumeInfo, app_mounts
 from miasma_grpc.runtime.base import RuntimeInfo, Survey
 
-Failure = Literal["refuse", "unavailable"] | None
+# refuse: Docker says no; unavailable: Docker is away; cancel: the call is cut short
+# (the caller's deadline, a shutdown) while Docker works.
+Failure = Literal["refuse", "unavailable", "cancel"] | None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class FakeRuntime:
         name = app if isinstance(app, str) else app.name
         if failure == "refuse":
             raise RuntimeFailure(f"fake Docker refused to {action} {name!r}")
+        if failure == "cancel":
+            raise asyncio.CancelledError
         raise Unavailable(f"fake Docker is away and could not {action} {name!r}")
 
     async def info(self) -> RuntimeInfo:

@@ -99,7 +99,7 @@ any_port = st.integers(0, 19).flatmap(lambda n: invalid_ports if n == 0 else val
 names = st.sampled_from(APPS * 4 + INVALID_NAMES)
 # Docker answers as asked three times in four; otherwise it refuses or is away.
 failures: st.SearchStrategy[Failure] = st.sampled_from(
-    (None, None, None, None, None, None, "refuse", "unavailable")
+    (None, None, None, None, None, None, "refuse", "unavailable", "cancel")
 )
 states = st.sampled_from(DesiredState)
 etags = st.sampled_from(("", "", "", "current", "stale"))
@@ -230,16 +230,22 @@ class ManagerMachine(RuleBasedStateMachine):
         """
         before = self.previous
         self.runtime.arm(failure)
+        cancelled = False
         try:
             result: T | None = self.run(call)
             refusal: MiasmaError | None = None
         except MiasmaError as exc:
             # A state machine cannot use pytest.raises: a request may or may not be refused.
             result, refusal = None, exc
+        except asyncio.CancelledError:
+            # Cut short while Docker worked (a deadline, a shutdown): the outcome is unknown
+            # to the caller; the invariants still hold (the ledger holds the new ports only).
+            result, refusal, cancelled = None, None, True
         finally:
             self.runtime.armed = None
         self.previous = self.state()
         outcome = "ok" if refusal is None else f"{type(refusal).__name__} {refusal.reason}"
+        outcome = "cancelled" if cancelled else outcome
         event(f"{getattr(call, '__qualname__', 'call')}: {outcome}")
         if refusal is not None:
             self.check_refusal(refusal, before, self.previous, rollout=rollout)
@@ -281,7 +287,7 @@ class ManagerMachine(RuleBasedStateMachine):
         app = self.previous.apps.get(name)
         if app is None or self.deployment_matches(app):
             self.pending.discard(name)
-        elif self.runtime.fired == "unavailable":
+        elif self.runtime.fired in ("unavailable", "cancel"):
             self.pending.add(name)
 
     def deployment_matches(self, app: App) -> bool:

@@ -87,6 +87,7 @@ class Failure:
     revision: int
     message: str
     sticky: bool
+    cause: tuple[str, int] = ("", 0)  # (reason, Docker's status): the same cause, once
 
 
 @dataclass(frozen=True)
@@ -418,8 +419,10 @@ class AppManager:
                 applied = await self._apply(app)
             except RuntimeFailure as exc:
                 previous = self.failures.get(name)
-                self.failures[name] = Failure(app.revision, exc.message, sticky=False)
-                if previous is None or previous.message != exc.message:
+                cause = (exc.reason, exc.docker_status)
+                self.failures[name] = Failure(app.revision, exc.message, sticky=False, cause=cause)
+                # Docker's words change on every try (new endpoint IDs): the cause does not.
+                if previous is None or previous.cause != cause:
                     await self._record_result(app, True, failure=exc.message)
                 raise
             failure = self.failures.get(name)

@@ -55,6 +55,7 @@ class FakeRuntime:
     restarts: dict[str, int] = field(default_factory=dict)
     armed: Failure = None
     fired: Failure = None  # the failure the last armed call raised
+    refusals: int = 0
 
     def arm(self, failure: Failure) -> None:
         """Make the next apply/restart fail as ``failure`` says (once)."""
@@ -67,7 +68,11 @@ class FakeRuntime:
         self.fired = failure
         name = app if isinstance(app, str) else app.name
         if failure == "refuse":
-            raise RuntimeFailure(f"fake Docker refused to {action} {name!r}")
+            self.refusals += 1  # in the message, as Docker puts new IDs in each of its own
+            raise RuntimeFailure(
+                f"fake Docker refused to {action} {name!r} (endpoint {self.refusals:08x})",
+                docker_status=500,
+            )
         if failure == "cancel":
             raise asyncio.CancelledError
         raise Unavailable(f"fake Docker is away and could not {action} {name!r}")

@@ -90,3 +90,24 @@ async def test_the_lock_table_keeps_no_name_it_is_done_with(
     await manager.edit("kept", ports=PortEdit(add_published=(Port(3500),)))
     await manager.delete("kept")
     assert len(manager.locks) == 0
+
+
+async def test_a_failure_that_keeps_coming_back_is_logged_once(
+    manager: AppManager, runtime: FakeRuntime
+) -> None:
+    """The reconciler retries a refused app every pass; Docker words each refusal anew (new
+    IDs), but the cause is the same: one ROLLOUT_FAILED event, not one per pass."""
+    await manager.create("api", image="img:1")
+    runtime.arm("unavailable")
+    await manager.update("api", image="img:2")  # owed: the reconciler will try it
+    before = await manager.store.revision()
+    messages = set()
+    for _ in range(3):
+        runtime.arm("refuse")
+        with pytest.raises(RuntimeFailure) as error:
+            await manager.converge("api")
+        messages.add(error.value.message)
+    assert len(messages) == 3
+    events = await manager.store.read_events(after=before, app="api", limit=10)
+    assert [e.kind for e in events] == [EventKind.ROLLOUT_FAILED]
+    assert manager.observed_state(await manager.store.get_app("api")).last_error in messages

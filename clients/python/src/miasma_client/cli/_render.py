@@ -98,11 +98,22 @@ def slots_table(bindings: Iterable[apps_pb2.PortBinding]) -> Table:
     return table
 
 
+def _table_keeping_whole(first: str, values: list[str], *others: str) -> Table:
+    """A table whose first column is never cut or folded (volume names are typed back);
+    the other columns give way."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    width = max([len(first), *map(len, values)])
+    table.add_column(first, no_wrap=True, min_width=width)
+    for column in others:
+        table.add_column(column, overflow="fold")
+    return table
+
+
 def volumes_table(volumes: Iterable[apps_pb2.Volume], made: Iterable[apps_pb2.VolumeInfo]) -> Table:
     """The app's volumes, then the volumes Miasma made for its image's VOLUME paths."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("VOLUME", "TARGET", "MODE", "FROM"):
-        table.add_column(column)
+    volumes, made = list(volumes), list(made)
+    names = [v.source for v in volumes] + [m.name for m in made if m.image_path]
+    table = _table_keeping_whole("VOLUME", names, "TARGET", "MODE", "FROM")
     for volume in volumes:
         kind = "host path" if volume.source.startswith("/") else "app"
         mode = "ro" if volume.read_only else "rw"
@@ -115,9 +126,10 @@ def volumes_table(volumes: Iterable[apps_pb2.Volume], made: Iterable[apps_pb2.Vo
 
 def volume_list_table(volumes: Iterable[apps_pb2.VolumeInfo]) -> Table:
     """``miasma volumes``: name, the app it was made for, who mounts it now."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "MADE FOR", "IMAGE PATH", "MOUNTED BY"):
-        table.add_column(column)
+    volumes = list(volumes)
+    table = _table_keeping_whole(
+        "NAME", [v.name for v in volumes], "MADE FOR", "IMAGE PATH", "MOUNTED BY"
+    )
     for info in volumes:
         mounted = ", ".join(name.removeprefix("apps/") for name in info.mounted_by)
         table.add_row(

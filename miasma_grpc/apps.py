@@ -138,9 +138,9 @@ class AppManager:
                 log.debug("could not observe %s: %s", name, exc.message)
         return app
 
-    async def list(self, *, after: str, limit: int) -> list[App]:
-        """A page of apps in name order."""
-        return await self.store.list_apps(after=after, limit=limit)
+    async def list(self, *, after: str, limit: int) -> tuple[int, list[App]]:
+        """A page of apps in name order, and the revision it was read at."""
+        return await self.store.list_page(after=after, limit=limit)
 
     def observed_state(self, app: App) -> Observed:
         """What Docker last reported for ``app``, and why it is not (yet) all running.

@@ -140,25 +140,40 @@ class EventHub:
                     batch.append(event)
             batch.reverse()
             return batch, max(cursor, self.revision)
-        await self._check_resumable(cursor)
-        floor = self._ring_floor
-        batch = await self.store.read_events(after=cursor, app=app, limit=CATCH_UP_PAGE)
+        ring_floor = self._ring_floor
+        # The floor and the events in one read: a compaction cannot slip in between.
+        floor, batch = await self.store.read_log(after=cursor, app=app, limit=CATCH_UP_PAGE)
+        if cursor < floor:
+            raise _compacted(cursor, floor)
         if len(batch) == CATCH_UP_PAGE:
             return batch, batch[-1].revision
         # Everything up to the ring's floor was committed before this read: all sent.
-        return batch, max([floor, *(e.revision for e in batch)])
+        return batch, max([ring_floor, *(e.revision for e in batch)])
 
     async def _check_resumable(self, revision: int) -> None:
         floor = await self.store.events_floor()
         if revision < floor:
-            raise OutOfRange(
-                f"revision {revision} is older than the event log, which starts after "
-                f"revision {floor}: list the apps again (start_revision 0)",
-                metadata={"oldest_revision": str(floor)},
-            )
+            raise _compacted(revision, floor)
         if revision > self.revision:
-            raise OutOfRange(
-                f"revision {revision} is ahead of this server's revision {self.revision}",
-                reason="REVISION_AHEAD",
-                metadata={"oldest_revision": str(floor), "current_revision": str(self.revision)},
-            )
+            # The database may be a moment ahead of what this hub has published (a read
+            # between a commit and its notification): a committed revision is a valid start.
+            committed = await self.store.revision()
+            if revision > committed:
+                raise OutOfRange(
+                    f"revision {revision} is ahead of this server's revision {committed}",
+                    reason="REVISION_AHEAD",
+                    metadata={
+                        "oldest_revision": str(floor),
+                        "oldest_start_revision": str(floor),
+                        "current_revision": str(committed),
+                    },
+                )
+
+
+def _compacted(revision: int, floor: int) -> OutOfRange:
+    """The error of a start below the log's floor (the oldest start still accepted)."""
+    return OutOfRange(
+        f"revision {revision} is older than the event log: the oldest start_revision it can "
+        f"resume from is {floor}; list the apps again (start_revision 0)",
+        metadata={"oldest_revision": str(floor), "oldest_start_revision": str(floor)},
+    )

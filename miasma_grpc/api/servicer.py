@@ -119,10 +119,12 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> apps_pb2.ListAppsResponse:
         """Return a page of apps in name order."""
         limit = page_size(request.page_size)
-        apps = await self.manager.list(after=decode_page_token(request.page_token), limit=limit + 1)
+        revision, apps = await self.manager.list(
+            after=decode_page_token(request.page_token), limit=limit + 1
+        )
         token = encode_page_token(apps[limit - 1].name) if len(apps) > limit else ""
         return apps_pb2.ListAppsResponse(
-            apps=[self._proto(a) for a in apps[:limit]], next_page_token=token
+            apps=[self._proto(a) for a in apps[:limit]], next_page_token=token, revision=revision
         )
 
     @rpc

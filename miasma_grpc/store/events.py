@@ -80,6 +80,27 @@ async def read(
         return [_event(row) for row in await cursor.fetchall()]
 
 
+async def read_with_floor(
+    db: aiosqlite.Connection, *, after: int, app: str | None, limit: int
+) -> tuple[int, list[PortEvent]]:
+    """The log's floor and up to ``limit`` events after ``after``, from one statement.
+
+    One statement reads one snapshot: a compaction can never fall between the check
+    that ``after`` is still in the log and the read of what follows it.
+    """
+    where = "revision > ?" if app is None else "app = ? AND revision > ?"
+    params = (after, limit) if app is None else (app, after, limit)
+    sql = (
+        f"SELECT m.value AS floor, e.* FROM meta AS m LEFT JOIN "
+        f"(SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY revision LIMIT ?) AS e ON 1 "
+        f"WHERE m.key = 'events_floor' ORDER BY e.revision"
+    )
+    async with db.execute(sql, params) as cursor:
+        rows = list(await cursor.fetchall())
+    found = int(rows[0]["floor"]) if rows else 0
+    return found, [_event(r) for r in rows if r["revision"] is not None]
+
+
 async def floor(db: aiosqlite.Connection) -> int:
     """The revision the log was compacted up to: resuming below it is impossible."""
     async with db.execute("SELECT value FROM meta WHERE key = 'events_floor'") as cursor:

@@ -37,12 +37,16 @@ def select_apps(where: str) -> str:
     )
 
 
-def select_snapshot(one_app: bool) -> str:
+PAGE = "AND a.name IN (SELECT name FROM apps WHERE name > ? ORDER BY name LIMIT ?)"
+
+
+def select_snapshot(one_app: bool, *, page: bool = False) -> str:
     """Like :func:`select_apps`, with the current revision read in the same statement.
 
-    The meta row on the left keeps one row even when no app matches.
+    The meta row on the left keeps one row even when no app matches. ``page`` selects
+    the apps after a name, at most a number of them (parameters: name, limit).
     """
-    where = "AND a.name = ?" if one_app else ""
+    where = "AND a.name = ?" if one_app else PAGE if page else ""
     return (
         f"SELECT m.value AS snapshot_revision, {_APP_COLUMNS_OF_A}, {_BINDING_COLUMNS_OF_B} "
         f"FROM meta AS m LEFT JOIN apps AS a ON 1 {where} "

@@ -138,6 +138,11 @@ class SqliteStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def list_page(self, *, after: str, limit: int) -> tuple[int, list[App]]:
+        """The current revision and a page of apps in name order, as of that revision."""
+        async with self._db.execute(select_snapshot(False, page=True), (after, limit)) as cursor:
+            return group_apps(await cursor.fetchall())
+
     async def snapshot(self, app: str | None = None) -> tuple[int, list[App]]:
         """The current revision and the apps (or one app) as of that revision."""
         sql = select_snapshot(one_app=app is not None)
@@ -147,6 +152,12 @@ class SqliteStore:
     async def read_events(self, *, after: int, app: str | None, limit: int) -> list[PortEvent]:
         """Logged events after revision ``after`` (of one app, or all), oldest first."""
         return await events.read(self._db, after=after, app=app, limit=limit)
+
+    async def read_log(
+        self, *, after: int, app: str | None, limit: int
+    ) -> tuple[int, list[PortEvent]]:
+        """The log's floor and the events after ``after``, as one consistent read."""
+        return await events.read_with_floor(self._db, after=after, app=app, limit=limit)
 
     async def events_floor(self) -> int:
         """The lowest revision a watch can resume from."""

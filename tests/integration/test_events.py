@@ -109,3 +109,65 @@ async def test_closing_the_hub_ends_watchers(store: SqliteStore) -> None:
     hub.close()
     with pytest.raises(Exception, match="resume from revision 0"):
         await waiting
+
+
+async def test_resuming_at_the_floor_while_the_log_is_compacted_never_skips_an_event(
+    store: SqliteStore,
+) -> None:
+    """Watchers resume at the floor while compaction keeps raising it: each one either
+    gets the very next revision first, or OUT_OF_RANGE; never the events after a gap."""
+    hub = EventHub(store, ring_size=1)  # so watchers read from the log
+    await hub.start()
+    async with store.transaction() as tx:
+        for _ in range(600):
+            record(tx, "web")  # one event per revision: the next one is always floor + 1
+    await store.compact_events(Retention(max_events=580, max_age=None))  # a floor above 0
+    done = asyncio.Event()
+
+    async def compact_while_watchers_resume() -> None:
+        keep = 550
+        while not done.is_set() and keep > 0:
+            await store.compact_events(Retention(max_events=keep, max_age=None))
+            keep -= 1
+
+    compactor = asyncio.create_task(compact_while_watchers_resume())
+    outcomes = {"resumed": 0, "told": 0}
+    try:
+        for _ in range(300):
+            floor = await store.events_floor()
+            watch = hub.watch(None, floor, heartbeat=10)
+            try:
+                first = await anext(watch)
+            except OutOfRange:
+                outcomes["told"] += 1
+                continue
+            finally:
+                await watch.aclose()
+            assert isinstance(first, PortEvent)
+            assert first.revision == floor + 1, f"resumed at {floor}, first event {first.revision}"
+            outcomes["resumed"] += 1
+    finally:
+        done.set()
+        await compactor
+    assert outcomes["resumed"] > 0
+
+
+async def test_a_revision_committed_but_not_yet_published_is_a_valid_start(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """The database can be ahead of the hub (read between a commit and its notification;
+    here, another writer): starting there is accepted, and later events follow."""
+    hub = EventHub(store)
+    await hub.start()
+    async with (
+        SqliteStore(store.path, PortLedger(PortRange(3001, 3999))) as other,
+        other.transaction() as tx,
+    ):
+        ahead = record(tx, "web")
+    assert ahead > hub.revision
+    watch = hub.watch(None, ahead, heartbeat=0.05)
+    assert await anext(watch) == Progress(ahead)
+    await watch.aclose()
+    with pytest.raises(OutOfRange) as error:
+        await anext(hub.watch(None, ahead + 1, heartbeat=10))
+    assert error.value.reason == "REVISION_AHEAD"

@@ -164,3 +164,30 @@ async def test_delete_volume_of_a_bad_name_is_invalid(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     missing = await refused(stub.DeleteVolume(apps_pb2.DeleteVolumeRequest(name="nothing-here")))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_then_watch_from_the_lists_revision_misses_nothing(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """ListApps says the revision it read at; a watch from it starts with the next change,
+    and App.revision is a valid start too."""
+    await create(stub, "a")
+    b = await create(stub, "b")
+    listed = await stub.ListApps(apps_pb2.ListAppsRequest())
+    assert listed.revision >= max(app.revision for app in listed.apps)
+    await stub.EditPorts(
+        apps_pb2.EditPortsRequest(name="apps/a", add_published_ports=[apps_pb2.Port(number=3600)])
+    )
+    stream = stub.WatchPortEvents(
+        apps_pb2.WatchPortEventsRequest(name="apps/-", start_revision=listed.revision)
+    )
+    first = await anext(aiter(stream))
+    assert (first.event.app, first.event.kind) == ("apps/a", apps_pb2.PORT_EVENT_KIND_CHANGED)
+    assert first.event.revision > listed.revision
+    stream.cancel()
+    from_app = stub.WatchPortEvents(
+        apps_pb2.WatchPortEventsRequest(name="apps/b", start_revision=b.revision)
+    )
+    message = await anext(aiter(from_app))
+    assert message.WhichOneof("payload") in ("event", "progress")
+    from_app.cancel()

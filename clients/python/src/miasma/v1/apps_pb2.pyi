@@ -92,7 +92,10 @@ class _PortEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PortEve
     DESCRIPTOR: _descriptor.EnumDescriptor
     PORT_EVENT_KIND_UNSPECIFIED: _PortEventKind.ValueType  # 0
     PORT_EVENT_KIND_SNAPSHOT: _PortEventKind.ValueType  # 1
-    """The app's bindings as they are now (start_revision 0 only)."""
+    """The app's bindings as they are now (start_revision 0 only). Every SNAPSHOT
+    event of a stream carries the snapshot's revision (that of the
+    snapshot_complete marker), not the revision of the app's last change.
+    """
     PORT_EVENT_KIND_ASSIGNED: _PortEventKind.ValueType  # 2
     """A new app got its bindings."""
     PORT_EVENT_KIND_CHANGED: _PortEventKind.ValueType  # 3
@@ -111,7 +114,10 @@ class PortEventKind(_PortEventKind, metaclass=_PortEventKindEnumTypeWrapper):
 
 PORT_EVENT_KIND_UNSPECIFIED: PortEventKind.ValueType  # 0
 PORT_EVENT_KIND_SNAPSHOT: PortEventKind.ValueType  # 1
-"""The app's bindings as they are now (start_revision 0 only)."""
+"""The app's bindings as they are now (start_revision 0 only). Every SNAPSHOT
+event of a stream carries the snapshot's revision (that of the
+snapshot_complete marker), not the revision of the app's last change.
+"""
 PORT_EVENT_KIND_ASSIGNED: PortEventKind.ValueType  # 2
 """A new app got its bindings."""
 PORT_EVENT_KIND_CHANGED: PortEventKind.ValueType  # 3
@@ -329,7 +335,9 @@ class App(_message.Message):
     optimistic concurrency.
     """
     revision: _builtins.int
-    """Output only. Server-wide revision of the app's last change."""
+    """Output only. Server-wide revision of the app's last change; a valid
+    start_revision for WatchPortEvents of this app (every later event follows).
+    """
     uid: _builtins.str
     """Output only. Given at creation: the volumes Miasma makes for the app's
     image are named after it, so a later app of the same name starts empty.
@@ -547,8 +555,15 @@ class ListAppsResponse(_message.Message):
 
     APPS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
+    revision: _builtins.int
+    """The server-wide revision this page was read at: every change up to it is in
+    the page. To list, then watch without missing a change, watch from the first
+    page's revision (WatchPortEvents start_revision): changes made while later
+    pages were read come as events too.
+    """
     @_builtins.property
     def apps(self) -> _containers.RepeatedCompositeFieldContainer[Global___App]: ...
     def __init__(
@@ -556,10 +571,11 @@ class ListAppsResponse(_message.Message):
         *,
         apps: _abc.Iterable[Global___App] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apps", b"apps", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apps", b"apps", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

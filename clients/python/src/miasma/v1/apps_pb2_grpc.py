@@ -220,10 +220,16 @@ class AppServiceServicer:
         every watched app (SNAPSHOT events), then a snapshot_complete marker,
         then live events. With start_revision R it sends every event after R,
         in order, with no gap and no duplicate, then live events. Progress
-        messages carry the current revision when nothing else is sent. A
-        revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-        metadata "oldest_revision"); server shutdown ends streams with
-        UNAVAILABLE: resume from the last revision seen.
+        messages carry the current revision when nothing else is sent.
+
+        Every revision the server has committed is a valid start (one read from
+        ListApps, App.revision or snapshot_complete included). A revision older than
+        the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+        "oldest_start_revision" (also "oldest_revision", its older name) is the
+        lowest start_revision accepted, one below the oldest event kept. A revision
+        above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+        shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+        (metadata "resume_revision").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,10 +77,16 @@ class AppServiceStub:
     every watched app (SNAPSHOT events), then a snapshot_complete marker,
     then live events. With start_revision R it sends every event after R,
     in order, with no gap and no duplicate, then live events. Progress
-    messages carry the current revision when nothing else is sent. A
-    revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-    metadata "oldest_revision"); server shutdown ends streams with
-    UNAVAILABLE: resume from the last revision seen.
+    messages carry the current revision when nothing else is sent.
+
+    Every revision the server has committed is a valid start (one read from
+    ListApps, App.revision or snapshot_complete included). A revision older than
+    the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+    "oldest_start_revision" (also "oldest_revision", its older name) is the
+    lowest start_revision accepted, one below the oldest event kept. A revision
+    above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+    shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+    (metadata "resume_revision").
     """
 
 @_typing.type_check_only
@@ -132,10 +138,16 @@ class AppServiceAsyncStub(AppServiceStub):
     every watched app (SNAPSHOT events), then a snapshot_complete marker,
     then live events. With start_revision R it sends every event after R,
     in order, with no gap and no duplicate, then live events. Progress
-    messages carry the current revision when nothing else is sent. A
-    revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-    metadata "oldest_revision"); server shutdown ends streams with
-    UNAVAILABLE: resume from the last revision seen.
+    messages carry the current revision when nothing else is sent.
+
+    Every revision the server has committed is a valid start (one read from
+    ListApps, App.revision or snapshot_complete included). A revision older than
+    the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+    "oldest_start_revision" (also "oldest_revision", its older name) is the
+    lowest start_revision accepted, one below the oldest event kept. A revision
+    above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+    shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+    (metadata "resume_revision").
     """
 
 class AppServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -268,10 +280,16 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         every watched app (SNAPSHOT events), then a snapshot_complete marker,
         then live events. With start_revision R it sends every event after R,
         in order, with no gap and no duplicate, then live events. Progress
-        messages carry the current revision when nothing else is sent. A
-        revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-        metadata "oldest_revision"); server shutdown ends streams with
-        UNAVAILABLE: resume from the last revision seen.
+        messages carry the current revision when nothing else is sent.
+
+        Every revision the server has committed is a valid start (one read from
+        ListApps, App.revision or snapshot_complete included). A revision older than
+        the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+        "oldest_start_revision" (also "oldest_revision", its older name) is the
+        lowest start_revision accepted, one below the oldest event kept. A revision
+        above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+        shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+        (metadata "resume_revision").
         """
 
 def add_AppServiceServicer_to_server(servicer: AppServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

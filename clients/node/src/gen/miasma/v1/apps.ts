@@ -157,7 +157,11 @@ export function desiredStateToJSON(object: DesiredState): string {
 /** What happened to an app's ports. */
 export enum PortEventKind {
   PORT_EVENT_KIND_UNSPECIFIED = 0,
-  /** PORT_EVENT_KIND_SNAPSHOT - The app's bindings as they are now (start_revision 0 only). */
+  /**
+   * PORT_EVENT_KIND_SNAPSHOT - The app's bindings as they are now (start_revision 0 only). Every SNAPSHOT
+   * event of a stream carries the snapshot's revision (that of the
+   * snapshot_complete marker), not the revision of the app's last change.
+   */
   PORT_EVENT_KIND_SNAPSHOT = 1,
   /** PORT_EVENT_KIND_ASSIGNED - A new app got its bindings. */
   PORT_EVENT_KIND_ASSIGNED = 2,
@@ -320,7 +324,10 @@ export interface App {
    * optimistic concurrency.
    */
   etag: string;
-  /** Output only. Server-wide revision of the app's last change. */
+  /**
+   * Output only. Server-wide revision of the app's last change; a valid
+   * start_revision for WatchPortEvents of this app (every later event follows).
+   */
   revision: number;
   /** Output only. */
   createTime:
@@ -405,6 +412,13 @@ export interface ListAppsResponse {
   apps: App[];
   /** Empty on the last page. */
   nextPageToken: string;
+  /**
+   * The server-wide revision this page was read at: every change up to it is in
+   * the page. To list, then watch without missing a change, watch from the first
+   * page's revision (WatchPortEvents start_revision): changes made while later
+   * pages were read come as events too.
+   */
+  revision: number;
 }
 
 export interface UpdateAppRequest {
@@ -2079,7 +2093,7 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
 };
 
 function createBaseListAppsResponse(): ListAppsResponse {
-  return { apps: [], nextPageToken: "" };
+  return { apps: [], nextPageToken: "", revision: 0 };
 }
 
 export const ListAppsResponse: MessageFns<ListAppsResponse> = {
@@ -2089,6 +2103,9 @@ export const ListAppsResponse: MessageFns<ListAppsResponse> = {
     }
     if (message.nextPageToken !== "") {
       writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
     }
     return writer;
   },
@@ -2122,6 +2139,14 @@ export const ListAppsResponse: MessageFns<ListAppsResponse> = {
             message.nextPageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2142,6 +2167,7 @@ export const ListAppsResponse: MessageFns<ListAppsResponse> = {
         : isSet(object.next_page_token)
         ? globalThis.String(object.next_page_token)
         : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -2153,6 +2179,9 @@ export const ListAppsResponse: MessageFns<ListAppsResponse> = {
     if (message.nextPageToken !== "") {
       obj.nextPageToken = message.nextPageToken;
     }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
@@ -2163,6 +2192,7 @@ export const ListAppsResponse: MessageFns<ListAppsResponse> = {
     const message = createBaseListAppsResponse();
     message.apps = object.apps?.map((e) => App.fromPartial(e)) || [];
     message.nextPageToken = object.nextPageToken ?? "";
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
@@ -5048,10 +5078,16 @@ export const AppServiceService = {
    * every watched app (SNAPSHOT events), then a snapshot_complete marker,
    * then live events. With start_revision R it sends every event after R,
    * in order, with no gap and no duplicate, then live events. Progress
-   * messages carry the current revision when nothing else is sent. A
-   * revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-   * metadata "oldest_revision"); server shutdown ends streams with
-   * UNAVAILABLE: resume from the last revision seen.
+   * messages carry the current revision when nothing else is sent.
+   *
+   * Every revision the server has committed is a valid start (one read from
+   * ListApps, App.revision or snapshot_complete included). A revision older than
+   * the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+   * "oldest_start_revision" (also "oldest_revision", its older name) is the
+   * lowest start_revision accepted, one below the oldest event kept. A revision
+   * above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+   * shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+   * (metadata "resume_revision").
    */
   watchPortEvents: {
     path: "/miasma.v1.AppService/WatchPortEvents" as const,
@@ -5109,10 +5145,16 @@ export interface AppServiceServer extends UntypedServiceImplementation {
    * every watched app (SNAPSHOT events), then a snapshot_complete marker,
    * then live events. With start_revision R it sends every event after R,
    * in order, with no gap and no duplicate, then live events. Progress
-   * messages carry the current revision when nothing else is sent. A
-   * revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-   * metadata "oldest_revision"); server shutdown ends streams with
-   * UNAVAILABLE: resume from the last revision seen.
+   * messages carry the current revision when nothing else is sent.
+   *
+   * Every revision the server has committed is a valid start (one read from
+   * ListApps, App.revision or snapshot_complete included). A revision older than
+   * the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+   * "oldest_start_revision" (also "oldest_revision", its older name) is the
+   * lowest start_revision accepted, one below the oldest event kept. A revision
+   * above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+   * shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+   * (metadata "resume_revision").
    */
   watchPortEvents: handleServerStreamingCall<WatchPortEventsRequest, WatchPortEventsResponse>;
 }
@@ -5342,10 +5384,16 @@ export interface AppServiceClient extends Client {
    * every watched app (SNAPSHOT events), then a snapshot_complete marker,
    * then live events. With start_revision R it sends every event after R,
    * in order, with no gap and no duplicate, then live events. Progress
-   * messages carry the current revision when nothing else is sent. A
-   * revision older than the retained log fails with OUT_OF_RANGE (ErrorInfo
-   * metadata "oldest_revision"); server shutdown ends streams with
-   * UNAVAILABLE: resume from the last revision seen.
+   * messages carry the current revision when nothing else is sent.
+   *
+   * Every revision the server has committed is a valid start (one read from
+   * ListApps, App.revision or snapshot_complete included). A revision older than
+   * the retained log fails with OUT_OF_RANGE: ErrorInfo metadata
+   * "oldest_start_revision" (also "oldest_revision", its older name) is the
+   * lowest start_revision accepted, one below the oldest event kept. A revision
+   * above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
+   * shutdown ends streams with UNAVAILABLE: resume from the last revision seen
+   * (metadata "resume_revision").
    */
   watchPortEvents(
     request: WatchPortEventsRequest,

@@ -79,7 +79,9 @@ def containers(host: str, instance: str, app: str | None = None) -> list[Contain
     ids = docker(host, "ps", "-aq", *filters).split()
     if not ids:
         return []
-    return [_container(raw, instance) for raw in json.loads(docker(host, "inspect", *ids))]
+    # A container may go between the listing and the inspection: inspect what is left.
+    inspected = json.loads(docker(host, "inspect", *ids, check=False) or "[]")
+    return [_container(raw, instance) for raw in inspected]
 
 
 def _container(raw: dict[str, Any], network: str) -> Container:

@@ -62,7 +62,10 @@ READY_POLL = 0.02  # seconds between readiness probes of a new container
 PROBE_TIMEOUT = 0.5  # seconds one connection attempt of a probe may take
 
 
-def spec_hash(app: App, network: str) -> str:
+DEFAULT_PUBLISH_ADDRESS = "0.0.0.0"
+
+
+def spec_hash(app: App, network: str, publish_address: str = DEFAULT_PUBLISH_ADDRESS) -> str:
     """A digest of everything that forces a new container when it changes."""
     spec: dict[str, Any] = {
         "image": app.image,
@@ -76,6 +79,8 @@ def spec_hash(app: App, network: str) -> str:
         spec["volumes"] = [[v.source, v.target, v.read_only] for v in app.volumes]
     if app.stop_grace != DEFAULT_STOP_GRACE:  # the container's StopTimeout
         spec["stop_grace"] = _seconds(app.stop_grace)
+    if publish_address != DEFAULT_PUBLISH_ADDRESS:  # --publish-address changed: re-bind
+        spec["publish_address"] = publish_address
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -89,7 +94,7 @@ class DockerContainerRuntime(DockerVolumes):
         docker_host: str | None = None,
         *,
         instance: str = "miasma",
-        publish_address: str = "0.0.0.0",
+        publish_address: str = DEFAULT_PUBLISH_ADDRESS,
         ready_timeout: float = 0.0,
     ) -> None:
         super().__init__(docker_host)
@@ -123,7 +128,7 @@ class DockerContainerRuntime(DockerVolumes):
             for container in containers:
                 await self._stop(container, app.stop_grace)
             return Observed(running=0, total=0)
-        want = spec_hash(app, self.network)
+        want = self._hash(app)
         current = [c for c in containers if self._current(app, want, c)]
         stale = [c for c in containers if c not in current]
         if current:
@@ -172,10 +177,13 @@ class DockerContainerRuntime(DockerVolumes):
             elif (
                 len(containers) == 1
                 and _running(containers[0])
-                and self._current(app, spec_hash(app, self.network), containers[0])
+                and self._current(app, self._hash(app), containers[0])
             ):
                 in_sync[app.name] = Observed(running=1, total=1)
         return Survey(found=frozenset(by_app), in_sync=in_sync)
+
+    def _hash(self, app: App) -> str:
+        return spec_hash(app, self.network, self.publish_address)
 
     @staticmethod
     def _current(app: App, want: str, container: DockerContainer) -> bool:
@@ -190,7 +198,7 @@ class DockerContainerRuntime(DockerVolumes):
 
     async def observe(self, app: App) -> Observed:
         """Running/total for the app's current spec, and why it is not running."""
-        want = spec_hash(app, self.network)
+        want = self._hash(app)
         containers = [
             c for c in await self._containers(app.name) if _labels(c).get(LABEL_SPEC) == want
         ]

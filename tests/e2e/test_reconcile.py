@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -48,3 +49,33 @@ def test_restart_recreates_missing_containers_and_removes_orphans(
     assert after.published == before.published
     assert after.env["PORT"] == str(app.bindings[0].target_port)
     assert http_get(8181).strip() == "miasma-test"
+
+
+def test_a_new_publish_address_rebinds_running_apps(
+    make_server: Callable[..., ServerProcess], test_image: str
+) -> None:
+    """--publish-address changed between two starts: the app's container is made again on
+    the new address (it was never applied before: not part of the container's spec)."""
+    server = make_server(published_range="16001-16999")
+    channel, stub = server.stub()
+    with channel:
+        stub.CreateApp(
+            apps_pb2.CreateAppRequest(
+                app_id="web",
+                app=apps_pb2.App(image=test_image, command=HTTPD_COMMAND),
+                published_ports=[apps_pb2.Port(number=8182)],
+            )
+        )
+
+    def host_ip() -> str:
+        name = the_container(server.docker_host, server.instance, "web").name
+        bindings = docker(server.docker_host, "inspect", "-f",
+                          "{{json .HostConfig.PortBindings}}", name)  # fmt: skip
+        return str(next(iter(json.loads(bindings).values()))[0]["HostIp"])
+
+    assert host_ip() == "127.0.0.1"
+    server.stop()
+    server.extra_args = [*server.extra_args, "--publish-address", "127.0.0.2"]
+    server.start()
+    wait_for(lambda: host_ip() == "127.0.0.2", "the container to be published on 127.0.0.2")
+    assert http_get(8182, address="127.0.0.2").strip() == "miasma-test"

@@ -39,6 +39,7 @@ from miasma_grpc.domain.models import (
     Binding,
     DesiredState,
     Observed,
+    RolloutState,
     Volume,
     is_reserved_env_name,
 )
@@ -69,7 +70,6 @@ from miasma_grpc.store.sqlite import SqliteStore, Transaction, now
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending:"  # how observed.last_error marks a change waiting for Docker
 MAX_ENV = 256
 MAX_STOP_GRACE = 3600.0  # seconds
 VolumeListing = list[tuple[VolumeInfo, tuple[str, ...]]]  # each volume with the apps mounting it
@@ -143,25 +143,29 @@ class AppManager:
         return await self.store.list_page(after=after, limit=limit)
 
     def observed_state(self, app: App) -> Observed:
-        """What Docker last reported for ``app``, and why it is not (yet) all running.
+        """What Docker last reported for ``app``, with where its latest change stands.
 
         While replicas are missing, a refused rollout's error beats Docker's own
         words ("not running: …"), and a rollout still owed (Docker was away, or
-        the server stopped mid-rollout) is reported as pending, not as failed.
+        the server stopped mid-rollout) is pending, not failed.
         """
         observed = self.observed.get(app.name, Observed())
-        short = observed.total == 0 or observed.running < observed.total
-        if not short or observed.last_error.startswith(PENDING):
+        if observed.rollout is RolloutState.PENDING:  # Docker was away when last asked
             return observed
-        if failure := self.failures.get(app.name):
-            return replace(observed, last_error=failure.message)
+        if self.locks.locked(app.name):
+            return replace(observed, rollout=RolloutState.IN_PROGRESS)
+        short = observed.total == 0 or observed.running < observed.total
+        if short and (failure := self.failures.get(app.name)):
+            return replace(observed, rollout=RolloutState.FAILED, last_error=failure.message)
         if app.rollout_owed:
             detail = f" ({observed.last_error})" if observed.last_error else ""
             return replace(
                 observed,
-                last_error=f"{PENDING} revision {app.revision} is not rolled out yet{detail}",
+                rollout=RolloutState.PENDING,
+                last_error=f"revision {app.revision} is not rolled out yet{detail}",
             )
-        return observed
+        failed = short and bool(observed.last_error)
+        return replace(observed, rollout=RolloutState.FAILED if failed else RolloutState.APPLIED)
 
     # -- changes -------------------------------------------------------------
 
@@ -530,7 +534,10 @@ class AppManager:
 
     def _pending(self, name: str, exc: Unavailable) -> None:
         self.observed[name] = Observed(
-            running=0, total=1, last_error=f"{PENDING} {exc.message}; applied when Docker returns"
+            running=0,
+            total=1,
+            last_error=f"{exc.message}; applied when Docker returns",
+            rollout=RolloutState.PENDING,
         )
 
 

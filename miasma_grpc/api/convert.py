@@ -22,6 +22,7 @@ from miasma_grpc.domain.models import (
     Port,
     Protocol,
     PublishMode,
+    RolloutState,
     Volume,
     env_names,
 )
@@ -47,6 +48,13 @@ EVENT_KIND_TO_PROTO = {
     EventKind.ROLLOUT_APPLIED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_APPLIED,
     EventKind.ROLLOUT_FAILED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED,
     EventKind.ROLLOUT_PENDING: apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING,
+}
+ROLLOUT_TO_PROTO = {
+    None: apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+    RolloutState.APPLIED: apps_pb2.ROLLOUT_STATE_APPLIED,
+    RolloutState.PENDING: apps_pb2.ROLLOUT_STATE_PENDING,
+    RolloutState.IN_PROGRESS: apps_pb2.ROLLOUT_STATE_IN_PROGRESS,
+    RolloutState.FAILED: apps_pb2.ROLLOUT_STATE_FAILED,
 }
 MODE_FROM_PROTO = {
     apps_pb2.PUBLISH_MODE_INGRESS: PublishMode.INGRESS,
@@ -174,7 +182,10 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         desired_state=STATE_TO_PROTO[app.desired_state],
         bindings=[binding_to_proto(b, i) for i, b in enumerate(app.bindings)],
         observed=apps_pb2.ObservedState(
-            running=observed.running, total=observed.total, last_error=observed.last_error
+            running=observed.running,
+            total=observed.total,
+            last_error=observed.last_error,
+            rollout=ROLLOUT_TO_PROTO[observed.rollout],
         ),
         urls=[
             f"http://{public_host}:{b.published}"

@@ -151,18 +151,29 @@ class Volume:
         return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
 
 
+class RolloutState(enum.StrEnum):
+    """Where an app's latest change stands with Docker (a fact, not a word in a message)."""
+
+    APPLIED = "applied"  # Docker runs the app's current revision (or stopped it, as asked)
+    PENDING = "pending"  # accepted; waits for Docker (away, or a rollout cut short)
+    IN_PROGRESS = "in_progress"  # a rollout is under way
+    FAILED = "failed"  # Docker refused it, or the app does not run as it should
+
+
 @dataclass(frozen=True)
 class Observed:
     """What the runtime last reported for an app.
 
     ``node`` is the swarm node that runs an app whose data lives on it (empty
-    otherwise): the first one is recorded, and the app stays there.
+    otherwise): the first one is recorded, and the app stays there. ``rollout`` is
+    decided by the manager from what it knows (``None`` until then).
     """
 
     running: int = 0
     total: int = 0
     last_error: str = ""
     node: str = ""
+    rollout: RolloutState | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 from miasma_grpc.apps import AppManager
 from miasma_grpc.domain.errors import InvalidArgument, RuntimeFailure
 from miasma_grpc.domain.events import EventKind
-from miasma_grpc.domain.models import DesiredState, Port
+from miasma_grpc.domain.models import DesiredState, Port, RolloutState
 from miasma_grpc.domain.ports import PortEdit
 from miasma_grpc.runtime.fake import FakeRuntime
 
@@ -43,13 +43,14 @@ async def test_pending_is_reported_while_docker_is_away(
     runtime.arm("unavailable")
     app = await manager.update("api", image="img:2")
     assert app.image == "img:2"
-    assert manager.observed_state(app).last_error.startswith("pending:")
+    assert manager.observed_state(app).rollout is RolloutState.PENDING
     runtime.arm("unavailable")
     await manager.converge("api")  # still away: reported, not raised
     assert runtime.deployed["api"].image == "img:1"
     await manager.converge("api")  # back
     assert runtime.deployed["api"].image == "img:2"
-    assert not manager.observed_state(await manager.store.get_app("api")).last_error
+    settled = manager.observed_state(await manager.store.get_app("api"))
+    assert (settled.rollout, settled.last_error) == (RolloutState.APPLIED, "")
 
 
 @pytest.mark.parametrize(
@@ -110,4 +111,6 @@ async def test_a_failure_that_keeps_coming_back_is_logged_once(
     assert len(messages) == 3
     events = await manager.store.read_events(after=before, app="api", limit=10)
     assert [e.kind for e in events] == [EventKind.ROLLOUT_FAILED]
-    assert manager.observed_state(await manager.store.get_app("api")).last_error in messages
+    failed = manager.observed_state(await manager.store.get_app("api"))
+    assert failed.rollout is RolloutState.FAILED
+    assert failed.last_error in messages

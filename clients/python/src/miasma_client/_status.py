@@ -6,8 +6,6 @@ import enum
 
 from miasma.v1 import apps_pb2
 
-PENDING_PREFIX = "pending:"
-
 
 class AppStatus(enum.StrEnum):
     """One word for an app's state, as ``miasma apps`` shows it."""
@@ -30,9 +28,13 @@ def app_status(app: apps_pb2.App) -> AppStatus:
     observed = app.observed
     if app.desired_state == apps_pb2.DESIRED_STATE_STOPPED:
         return AppStatus.STOPPED if observed.running == 0 else AppStatus.STOPPING
-    if observed.last_error.startswith(PENDING_PREFIX):
+    if observed.rollout == apps_pb2.ROLLOUT_STATE_PENDING:
         return AppStatus.PENDING
-    if observed.last_error:
+    if observed.rollout == apps_pb2.ROLLOUT_STATE_FAILED:
+        return AppStatus.FAILED
+    if observed.rollout == apps_pb2.ROLLOUT_STATE_IN_PROGRESS:
+        return AppStatus.STARTING
+    if observed.last_error:  # a server that does not say (rollout unspecified)
         return AppStatus.FAILED
     if observed.total and observed.running >= observed.total:
         return AppStatus.RUNNING

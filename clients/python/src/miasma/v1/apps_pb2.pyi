@@ -84,6 +84,44 @@ DESIRED_STATE_RUNNING: DesiredState.ValueType  # 1
 DESIRED_STATE_STOPPED: DesiredState.ValueType  # 2
 Global___DesiredState: _TypeAlias = DesiredState  # noqa: Y015
 
+class _RolloutState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_STATE_UNSPECIFIED: _RolloutState.ValueType  # 0
+    ROLLOUT_STATE_APPLIED: _RolloutState.ValueType  # 1
+    """Docker runs the app's current revision (or has stopped it, as asked)."""
+    ROLLOUT_STATE_PENDING: _RolloutState.ValueType  # 2
+    """The change is accepted and waits for Docker (unreachable, or a rollout cut
+    short): the reconciler applies it; last_error says what it waits for.
+    """
+    ROLLOUT_STATE_IN_PROGRESS: _RolloutState.ValueType  # 3
+    """A rollout of the app is under way."""
+    ROLLOUT_STATE_FAILED: _RolloutState.ValueType  # 4
+    """Docker refused the latest change (it was reverted), or the app does not
+    run as it should: last_error says why.
+    """
+
+class RolloutState(_RolloutState, metaclass=_RolloutStateEnumTypeWrapper):
+    """Where an app's latest change stands with Docker."""
+
+ROLLOUT_STATE_UNSPECIFIED: RolloutState.ValueType  # 0
+ROLLOUT_STATE_APPLIED: RolloutState.ValueType  # 1
+"""Docker runs the app's current revision (or has stopped it, as asked)."""
+ROLLOUT_STATE_PENDING: RolloutState.ValueType  # 2
+"""The change is accepted and waits for Docker (unreachable, or a rollout cut
+short): the reconciler applies it; last_error says what it waits for.
+"""
+ROLLOUT_STATE_IN_PROGRESS: RolloutState.ValueType  # 3
+"""A rollout of the app is under way."""
+ROLLOUT_STATE_FAILED: RolloutState.ValueType  # 4
+"""Docker refused the latest change (it was reverted), or the app does not
+run as it should: last_error says why.
+"""
+Global___RolloutState: _TypeAlias = RolloutState  # noqa: Y015
+
 class _PortEventKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -260,22 +298,26 @@ class ObservedState(_message.Message):
     RUNNING_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     running: _builtins.int
     """Running containers (or tasks) of the app."""
     total: _builtins.int
     """Containers (or tasks) that should be running."""
     last_error: _builtins.str
-    """The last error Docker reported while applying the app, if any."""
+    """Why the app is not (yet) as asked, in words; see rollout for the fact."""
+    rollout: Global___RolloutState.ValueType
+    """Where the app's latest change stands."""
     def __init__(
         self,
         *,
         running: _builtins.int = ...,
         total: _builtins.int = ...,
         last_error: _builtins.str = ...,
+        rollout: Global___RolloutState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "running", b"running", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "rollout", b"rollout", "running", b"running", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

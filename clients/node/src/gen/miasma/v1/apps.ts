@@ -154,6 +154,68 @@ export function desiredStateToJSON(object: DesiredState): string {
   }
 }
 
+/** Where an app's latest change stands with Docker. */
+export enum RolloutState {
+  ROLLOUT_STATE_UNSPECIFIED = 0,
+  /** ROLLOUT_STATE_APPLIED - Docker runs the app's current revision (or has stopped it, as asked). */
+  ROLLOUT_STATE_APPLIED = 1,
+  /**
+   * ROLLOUT_STATE_PENDING - The change is accepted and waits for Docker (unreachable, or a rollout cut
+   * short): the reconciler applies it; last_error says what it waits for.
+   */
+  ROLLOUT_STATE_PENDING = 2,
+  /** ROLLOUT_STATE_IN_PROGRESS - A rollout of the app is under way. */
+  ROLLOUT_STATE_IN_PROGRESS = 3,
+  /**
+   * ROLLOUT_STATE_FAILED - Docker refused the latest change (it was reverted), or the app does not
+   * run as it should: last_error says why.
+   */
+  ROLLOUT_STATE_FAILED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function rolloutStateFromJSON(object: any): RolloutState {
+  switch (object) {
+    case 0:
+    case "ROLLOUT_STATE_UNSPECIFIED":
+      return RolloutState.ROLLOUT_STATE_UNSPECIFIED;
+    case 1:
+    case "ROLLOUT_STATE_APPLIED":
+      return RolloutState.ROLLOUT_STATE_APPLIED;
+    case 2:
+    case "ROLLOUT_STATE_PENDING":
+      return RolloutState.ROLLOUT_STATE_PENDING;
+    case 3:
+    case "ROLLOUT_STATE_IN_PROGRESS":
+      return RolloutState.ROLLOUT_STATE_IN_PROGRESS;
+    case 4:
+    case "ROLLOUT_STATE_FAILED":
+      return RolloutState.ROLLOUT_STATE_FAILED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return RolloutState.UNRECOGNIZED;
+  }
+}
+
+export function rolloutStateToJSON(object: RolloutState): string {
+  switch (object) {
+    case RolloutState.ROLLOUT_STATE_UNSPECIFIED:
+      return "ROLLOUT_STATE_UNSPECIFIED";
+    case RolloutState.ROLLOUT_STATE_APPLIED:
+      return "ROLLOUT_STATE_APPLIED";
+    case RolloutState.ROLLOUT_STATE_PENDING:
+      return "ROLLOUT_STATE_PENDING";
+    case RolloutState.ROLLOUT_STATE_IN_PROGRESS:
+      return "ROLLOUT_STATE_IN_PROGRESS";
+    case RolloutState.ROLLOUT_STATE_FAILED:
+      return "ROLLOUT_STATE_FAILED";
+    case RolloutState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** What happened to an app's ports. */
 export enum PortEventKind {
   PORT_EVENT_KIND_UNSPECIFIED = 0,
@@ -295,8 +357,10 @@ export interface ObservedState {
   running: number;
   /** Containers (or tasks) that should be running. */
   total: number;
-  /** The last error Docker reported while applying the app, if any. */
+  /** Why the app is not (yet) as asked, in words; see rollout for the fact. */
   lastError: string;
+  /** Where the app's latest change stands. */
+  rollout: RolloutState;
 }
 
 /** An app: an image plus the ports it listens on. */
@@ -1061,7 +1125,7 @@ export const Volume: MessageFns<Volume> = {
 };
 
 function createBaseObservedState(): ObservedState {
-  return { running: 0, total: 0, lastError: "" };
+  return { running: 0, total: 0, lastError: "", rollout: 0 };
 }
 
 export const ObservedState: MessageFns<ObservedState> = {
@@ -1074,6 +1138,9 @@ export const ObservedState: MessageFns<ObservedState> = {
     }
     if (message.lastError !== "") {
       writer.uint32(26).string(message.lastError);
+    }
+    if (message.rollout !== 0) {
+      writer.uint32(32).int32(message.rollout);
     }
     return writer;
   },
@@ -1115,6 +1182,14 @@ export const ObservedState: MessageFns<ObservedState> = {
             message.lastError = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rollout = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1136,6 +1211,7 @@ export const ObservedState: MessageFns<ObservedState> = {
         : isSet(object.last_error)
         ? globalThis.String(object.last_error)
         : "",
+      rollout: isSet(object.rollout) ? rolloutStateFromJSON(object.rollout) : 0,
     };
   },
 
@@ -1150,6 +1226,9 @@ export const ObservedState: MessageFns<ObservedState> = {
     if (message.lastError !== "") {
       obj.lastError = message.lastError;
     }
+    if (message.rollout !== 0) {
+      obj.rollout = rolloutStateToJSON(message.rollout);
+    }
     return obj;
   },
 
@@ -1161,6 +1240,7 @@ export const ObservedState: MessageFns<ObservedState> = {
     message.running = object.running ?? 0;
     message.total = object.total ?? 0;
     message.lastError = object.lastError ?? "";
+    message.rollout = object.rollout ?? 0;
     return message;
   },
 };

@@ -13,12 +13,16 @@ from miasma.v1 import apps_pb2_grpc
 
 from scripts import engine, swarm
 from tests import docker_cli
+from tests.engines import throwaway_engine
 from tests.server import ServerProcess
 
 ENGINE_DIR = Path(os.environ.get("MIASMA_TEST_ENGINE_DIR", "/tmp/miasma-test-engine"))
 
 HTTPD_COMMAND = engine.HTTPD_COMMAND  # busybox httpd on every PORT_<n>; tests import it here
 VOLUME_IMAGE = "miasma-test/busybox-volume:latest"
+# The swarm engine's networks come from a pool of their own: the worker's veth takes
+# 10.214.N.0/24 and docker_gwbridge 10.215.N.0/24 (scripts/swarm.sh).
+SWARM_ADDRESS_POOL = "base=10.217.0.0/16,size=24"
 # For VOLUME_IMAGE: writes a random token into /data the first time it starts, serves /data
 # on every PORT_<n>, exits at once on SIGTERM. The same token after a change: same data.
 DATA_SCRIPT = (
@@ -67,16 +71,17 @@ def volume_image(docker_host: str, test_image: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def swarm_host(docker_host: str) -> Iterator[str]:
-    """The test engine as a single-node swarm manager (only our private engine is changed)."""
-    if docker_host != engine.private_host(ENGINE_DIR):
-        pytest.skip(
-            f"the Docker engine at {docker_host} is not this test run's private engine, and "
-            "turning someone's engine into a swarm manager is not ours to do: unset DOCKER_HOST"
-        )
-    swarm.init_swarm(docker_host)
-    yield docker_host
-    swarm.leave_swarm(docker_host)  # before the engine stops, so its bridges go too
+def swarm_host() -> Iterator[str]:
+    """A throw-away engine of the run's own, made a single-node swarm manager, with the test
+    images: it runs wherever the tests run (a system engine is never turned into a swarm)."""
+    with throwaway_engine(address_pool=SWARM_ADDRESS_POOL) as own:
+        engine.ensure_test_image(own.host)
+        docker_cli.build(own.host, VOLUME_IMAGE, f"FROM {engine.TEST_IMAGE}\nVOLUME /data\n")
+        swarm.init_swarm(own.host)
+        try:
+            yield own.host
+        finally:
+            swarm.leave_swarm(own.host)  # before the engine stops, so its bridges go too
 
 
 @pytest.fixture
@@ -93,11 +98,11 @@ def make_server(
     servers: list[ServerProcess] = []
 
     def make(**kwargs: object) -> ServerProcess:
+        settings: dict[str, object] = {"docker_host": docker_host} | kwargs
         server = ServerProcess(
             db_path=tmp_path / "miasma.db",
-            docker_host=docker_host,
             instance=instance,
-            **kwargs,  # type: ignore[arg-type]
+            **settings,  # type: ignore[arg-type]
         )
         servers.append(server)
         server.start()
@@ -106,7 +111,8 @@ def make_server(
     yield make
     for server in servers:
         server.stop()
-    docker_cli.remove_instance(docker_host, instance)
+    for host in {server.docker_host for server in servers}:
+        docker_cli.remove_instance(host, instance)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ TIMEOUT = 180.0
 # Docker's default pools (172.17-31/16, 192.168/20) are shared with every other engine on
 # the host, and the networks of concurrent test engines can use them all up: throw-away
 # engines take their networks from a pool of their own (Docker skips subnets in use).
-ADDRESS_POOL = "--default-address-pool base=10.214.0.0/16,size=24"
+ADDRESS_POOL = "base=10.216.0.0/16,size=24"
 
 
 def can_start_engines() -> bool:
@@ -33,8 +33,9 @@ def can_start_engines() -> bool:
     return os.geteuid() == 0 and shutil.which("dockerd") is not None
 
 
-def _script(*args: str) -> None:
-    flags = f"{os.environ.get('MIASMA_ENGINE_EXTRA_FLAGS', '')} {ADDRESS_POOL}".strip()
+def _script(*args: str, address_pool: str = ADDRESS_POOL) -> None:
+    extra = os.environ.get("MIASMA_ENGINE_EXTRA_FLAGS", "")
+    flags = f"{extra} --default-address-pool {address_pool}".strip()
     result = subprocess.run(
         ["bash", str(ENGINE_SCRIPT), *args],
         env={**os.environ, "MIASMA_ENGINE_EXTRA_FLAGS": flags},
@@ -56,6 +57,7 @@ class ThrowawayEngine:
     """A private dockerd (and containerd) whose state lives under ``workdir``."""
 
     workdir: Path
+    address_pool: str = ADDRESS_POOL  # where its networks' subnets come from
 
     @property
     def host(self) -> str:
@@ -64,7 +66,7 @@ class ThrowawayEngine:
 
     def start(self) -> str:
         """Start the engine (again, after :meth:`stop`) and return its DOCKER_HOST."""
-        _script("start", str(self.workdir))
+        _script("start", str(self.workdir), address_pool=self.address_pool)
         return self.host
 
     def stop(self) -> None:
@@ -80,10 +82,11 @@ class ThrowawayEngine:
 
 
 @contextmanager
-def throwaway_engine() -> Iterator[ThrowawayEngine]:
+def throwaway_engine(address_pool: str = ADDRESS_POOL) -> Iterator[ThrowawayEngine]:
     """A started throw-away engine, stopped and deleted on exit."""
     # Short path under /tmp: unix socket paths are limited to 108 bytes.
-    engine = ThrowawayEngine(Path(tempfile.mkdtemp(prefix="miasma-throwaway-", dir="/tmp")))
+    workdir = Path(tempfile.mkdtemp(prefix="miasma-throwaway-", dir="/tmp"))
+    engine = ThrowawayEngine(workdir, address_pool)
     try:
         engine.start()
         yield engine

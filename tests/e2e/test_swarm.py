@@ -44,6 +44,7 @@ TARGETS = range(3000, 4000)
 def server(make_server: Callable[..., ServerProcess], swarm_host: str) -> ServerProcess:
     """A swarm-runtime server reconciling every second, auto ports from 19001-19999."""
     return make_server(
+        docker_host=swarm_host,
         runtime="swarm",
         published_range="19001-19999",
         extra_args=["--reconcile-interval", "1"],

@@ -57,6 +57,9 @@ NO_TASK_GRACE = 0.5
 POLL = 0.2
 UPDATE_ATTEMPTS = 5
 FAILED_STATES = {"rejected", "failed"}
+# Task states after which a task holds nothing (no process, no host port).
+ENDED_STATES = {"complete", "shutdown", "failed", "rejected", "remove", "orphaned"}
+RELEASE_MARGIN = 30.0  # seconds beyond an app's grace period for its tasks to end
 SpecDict = dict[str, Any]
 
 
@@ -124,14 +127,23 @@ class DockerSwarmRuntime(DockerVolumes):
         return await self._roll_out(app, force=True)
 
     async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
-        """Remove the app's service (its tasks stop with the service's grace period)."""
+        """Remove the app's service and wait until its tasks have ended (within their grace
+        period), so that what they held (a host port) is free when this returns."""
         for service in await self._services(name):
             try:
                 async with docker_errors(f"remove the service of app {name!r}"):
                     await self.docker.services.delete(service["ID"])
             except RuntimeFailure as exc:
-                if "not found" not in exc.message:
+                if exc.docker_status != 404:
                     raise
+            deadline = time.monotonic() + stop_grace + RELEASE_MARGIN
+            while time.monotonic() < deadline:
+                # The service is gone, so its tasks are looked up by their service ID.
+                async with docker_errors("list tasks"):
+                    tasks = await self.docker.tasks.list()
+                if all(_ended(t) for t in tasks if t.get("ServiceID") == service["ID"]):
+                    break
+                await asyncio.sleep(POLL)
 
     async def survey(self, apps: Sequence[App]) -> Survey:
         """App names found on this Miasma's services; every app is checked by :meth:`apply`.
@@ -296,7 +308,8 @@ class DockerSwarmRuntime(DockerVolumes):
         """Wait until the rollout's tasks run; raise the task error if one cannot."""
         replicas = _replicas(app)
         started = time.monotonic()
-        deadline = started + SETTLE_TIMEOUT
+        # An old task may take its whole grace period to stop (stop-first).
+        deadline = started + max(SETTLE_TIMEOUT, app.stop_grace + RELEASE_MARGIN)
         unplaced_since: float | None = None
         while True:
             tasks = await self._tasks(service_id)
@@ -308,7 +321,8 @@ class DockerSwarmRuntime(DockerVolumes):
             if failed:
                 raise _task_failure(app, _latest(failed))
             unplaced = [t for t in new if t["Status"]["State"] == "pending" and _error(t)]
-            if unplaced:
+            stopping = [t for t in tasks if t["ID"] in before and not _ended(t)]
+            if unplaced and not stopping:  # an old task still stopping may hold the port
                 unplaced_since = unplaced_since or time.monotonic()
                 if time.monotonic() - unplaced_since > PLACEMENT_GRACE:
                     raise _task_failure(app, _latest(unplaced))
@@ -420,6 +434,11 @@ def _replicas(app: App) -> int:
 
 def _running(task: Mapping[str, Any]) -> bool:
     return bool(task["Status"]["State"] == "running" and task.get("DesiredState") == "running")
+
+
+def _ended(task: Mapping[str, Any]) -> bool:
+    """Whether ``task`` has stopped for good (it holds nothing any more)."""
+    return str(task["Status"]["State"]) in ENDED_STATES
 
 
 def _error(task: Mapping[str, Any]) -> str:

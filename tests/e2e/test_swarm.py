@@ -209,6 +209,26 @@ def test_image_volume_keeps_its_data_through_every_change(
     ]
 
 
+def test_host_mode_app_that_stops_slowly_moves_and_its_deleted_port_is_free_at_once(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """Its old task holds the host port for its whole grace period (PID 1 ignores SIGTERM):
+    the edit waits for it, not a fixed 5 s; after a delete the port is free for a new app."""
+    stubborn = ["sh", "-c", "while :; do sleep 1; done"]  # no trap: SIGTERM does nothing
+    client.create_app("hp", test_image, command=stubborn, published_ports=["8099/host"],
+                      stop_grace=6)  # fmt: skip
+    edited = client.edit_app("hp", add_published=[8100]).app  # a new task, stop-first
+    assert edited.observed.running == 1
+    assert [b.published_port for b in edited.bindings] == [8099, 8100]
+    restarted = client.restart_app("hp")
+    assert restarted.observed.running == 1
+    client.delete_app("hp")
+    again = client.create_app("hp2", test_image, command=HTTPD_COMMAND,
+                              published_ports=["8099/host"])  # fmt: skip
+    assert again.observed.running == 1
+    assert http_get(8099).strip() == "miasma-test"
+
+
 def test_stop_scales_to_zero_and_keeps_the_ports(
     client: MiasmaClient, server: ServerProcess, test_image: str
 ) -> None:

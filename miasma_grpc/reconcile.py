@@ -29,10 +29,13 @@ class Reconciler:
         manager: AppManager,
         on_reachability: Callable[[bool], Awaitable[None]],
         interval: float = 30.0,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.manager = manager
         self.on_reachability = on_reachability
         self.interval = interval
+        self.sleep = sleep  # injectable: tests drive the loop without real seconds
         self.passes = 0
 
     async def run(self) -> None:
@@ -53,7 +56,7 @@ class Reconciler:
                 except Exception:  # a bad pass must not end the loop; the next one retries
                     log.exception("reconciliation pass failed")
                 since_pass = 0.0
-            await asyncio.sleep(PING_INTERVAL)
+            await self.sleep(PING_INTERVAL)
             since_pass += PING_INTERVAL
 
     async def reconcile_all(self) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 POLL = 0.1  # seconds between checks
+T = TypeVar("T")
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -14,4 +16,17 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(POLL)
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """Call ``check`` until it stops raising AssertionError (or RuntimeError: a docker CLI
+    race), and return its value; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, RuntimeError) as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {timeout:g} s: {exc}") from exc
         time.sleep(POLL)

@@ -49,6 +49,8 @@ class FakeRuntime:
     images: Mapping[str, Sequence[str]] = field(default_factory=dict)
     instance: str = "miasma"
     node: str = ""  # when set, an app with mounts is reported running there (swarm-like)
+    reachable: bool = True  # what info() says
+    removed: list[str] = field(default_factory=list)  # names remove() was called for
     mode: str = "fake"
     deployed: dict[str, Deployed] = field(default_factory=dict)
     volumes: dict[str, VolumeInfo] = field(default_factory=dict)
@@ -78,8 +80,8 @@ class FakeRuntime:
         raise Unavailable(f"fake Docker is away and could not {action} {name!r}")
 
     async def info(self) -> RuntimeInfo:
-        """Always reachable."""
-        return RuntimeInfo(reachable=True, mode=self.mode)
+        """Reachable unless ``reachable`` says otherwise."""
+        return RuntimeInfo(reachable=self.reachable, mode=self.mode)
 
     async def apply(self, app: App) -> Observed:
         """Record ``app`` as what runs, making its volumes (unless armed to fail)."""
@@ -110,6 +112,7 @@ class FakeRuntime:
 
     async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
         """Forget the app (its volumes stay)."""
+        self.removed.append(name)
         self.deployed.pop(name, None)
 
     async def survey(self, apps: Sequence[App]) -> Survey:

@@ -25,6 +25,7 @@ from scripts.engine import TEST_IMAGE, ensure_test_image
 from tests.conftest import HTTPD_COMMAND
 from tests.docker_cli import Container, containers, docker, http_get, the_container
 from tests.engines import ThrowawayEngine, can_start_engines, throwaway_engine
+from tests.polling import eventually
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -39,18 +40,6 @@ Ledger = set[tuple[str, int, str]]  # (protocol, port, app)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Call ``check`` until it stops raising AssertionError, and return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (AssertionError, RuntimeError) as exc:  # RuntimeError: a docker CLI race
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {timeout:g} s: {exc}") from exc
-        time.sleep(0.1)
 
 
 def revision_of(message: Response) -> int:

@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENV = 256
 MAX_STOP_GRACE = 3600.0  # seconds
+MAX_REQUEST_ID = 128
 VolumeListing = list[tuple[VolumeInfo, tuple[str, ...]]]  # each volume with the apps mounting it
 
 
@@ -182,15 +183,22 @@ class AppManager:
         volumes: Sequence[Volume] = (),
         stop_grace: float = DEFAULT_STOP_GRACE,
         validate_only: bool = False,
+        request_id: str = "",
     ) -> App:
-        """Create an app with one auto/auto slot (plus ``ports``) and start it."""
+        """Create an app with one auto/auto slot (plus ``ports``) and start it.
+
+        A retry of a create already made (same ``request_id``) returns the app as it is.
+        """
         validate_app_name(name, "app_id")
+        _validate_request_id(request_id)
         _validate_spec(image, command, env or {}, stop_grace)
         placement = validate_constraints(constraints)
         mounts = validate_volumes(volumes, "app.volumes", allow_bind=self.allow_bind_mounts)
         await self._refresh_host_ports()
         async with self.locks.hold(name):
             async with self.store.transaction() as tx:
+                if _done_before(tx, request_id, name):
+                    return tx.get_app(name)
                 if validate_only:
                     _absent(tx, name)
                 bindings = self._plan(name, (), ports, fields=CREATE_FIELDS)
@@ -214,6 +222,8 @@ class AppManager:
                     return app
                 app = replace(app, revision=tx.next_revision())
                 tx.insert_app(app)
+                if request_id:
+                    tx.remember_request(request_id, name)
                 _record(tx, EventKind.ASSIGNED, app, app.revision, new=bindings)
             try:
                 applied = await self._apply(app)
@@ -234,11 +244,19 @@ class AppManager:
         volumes: VolumeEdit = VolumeEdit(),
         validate_only: bool = False,
         etag: str = "",
+        request_id: str = "",
     ) -> EditResult:
-        """Add/remove ports and volumes atomically; see docs/design.md §1 and docs/volumes.md."""
+        """Add/remove ports and volumes atomically; see docs/design.md §1 and docs/volumes.md.
+
+        A retry of an edit already made (same ``request_id``) changes nothing and returns
+        the app as it is.
+        """
+        _validate_request_id(request_id)
         await self._refresh_host_ports()
         async with self.locks.hold(name):
             async with self.store.transaction() as tx:
+                if _done_before(tx, request_id, name):
+                    return EditResult(tx.get_app(name), ())
                 old = tx.get_app(name)
                 _check_etag(old, etag)
                 planned = replace(old, bindings=self._plan(name, old.bindings, ports))
@@ -270,6 +288,8 @@ class AppManager:
                     ),
                 )
                 tx.update_app(new)
+                if request_id:
+                    tx.remember_request(request_id, name)
                 if new.bindings != old.bindings:
                     tx.hold_ports(name, published_ports(new.bindings))
                     _record(
@@ -292,11 +312,15 @@ class AppManager:
         volumes: Sequence[Volume] | None = None,
         stop_grace: float | None = None,
         etag: str = "",
+        request_id: str = "",
     ) -> App:
         """Change image, command, env, constraints, volumes or the stop grace period
-        (``None`` leaves a field as it is)."""
+        (``None`` leaves a field as it is). A retry (same ``request_id``) changes nothing."""
+        _validate_request_id(request_id)
         async with self.locks.hold(name):
             async with self.store.transaction() as tx:
+                if _done_before(tx, request_id, name):
+                    return tx.get_app(name)
                 old = tx.get_app(name)
                 _check_etag(old, etag)
                 new = replace(
@@ -324,6 +348,8 @@ class AppManager:
                     return old
                 new = replace(new, revision=tx.next_revision(), update_time=now())
                 tx.update_app(new)
+                if request_id:
+                    tx.remember_request(request_id, name)
             return await self._rollout(old, new)
 
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
@@ -565,6 +591,25 @@ def _holders(info: VolumeInfo, apps: Sequence[App]) -> tuple[str, ...]:
         if (info.image_path and (a.name, a.uid) == (info.app, info.uid))
         or any(v.source == info.name for v in a.volumes)
     )
+
+
+def _validate_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+        raise InvalidArgument.field(
+            "request_id", f"at most {MAX_REQUEST_ID} printable characters (a UUID, say)"
+        )
+
+
+def _done_before(tx: Transaction, request_id: str, name: str) -> bool:
+    """Whether the change ``request_id`` names was made already (this is a retry)."""
+    if not request_id:
+        return False
+    made_to = tx.request(request_id)
+    if made_to is not None and made_to != name:
+        raise InvalidArgument.field(
+            "request_id", f"was used for a change of app {made_to!r}: use a new one per change"
+        )
+    return made_to is not None
 
 
 def _absent(tx: Transaction, name: str) -> None:

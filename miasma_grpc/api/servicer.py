@@ -102,6 +102,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             volumes=volumes_from_proto(request.app.volumes),
             stop_grace=stop_grace_from_proto(request.app),
             validate_only=request.validate_only,
+            request_id=request.request_id,
         )
         return apps_pb2.CreateAppResponse(app=self._proto(app))
 
@@ -151,6 +152,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             volumes=volumes_from_proto(request.app.volumes) if "volumes" in paths else None,
             stop_grace=stop_grace_from_proto(request.app) if "stop_grace" in paths else None,
             etag=request.app.etag,
+            request_id=request.request_id,
         )
         return apps_pb2.UpdateAppResponse(app=self._proto(app))
 
@@ -202,6 +204,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             ports=_port_edit(request),
             validate_only=request.validate_only,
             etag=request.etag,
+            request_id=request.request_id,
         )
         return apps_pb2.EditPortsResponse(app=self._proto(result.app), changes=_changes(result))
 
@@ -216,6 +219,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             volumes=volume_edit_from_proto(request.add_volumes, request.remove_volumes),
             validate_only=request.validate_only,
             etag=request.etag,
+            request_id=request.request_id,
         )
         return apps_pb2.EditAppResponse(app=self._proto(result.app), changes=_changes(result))
 

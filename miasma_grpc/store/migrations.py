@@ -87,4 +87,15 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE apps SET uid = lower(hex(randomblob(3)));
     ALTER TABLE apps ADD COLUMN node TEXT NOT NULL DEFAULT '';
     """,
+    # 6: request IDs of changes made (AIP-155), written with the change: a retry of a
+    # request whose answer was lost is not applied twice. Kept for a day.
+    """
+    CREATE TABLE requests (
+        id       TEXT PRIMARY KEY,
+        app      TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        time     TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_by_time ON requests (time);
+    """,
 )

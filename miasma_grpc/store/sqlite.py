@@ -27,6 +27,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -47,6 +48,7 @@ __all__ = ["CommitListener", "SqliteStore", "Transaction", "now"]
 log = logging.getLogger(__name__)
 
 CommitListener = Callable[[int, Sequence[PortEvent]], None]
+REQUEST_IDS_KEPT = timedelta(days=1)  # a retry comes within seconds; a day is generous
 T = TypeVar("T")
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -195,15 +197,22 @@ class SqliteStore:
     async def compact_events(self, retention: Retention) -> int:
         """Apply ``retention`` to the event log; returns the new floor."""
 
-        def compact(db: sqlite3.Connection) -> int:
+        def compact(db: sqlite3.Connection) -> tuple[int, set[str]]:
             with db:  # BEGIN … COMMIT (ROLLBACK on error)
                 db.execute("BEGIN IMMEDIATE")
-                return events.compact(db, retention, now())
+                expired = (now() - REQUEST_IDS_KEPT).isoformat()
+                gone = {row[0] for row in db.execute(
+                    "DELETE FROM requests WHERE time < ? RETURNING id", (expired,)
+                )}  # fmt: skip
+                return events.compact(db, retention, now()), gone
 
         try:
-            return await self._on_writer(compact, self._db_writer)
+            floor, forgotten = await self._on_writer(compact, self._db_writer)
         except sqlite3.DatabaseError as exc:
             raise Unavailable(f"the database could not compact the event log: {exc}") from exc
+        for request_id in forgotten:
+            self._state.requests.pop(request_id, None)
+        return floor
 
     async def _commit_queued(self) -> None:
         """Write what is queued, batch after batch, until the queue is empty."""
@@ -264,7 +273,8 @@ class SqliteStore:
                     log.exception("a commit listener failed at revision %d", tx.revision)
 
     def _load(self, state: _State) -> None:
-        revision, apps, ports = state
+        revision, apps, ports, requests = state
+        self._state.requests = requests
         self._state.revision = revision
         self._state.apps = {app.name: app for app in apps}
         self.ledger.clear()
@@ -300,7 +310,7 @@ class SqliteStore:
         self._data_version = _data_version(db)
 
 
-_State = tuple[int, list[App], dict[str, list[Port]]]
+_State = tuple[int, list[App], dict[str, list[Port]], dict[str, str]]
 
 
 class _Commit:
@@ -359,14 +369,16 @@ def _store_revision(db: sqlite3.Connection, written: list[Transaction]) -> None:
 
 
 def _read_state(db: sqlite3.Connection) -> _State:
-    """The revision, every app and every held port, from one read transaction."""
+    """The revision, every app, every held port and the recent request IDs, from one read
+    transaction."""
     with db:
         db.execute("BEGIN")
         revision, apps = group_apps(db.execute(select_snapshot(one_app=False)))
         ports: dict[str, list[Port]] = {}
         for row in db.execute("SELECT protocol, port, app FROM published_ports"):
             ports.setdefault(row["app"], []).append(Port(row["port"], Protocol(row["protocol"])))
-    return revision, apps, ports
+        requests = {row["id"]: row["app"] for row in db.execute("SELECT id, app FROM requests")}
+    return revision, apps, ports, requests
 
 
 def _migrate(db: sqlite3.Connection) -> None:

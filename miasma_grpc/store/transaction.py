@@ -52,11 +52,13 @@ class Op:
 
 @dataclass
 class WorkingState:
-    """Every app, the revision and the ledger, as of the last transaction queued."""
+    """Every app, the revision and the ledger, as of the last transaction queued; and the
+    request IDs of the changes of the last day (request ID -> app)."""
 
     apps: dict[str, App]
     revision: int
     ledger: PortLedger
+    requests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Transaction:
     revision: int = 0  # the last revision this transaction took, 0 if none
     events: list[PortEvent] = field(default_factory=list)
     apps: dict[str, App | None] = field(default_factory=dict)  # changed here; None: deleted
+    new_requests: dict[str, str] = field(default_factory=dict)  # request ID -> app
     _holders: dict[Port, str | None] = field(default_factory=dict)  # port moves made here
 
     # -- reads ---------------------------------------------------------------
@@ -81,6 +84,10 @@ class Transaction:
         if app is None:
             raise NotFound(f"app {name!r} not found", resource=f"apps/{name}")
         return app
+
+    def request(self, request_id: str) -> str | None:
+        """The app a change with ``request_id`` was made to, if one was (retries)."""
+        return self.new_requests.get(request_id) or self.state.requests.get(request_id)
 
     def holder(self, port: Port) -> str | None:
         """Who holds ``port`` as this transaction sees it."""
@@ -170,6 +177,16 @@ class Transaction:
         self.ops.append(Op("DELETE FROM apps WHERE name = ?", (name,)))
         self._release(name, ports)
 
+    def remember_request(self, request_id: str, app: str) -> None:
+        """Keep ``request_id`` with this change, so that a retry of it is not applied again."""
+        self.new_requests[request_id] = app
+        self.ops.append(
+            Op(
+                "INSERT INTO requests (id, app, revision, time) VALUES (?, ?, ?, ?)",
+                (request_id, app, self.revision, iso(None)),
+            )
+        )
+
     def record(self, event: PortEvent) -> None:
         """Append ``event`` to the log, written (or dropped) with this transaction."""
         self.ops.append(Op(events.INSERT, events.row(event)))
@@ -222,6 +239,7 @@ class Transaction:
                 self.state.apps.pop(name, None)
             else:
                 self.state.apps[name] = app
+        self.state.requests.update(self.new_requests)
         for held, app_name, ports in self.ledger_changes:
             if held:
                 self.state.ledger.hold(app_name, ports)

@@ -283,6 +283,22 @@ def test_volume_commands(cli: Cli, server: ServerProcess) -> None:
     assert cli.json("miasma volumes") == []
 
 
+def test_a_call_cut_short_says_the_outcome_is_unknown(
+    cli: Cli, server: ServerProcess, volume_image: str
+) -> None:
+    """--timeout shorter than the rollout: the CLI does not claim the change failed; it
+    says it may have been made and how to look. (It was: the app has the port.)"""
+    slow_stop = ["sh", "-c", "trap 'sleep 2; exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+    cli.run(["apps:create", "slow", "-i", volume_image, "--", *slow_stop])  # stop-first: 2 s
+    cut = cli.run("miasma --timeout 0.5 apps:edit -a slow --add-published-ports 15555", ok=False)
+    line = one_line_error(cut)
+    assert "may or may not have been made" in line
+    assert "apps:show" in line
+    shown = cli.json("miasma apps:show -a slow")
+    assert isinstance(shown, dict)
+    assert [b["published_port"] for b in shown["bindings"]] == [15555]
+
+
 def test_connect_saves_the_server_and_env_and_flags_override_it(
     cli: Cli, server: ServerProcess, tmp_path: Path
 ) -> None:

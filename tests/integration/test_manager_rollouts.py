@@ -4,6 +4,8 @@ and by an outside review, pinned down as examples)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from miasma_grpc.apps import AppManager
@@ -12,6 +14,7 @@ from miasma_grpc.domain.events import EventKind
 from miasma_grpc.domain.models import DesiredState, Port, RolloutState
 from miasma_grpc.domain.ports import PortEdit
 from miasma_grpc.runtime.fake import FakeRuntime
+from tests.integration.conftest import open_manager
 
 
 async def test_an_edit_of_a_stop_still_owed_keeps_the_stop_owed(
@@ -114,3 +117,39 @@ async def test_a_failure_that_keeps_coming_back_is_logged_once(
     failed = manager.observed_state(await manager.store.get_app("api"))
     assert failed.rollout is RolloutState.FAILED
     assert failed.last_error in messages
+
+
+async def test_a_retried_request_is_not_applied_twice(manager: AppManager) -> None:
+    """Same request_id again (the answer was lost): no second change, no error; the app as
+    it is comes back. Also after the server restarts."""
+    created = await manager.create("api", image="img:1", request_id="c-1")
+    again = await manager.create("api", image="img:1", request_id="c-1")
+    assert again.revision == created.revision  # not ALREADY_EXISTS, nothing new
+    moved = await manager.edit("api", ports=PortEdit(add_published=(Port(3500),)), request_id="e-1")
+    back = await manager.edit(
+        "api", ports=PortEdit(remove_published=(Port(3500),)), request_id="e-2"
+    )
+    retried = await manager.edit(  # without the ID this is PORT_NOT_HELD
+        "api", ports=PortEdit(remove_published=(Port(3500),)), request_id="e-2"
+    )
+    assert (retried.app.revision, retried.changes) == (back.app.revision, ())
+    assert moved.app.revision < back.app.revision
+    updated = await manager.update("api", image="img:2", request_id="u-1")
+    assert (await manager.update("api", image="img:3", request_id="u-1")).image == "img:2"
+    assert updated.image == "img:2"
+    with pytest.raises(InvalidArgument) as error:
+        await manager.create("other", image="img:1", request_id="c-1")
+    assert error.value.violations[0].field == "request_id"
+    with pytest.raises(InvalidArgument):
+        await manager.edit("api", request_id="x" * 129)
+
+
+async def test_request_ids_survive_a_restart(tmp_path: Path) -> None:
+    """The IDs are written with their change: a retry after a restart is still a retry."""
+    runtime = FakeRuntime()
+    store, manager = await open_manager(tmp_path / "m.db", runtime)
+    await manager.create("api", image="img:1", request_id="c-1")
+    await store.__aexit__(None, None, None)
+    store, manager = await open_manager(tmp_path / "m.db", runtime)
+    assert (await manager.create("api", image="img:1", request_id="c-1")).name == "api"
+    await store.__aexit__(None, None, None)

@@ -20,7 +20,7 @@ import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_client import _operations as ops
-from miasma_client._errors import from_rpc_error
+from miasma_client._errors import MiasmaError, from_rpc_error
 from miasma_client._settings import Settings, resolve
 from miasma_client._status import app_status
 from miasma_client._watch import watch_async, watch_blocking
@@ -38,8 +38,18 @@ CHANNEL_OPTIONS = (
     ("grpc.use_local_subchannel_pool", 1),
 )
 
+RETRIES = 1  # a change with a request ID is sent once more when the connection failed
+RETRY_DELAY = 0.5  # seconds
+
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _retry_safely(operation: ops.Operation[Any], error: MiasmaError) -> bool:
+    """Whether ``operation`` may be sent again after ``error``: the connection failed (no
+    answer from Miasma itself) and the server will not apply a change twice."""
+    transport = error.code == grpc.StatusCode.UNAVAILABLE and not error.reason
+    return transport and bool(getattr(operation.request, "request_id", ""))
 
 
 def _describe(call: Callable[..., Any], build: Callable[..., Any]) -> None:
@@ -139,12 +149,21 @@ class MiasmaClient(_Connection):
         self._channel.close()
 
     def run(self, operation: ops.Operation[R]) -> R:
-        """Make one call; failures become :class:`MiasmaError`."""
+        """Make one call; failures become :class:`MiasmaError`.
+
+        A change that carries a request ID is sent once more if the connection failed
+        under it: the server applies it at most once.
+        """
         method = getattr(self.stub, operation.rpc)
-        try:
-            return operation.result(method(operation.request, **self._call_options))
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        for attempt in range(RETRIES + 1):
+            try:
+                return operation.result(method(operation.request, **self._call_options))
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                if attempt == RETRIES or not _retry_safely(operation, error):
+                    raise error from None
+            time.sleep(RETRY_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     create_app = _blocking(ops.create_app)
     get_app = _blocking(ops.get_app)
@@ -228,12 +247,18 @@ class AsyncMiasmaClient(_Connection):
         await self._channel.close(None)
 
     async def run(self, operation: ops.Operation[R]) -> R:
-        """Make one call; failures become :class:`MiasmaError`."""
+        """Make one call; failures become :class:`MiasmaError` (retried as
+        :meth:`MiasmaClient.run` retries)."""
         method = getattr(self.stub, operation.rpc)
-        try:
-            return operation.result(await method(operation.request, **self._call_options))
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        for attempt in range(RETRIES + 1):
+            try:
+                return operation.result(await method(operation.request, **self._call_options))
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                if attempt == RETRIES or not _retry_safely(operation, error):
+                    raise error from None
+            await asyncio.sleep(RETRY_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     create_app = _awaitable(ops.create_app)
     get_app = _awaitable(ops.get_app)

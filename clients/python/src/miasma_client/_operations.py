@@ -8,6 +8,7 @@ arguments, defaults and docs are written once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -59,6 +60,7 @@ def create_app(
     stop_grace: float | None = None,
     stopped: bool = False,
     validate_only: bool = False,
+    request_id: str | None = None,
 ) -> Operation[apps_pb2.App]:
     """Create app ``name`` from ``image``, started unless ``stopped``.
 
@@ -83,6 +85,7 @@ def create_app(
         published_ports=parse_ports(published_ports),
         target_ports=parse_ports(target_ports),
         validate_only=validate_only,
+        request_id=_request_id(request_id),
     )
     return Operation("CreateApp", request, _app)
 
@@ -109,6 +112,7 @@ def update_app(
     constraints: Sequence[str] | None = None,
     volumes: Iterable[VolumeLike] | None = None,
     stop_grace: float | None = None,
+    request_id: str | None = None,
 ) -> Operation[apps_pb2.App]:
     """Change only the fields given; a running app is rolled out again.
 
@@ -128,7 +132,10 @@ def update_app(
         stop_grace=_duration(stop_grace),
     )  # fmt: skip
     mask = field_mask_pb2.FieldMask(paths=paths)
-    return Operation("UpdateApp", apps_pb2.UpdateAppRequest(app=app, update_mask=mask), _app)
+    request = apps_pb2.UpdateAppRequest(
+        app=app, update_mask=mask, request_id=_request_id(request_id)
+    )
+    return Operation("UpdateApp", request, _app)
 
 
 def delete_app(
@@ -169,6 +176,7 @@ def edit_ports(
     remove_target: Iterable[PortLike] = (),
     validate_only: bool = False,
     etag: str = "",
+    request_id: str | None = None,
 ) -> Operation[apps_pb2.EditPortsResponse]:
     """Add or remove ports atomically; the response has the app and the changed slots.
 
@@ -183,6 +191,7 @@ def edit_ports(
         remove_target_ports=parse_ports(remove_target),
         validate_only=validate_only,
         etag=etag,
+        request_id=_request_id(request_id),
     )
     return Operation("EditPorts", request, _whole)
 
@@ -198,6 +207,7 @@ def edit_app(
     remove_volumes: Iterable[VolumeLike] = (),
     validate_only: bool = False,
     etag: str = "",
+    request_id: str | None = None,
 ) -> Operation[apps_pb2.EditAppResponse]:
     """Add or remove ports and volumes in one atomic change (removals first).
 
@@ -214,6 +224,7 @@ def edit_app(
         remove_volumes=parse_volumes(remove_volumes, target_only=True),
         validate_only=validate_only,
         etag=etag,
+        request_id=_request_id(request_id),
     )
     return Operation("EditApp", request, _whole)
 
@@ -229,6 +240,12 @@ def delete_volume(name: str) -> Operation[apps_pb2.VolumeInfo]:
     return Operation(
         "DeleteVolume", apps_pb2.DeleteVolumeRequest(name=name), lambda response: response.volume
     )
+
+
+def _request_id(given: str | None) -> str:
+    """The request's ID: given, or a new UUID, so that the client's own retry of a call
+    whose answer was lost is not applied twice (AIP-155)."""
+    return given if given is not None else str(uuid.uuid4())
 
 
 def _duration(seconds: float | None) -> duration_pb2.Duration | None:

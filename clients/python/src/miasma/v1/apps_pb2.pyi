@@ -474,10 +474,17 @@ class CreateAppRequest(_message.Message):
     PUBLISHED_PORTS_FIELD_NUMBER: _builtins.int
     TARGET_PORTS_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The app's name, a DNS label: ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$."""
     validate_only: _builtins.bool
-    """Check the request and return the app that would be created; change nothing."""
+    """Check the request and return the app that would be created; change nothing.
+    Makes a retry safe (AIP-155): a change already made with this ID (in the
+    """
+    request_id: _builtins.str
+    """last day) is not made again; the reply is the app as it is. Use a new one
+    (a UUID) per change; at most 128 printable characters.
+    """
     @_builtins.property
     def app(self) -> Global___App:
         """The app to create: image is required; name is ignored (use app_id)."""
@@ -498,10 +505,11 @@ class CreateAppRequest(_message.Message):
         published_ports: _abc.Iterable[Global___Port] | None = ...,
         target_ports: _abc.Iterable[Global___Port] | None = ...,
         validate_only: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "app_id", b"app_id", "published_ports", b"published_ports", "target_ports", b"target_ports", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "app_id", b"app_id", "published_ports", b"published_ports", "request_id", b"request_id", "target_ports", b"target_ports", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -629,6 +637,11 @@ class UpdateAppRequest(_message.Message):
 
     APP_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """last day) is not made again; the reply is the app as it is. Use a new one
+    (a UUID) per change; at most 128 printable characters.
+    """
     @_builtins.property
     def app(self) -> Global___App:
         """The app with its name and the new values."""
@@ -639,6 +652,7 @@ class UpdateAppRequest(_message.Message):
         (a named field left empty is cleared). Without a mask, the fields the
         request sets (non-empty) are changed and the others left as they are
         (AIP-134); a request that sets none is INVALID_ARGUMENT.
+        Makes a retry safe (AIP-155): a change already made with this ID (in the
         """
 
     def __init__(
@@ -646,10 +660,11 @@ class UpdateAppRequest(_message.Message):
         *,
         app: Global___App | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -863,12 +878,19 @@ class EditPortsRequest(_message.Message):
     REMOVE_TARGET_PORTS_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"apps/{app}"."""
     validate_only: _builtins.bool
     """Compute and return the result; change nothing."""
     etag: _builtins.str
-    """If set, must match the app's current etag (ABORTED otherwise)."""
+    """If set, must match the app's current etag (ABORTED otherwise).
+    Makes a retry safe (AIP-155): a change already made with this ID (in the
+    """
+    request_id: _builtins.str
+    """last day) is not made again; the reply is the app as it is. Use a new one
+    (a UUID) per change; at most 128 printable characters.
+    """
     @_builtins.property
     def add_published_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
         """Each fills the first slot with an auto published port, else a new slot."""
@@ -895,10 +917,11 @@ class EditPortsRequest(_message.Message):
         remove_target_ports: _abc.Iterable[Global___Port] | None = ...,
         validate_only: _builtins.bool = ...,
         etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "etag", b"etag", "name", b"name", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "etag", b"etag", "name", b"name", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -979,12 +1002,19 @@ class EditAppRequest(_message.Message):
     REMOVE_VOLUMES_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"apps/{app}"."""
     validate_only: _builtins.bool
     """Compute and return the result; change nothing."""
     etag: _builtins.str
-    """If set, must match the app's current etag (ABORTED otherwise)."""
+    """If set, must match the app's current etag (ABORTED otherwise).
+    Makes a retry safe (AIP-155): a change already made with this ID (in the
+    """
+    request_id: _builtins.str
+    """last day) is not made again; the reply is the app as it is. Use a new one
+    (a UUID) per change; at most 128 printable characters.
+    """
     @_builtins.property
     def add_published_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
         """As in EditPortsRequest."""
@@ -1019,10 +1049,11 @@ class EditAppRequest(_message.Message):
         remove_volumes: _abc.Iterable[Global___Volume] | None = ...,
         validate_only: _builtins.bool = ...,
         etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "name", b"name", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "name", b"name", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

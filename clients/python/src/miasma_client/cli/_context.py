@@ -81,7 +81,11 @@ def describe(error: MiasmaError, server: str) -> str:
             "Set the address with `miasma connect HOST:PORT`, MIASMA_SERVER or --server."
         )
     if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"{server} did not answer in time; try a larger --timeout"
+        return (
+            f"{server} did not answer in time: the change may or may not have been made (a "
+            "rollout cut short is finished by the server). See the app as it is now with "
+            "`miasma apps:show -a NAME` before trying again; --timeout waits longer"
+        )
     return _with_flags(error)
 
 

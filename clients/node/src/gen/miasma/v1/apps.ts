@@ -450,6 +450,11 @@ export interface CreateAppRequest {
   targetPorts: Port[];
   /** Check the request and return the app that would be created; change nothing. */
   validateOnly: boolean;
+  /**
+   * last day) is not made again; the reply is the app as it is. Use a new one
+   * (a UUID) per change; at most 128 printable characters.
+   */
+  requestId: string;
 }
 
 export interface CreateAppResponse {
@@ -496,7 +501,14 @@ export interface UpdateAppRequest {
    * request sets (non-empty) are changed and the others left as they are
    * (AIP-134); a request that sets none is INVALID_ARGUMENT.
    */
-  updateMask: string[] | undefined;
+  updateMask:
+    | string[]
+    | undefined;
+  /**
+   * last day) is not made again; the reply is the app as it is. Use a new one
+   * (a UUID) per change; at most 128 printable characters.
+   */
+  requestId: string;
 }
 
 export interface UpdateAppResponse {
@@ -565,6 +577,11 @@ export interface EditPortsRequest {
   validateOnly: boolean;
   /** If set, must match the app's current etag (ABORTED otherwise). */
   etag: string;
+  /**
+   * last day) is not made again; the reply is the app as it is. Use a new one
+   * (a UUID) per change; at most 128 printable characters.
+   */
+  requestId: string;
 }
 
 /** How one slot changed. */
@@ -610,6 +627,11 @@ export interface EditAppRequest {
   validateOnly: boolean;
   /** If set, must match the app's current etag (ABORTED otherwise). */
   etag: string;
+  /**
+   * last day) is not made again; the reply is the app as it is. Use a new one
+   * (a UUID) per change; at most 128 printable characters.
+   */
+  requestId: string;
 }
 
 export interface EditAppResponse {
@@ -1730,7 +1752,7 @@ export const App_EnvEntry: MessageFns<App_EnvEntry> = {
 };
 
 function createBaseCreateAppRequest(): CreateAppRequest {
-  return { app: undefined, appId: "", publishedPorts: [], targetPorts: [], validateOnly: false };
+  return { app: undefined, appId: "", publishedPorts: [], targetPorts: [], validateOnly: false, requestId: "" };
 }
 
 export const CreateAppRequest: MessageFns<CreateAppRequest> = {
@@ -1749,6 +1771,9 @@ export const CreateAppRequest: MessageFns<CreateAppRequest> = {
     }
     if (message.validateOnly !== false) {
       writer.uint32(40).bool(message.validateOnly);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(50).string(message.requestId);
     }
     return writer;
   },
@@ -1806,6 +1831,14 @@ export const CreateAppRequest: MessageFns<CreateAppRequest> = {
             message.validateOnly = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1841,6 +1874,11 @@ export const CreateAppRequest: MessageFns<CreateAppRequest> = {
         : isSet(object.validate_only)
         ? globalThis.Boolean(object.validate_only)
         : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -1861,6 +1899,9 @@ export const CreateAppRequest: MessageFns<CreateAppRequest> = {
     if (message.validateOnly !== false) {
       obj.validateOnly = message.validateOnly;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -1874,6 +1915,7 @@ export const CreateAppRequest: MessageFns<CreateAppRequest> = {
     message.publishedPorts = object.publishedPorts?.map((e) => Port.fromPartial(e)) || [];
     message.targetPorts = object.targetPorts?.map((e) => Port.fromPartial(e)) || [];
     message.validateOnly = object.validateOnly ?? false;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -2278,7 +2320,7 @@ export const ListAppsResponse: MessageFns<ListAppsResponse> = {
 };
 
 function createBaseUpdateAppRequest(): UpdateAppRequest {
-  return { app: undefined, updateMask: undefined };
+  return { app: undefined, updateMask: undefined, requestId: "" };
 }
 
 export const UpdateAppRequest: MessageFns<UpdateAppRequest> = {
@@ -2288,6 +2330,9 @@ export const UpdateAppRequest: MessageFns<UpdateAppRequest> = {
     }
     if (message.updateMask !== undefined) {
       FieldMask.encode(FieldMask.wrap(message.updateMask), writer.uint32(18).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
     }
     return writer;
   },
@@ -2321,6 +2366,14 @@ export const UpdateAppRequest: MessageFns<UpdateAppRequest> = {
             message.updateMask = FieldMask.unwrap(FieldMask.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2341,6 +2394,11 @@ export const UpdateAppRequest: MessageFns<UpdateAppRequest> = {
         : isSet(object.update_mask)
         ? FieldMask.unwrap(FieldMask.fromJSON(object.update_mask))
         : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -2352,6 +2410,9 @@ export const UpdateAppRequest: MessageFns<UpdateAppRequest> = {
     if (message.updateMask !== undefined) {
       obj.updateMask = FieldMask.toJSON(FieldMask.wrap(message.updateMask));
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -2362,6 +2423,7 @@ export const UpdateAppRequest: MessageFns<UpdateAppRequest> = {
     const message = createBaseUpdateAppRequest();
     message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
     message.updateMask = object.updateMask ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -3038,6 +3100,7 @@ function createBaseEditPortsRequest(): EditPortsRequest {
     removeTargetPorts: [],
     validateOnly: false,
     etag: "",
+    requestId: "",
   };
 }
 
@@ -3063,6 +3126,9 @@ export const EditPortsRequest: MessageFns<EditPortsRequest> = {
     }
     if (message.etag !== "") {
       writer.uint32(58).string(message.etag);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(66).string(message.requestId);
     }
     return writer;
   },
@@ -3136,6 +3202,14 @@ export const EditPortsRequest: MessageFns<EditPortsRequest> = {
             message.etag = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3177,6 +3251,11 @@ export const EditPortsRequest: MessageFns<EditPortsRequest> = {
         ? globalThis.Boolean(object.validate_only)
         : false,
       etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -3203,6 +3282,9 @@ export const EditPortsRequest: MessageFns<EditPortsRequest> = {
     if (message.etag !== "") {
       obj.etag = message.etag;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -3218,6 +3300,7 @@ export const EditPortsRequest: MessageFns<EditPortsRequest> = {
     message.removeTargetPorts = object.removeTargetPorts?.map((e) => Port.fromPartial(e)) || [];
     message.validateOnly = object.validateOnly ?? false;
     message.etag = object.etag ?? "";
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -3431,6 +3514,7 @@ function createBaseEditAppRequest(): EditAppRequest {
     removeVolumes: [],
     validateOnly: false,
     etag: "",
+    requestId: "",
   };
 }
 
@@ -3462,6 +3546,9 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     }
     if (message.etag !== "") {
       writer.uint32(74).string(message.etag);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(82).string(message.requestId);
     }
     return writer;
   },
@@ -3551,6 +3638,14 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
             message.etag = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3602,6 +3697,11 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
         ? globalThis.Boolean(object.validate_only)
         : false,
       etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
     };
   },
 
@@ -3634,6 +3734,9 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     if (message.etag !== "") {
       obj.etag = message.etag;
     }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
     return obj;
   },
 
@@ -3651,6 +3754,7 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     message.removeVolumes = object.removeVolumes?.map((e) => Volume.fromPartial(e)) || [];
     message.validateOnly = object.validateOnly ?? false;
     message.etag = object.etag ?? "";
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };

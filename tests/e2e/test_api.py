@@ -94,6 +94,9 @@ def test_changes_to_a_stopped_app_are_reported_done_not_pending(
     ).app
     again = stub.GetApp(apps_pb2.GetAppRequest(name="apps/idle")).app
     assert [app.observed.last_error for app in (created, edited, again)] == ["", "", ""]
+    assert {app.observed.rollout for app in (created, edited, again)} == {
+        apps_pb2.ROLLOUT_STATE_APPLIED
+    }
     assert edited.bindings[0].published_port == 15500
 
 
@@ -321,7 +324,8 @@ def test_health_reports_docker_reachability(
         app = stub.CreateApp(
             apps_pb2.CreateAppRequest(app_id="later", app=apps_pb2.App(image="img"))
         ).app
-        assert "pending" in app.observed.last_error
+        assert app.observed.rollout == apps_pb2.ROLLOUT_STATE_PENDING
+        assert "applied when Docker returns" in app.observed.last_error
 
 
 def test_missing_image_is_a_clear_error_and_creates_nothing(

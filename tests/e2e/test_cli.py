@@ -189,7 +189,12 @@ def test_json_output_parses_and_matches_docker(cli: Cli, server: ServerProcess) 
     assert isinstance(shown, dict)
     [binding] = shown["bindings"]
     assert published(server, "web") == {f"{binding['target_port']}/tcp": 8086}
-    assert shown["observed"] == {"running": 1, "total": 1, "last_error": ""}
+    assert shown["observed"] == {
+        "running": 1,
+        "total": 1,
+        "last_error": "",
+        "rollout": "ROLLOUT_STATE_APPLIED",
+    }
     listed = cli.json("apps")
     assert isinstance(listed, list)
     assert [app["name"] for app in listed] == ["apps/web"]

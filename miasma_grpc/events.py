@@ -15,7 +15,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 from miasma_grpc.domain.errors import OutOfRange, Unavailable
 from miasma_grpc.domain.events import (
@@ -37,8 +37,18 @@ CATCH_UP_PAGE = 512
 class EventHub:
     """Publishes committed events to any number of watchers."""
 
-    def __init__(self, store: SqliteStore, *, ring_size: int = RING_SIZE) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        *,
+        ring_size: int = RING_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[asyncio.Event, float], Awaitable[bool]] | None = None,
+    ) -> None:
         self.store = store
+        # Injectable, so tests of heartbeats need no real seconds.
+        self._clock = clock
+        self._wait = wait or _wait
         self._ring: collections.deque[PortEvent] = collections.deque(maxlen=ring_size)
         self.revision = 0  # the last committed revision
         self._ring_floor = 0  # every event above this revision is in the ring
@@ -99,7 +109,7 @@ class EventHub:
             else:
                 await self._check_resumable(start_revision)
                 cursor = start_revision
-            last_sent = time.monotonic()
+            last_sent = self._clock()
             while True:
                 changed = self._changed  # taken before reading, so no wake-up is missed
                 if self._closed:
@@ -111,19 +121,14 @@ class EventHub:
                 batch, cursor = await self._after(cursor, app)
                 for event in batch:
                     yield event
-                    last_sent = time.monotonic()
+                    last_sent = self._clock()
                 if batch:
                     continue
-                wait = last_sent + heartbeat - time.monotonic()
-                if wait > 0:
-                    try:
-                        async with asyncio.timeout(wait):
-                            await changed.wait()
-                        continue
-                    except TimeoutError:
-                        pass
+                wait = last_sent + heartbeat - self._clock()
+                if wait > 0 and await self._wait(changed, wait):
+                    continue
                 yield Progress(cursor)
-                last_sent = time.monotonic()
+                last_sent = self._clock()
         finally:
             self.watchers -= 1
 
@@ -168,6 +173,16 @@ class EventHub:
                         "current_revision": str(committed),
                     },
                 )
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``: True if it was set, False if time ran out."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _compacted(revision: int, floor: int) -> OutOfRange:

@@ -27,6 +27,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         yield opened
 
 
+async def no_waiting(event: asyncio.Event, seconds: float) -> bool:
+    """An injected wait in which the heartbeat's time has always run out: no real seconds."""
+    return event.is_set()
+
+
 def record(tx: Transaction, app: str, kind: EventKind = EventKind.CHANGED) -> int:
     """Log one event at a fresh revision."""
     revision = tx.next_revision()
@@ -76,7 +81,7 @@ async def test_hub_serves_the_ring_the_log_and_refuses_compacted_revisions(
     store: SqliteStore,
 ) -> None:
     """A watcher behind a 2-event ring still gets all events in order from the log."""
-    hub = EventHub(store, ring_size=2)
+    hub = EventHub(store, ring_size=2, wait=no_waiting)
     await hub.start()
     async with store.transaction() as tx:
         tx.insert_app(make_app("web"))
@@ -84,7 +89,7 @@ async def test_hub_serves_the_ring_the_log_and_refuses_compacted_revisions(
     for _ in range(5):
         async with store.transaction() as tx:
             last = record(tx, "web")
-    watch = hub.watch(None, first, heartbeat=0.05)
+    watch = hub.watch(None, first, heartbeat=15)  # its heartbeat comes at once (no_waiting)
     got = [await anext(watch) for _ in range(6)]
     assert [e.revision for e in got if isinstance(e, PortEvent)] == list(range(first + 1, last + 1))
     assert got[-1] == Progress(last)
@@ -157,7 +162,7 @@ async def test_a_revision_committed_but_not_yet_published_is_a_valid_start(
 ) -> None:
     """The database can be ahead of the hub (read between a commit and its notification;
     here, another writer): starting there is accepted, and later events follow."""
-    hub = EventHub(store)
+    hub = EventHub(store, wait=no_waiting)
     await hub.start()
     async with (
         SqliteStore(store.path, PortLedger(PortRange(3001, 3999))) as other,
@@ -165,9 +170,36 @@ async def test_a_revision_committed_but_not_yet_published_is_a_valid_start(
     ):
         ahead = record(tx, "web")
     assert ahead > hub.revision
-    watch = hub.watch(None, ahead, heartbeat=0.05)
+    watch = hub.watch(None, ahead, heartbeat=15)
     assert await anext(watch) == Progress(ahead)
     await watch.aclose()
     with pytest.raises(OutOfRange) as error:
         await anext(hub.watch(None, ahead + 1, heartbeat=10))
     assert error.value.reason == "REVISION_AHEAD"
+
+
+async def test_an_idle_watch_gets_a_heartbeat_each_interval_on_an_injected_clock(
+    store: SqliteStore,
+) -> None:
+    """With nothing to send, each wait lasts the whole heartbeat, then a Progress comes;
+    measured on an injected clock, so no real seconds pass."""
+    now = 0.0
+    waits: list[float] = []
+
+    def clock() -> float:
+        return now
+
+    async def wait(event: asyncio.Event, seconds: float) -> bool:
+        nonlocal now
+        waits.append(seconds)
+        now += seconds  # nothing happened meanwhile
+        return False
+
+    hub = EventHub(store, clock=clock, wait=wait)
+    await hub.start()
+    watch = hub.watch(None, 0, heartbeat=15)
+    assert await anext(watch) == SnapshotComplete(0)
+    assert [await anext(watch) for _ in range(3)] == [Progress(0)] * 3
+    assert waits == [15, 15, 15]
+    assert now == 45
+    await watch.aclose()

@@ -237,7 +237,7 @@ class DockerSwarmRuntime(DockerVolumes):
                 else:
                     observed = await self.observe(app)
         except RuntimeFailure as exc:
-            if exc.docker_status == 404:  # the network was removed by hand: find or make it again
+            if exc.docker_status == 404:  # e.g. the network removed by hand: look it up again
                 self._network_id = ""
             raise
         return await self._pin(app, mounts, observed)

@@ -19,14 +19,20 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
         time.sleep(POLL)
 
 
-def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Call ``check`` until it stops raising AssertionError (or RuntimeError: a docker CLI
-    race), and return its value; fail naming ``what`` after ``timeout`` seconds."""
+def eventually(
+    check: Callable[[], T],
+    what: str,
+    timeout: float = 30.0,
+    retry_on: tuple[type[Exception], ...] = (AssertionError, RuntimeError),
+) -> T:
+    """Call ``check`` until it stops raising one of ``retry_on`` (by default AssertionError,
+    or RuntimeError: a docker CLI race), and return its value; fail naming ``what`` after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return check()
-        except (AssertionError, RuntimeError) as exc:
+        except retry_on as exc:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not within {timeout:g} s: {exc}") from exc
         time.sleep(POLL)

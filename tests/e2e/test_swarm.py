@@ -31,7 +31,7 @@ from tests.docker_cli import (
     the_service,
     volume_names,
 )
-from tests.polling import wait_for
+from tests.polling import eventually, wait_for
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -202,7 +202,11 @@ def test_image_volume_keeps_its_data_through_every_change(
         client.edit_app("db", add_published=["8097/host"])
     killer.join()
     server.start()
-    wait_for(lambda: client.get_app("db").observed.running == 1, "the app to run again", 60)
+
+    def runs_again() -> None:  # the client's channel may still be backing off: retry
+        assert client.get_app("db").observed.running == 1
+
+    eventually(runs_again, "the app to run again", 60, retry_on=(AssertionError, MiasmaError))
     assert http_get(client.get_app("db").bindings[0].published_port) == token
     assert volume_names(server.docker_host, server.instance) == [
         f"{server.instance}-db-{app.uid}-data"

@@ -22,7 +22,7 @@ from miasma_client import MiasmaClient, MiasmaError
 
 from tests.conftest import DATA_COMMAND, DATA_SCRIPT, HTTPD_COMMAND
 from tests.docker_cli import containers, docker, http_get, the_container, volume_names
-from tests.polling import wait_for
+from tests.polling import eventually, wait_for
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -126,7 +126,11 @@ def test_image_volume_keeps_its_data_through_every_change(
         client.edit_app("db", add_published=[24104])
     killer.join()
     server.start()
-    wait_for(lambda: client.get_app("db").observed.running == 1, "the app to run again")
+
+    def runs_again() -> None:  # the client's channel may still be backing off: retry
+        assert client.get_app("db").observed.running == 1
+
+    eventually(runs_again, "the app to run again", retry_on=(AssertionError, MiasmaError))
     same_data(port_of(client.get_app("db")))
     assert volume_names(server.docker_host, server.instance) == [volume]
     [running] = [c for c in containers(server.docker_host, server.instance, "db") if c.running]

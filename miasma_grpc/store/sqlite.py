@@ -11,7 +11,9 @@ revision order. One thread hop and one commit serve a whole batch, where a
 statement-at-a-time driver pays a hop per statement (about 180 µs each on a
 small VM): that is what keeps a port edit close to the cost of its RPC.
 
-Reads that must show what is on disk (GetApp, ListApps, watch snapshots and
+Reads of apps (GetApp, ListApps, watch snapshots) are served from memory, from
+the apps as committed (:mod:`miasma_grpc.store.readmodel`), which a commit
+updates before its callers are answered. Reads of the event log (watch
 catch-up) run on a second connection through aiosqlite, which WAL lets read
 beside the writer and which never sees a change before it is committed.
 
@@ -40,7 +42,8 @@ from miasma_grpc.domain.events import PortEvent, Retention
 from miasma_grpc.domain.models import App, Port, Protocol
 from miasma_grpc.store import events
 from miasma_grpc.store.migrations import MIGRATIONS
-from miasma_grpc.store.rows import group_apps, now, select_apps, select_snapshot
+from miasma_grpc.store.readmodel import CommittedApps
+from miasma_grpc.store.rows import group_apps, now, select_snapshot
 from miasma_grpc.store.transaction import Transaction, WorkingState, run_ops
 
 __all__ = ["CommitListener", "SqliteStore", "Transaction", "now"]
@@ -66,6 +69,7 @@ class SqliteStore:
         self.path = path
         self.ledger = ledger
         self._state = WorkingState({}, 0, ledger)
+        self._committed = CommittedApps()  # what reads see: the apps as on disk
         self._listeners: list[CommitListener] = []
         self._writer_thread: ThreadPoolExecutor | None = None
         self._writer: sqlite3.Connection | None = None  # used on the writer thread only
@@ -119,37 +123,29 @@ class SqliteStore:
         return self._reader
 
     async def get_app(self, name: str) -> App:
-        """The app called ``name``; :class:`NotFound` if there is none."""
-        apps = await self._select(select_apps("WHERE a.name = ?"), (name,))
-        if not apps:
-            raise NotFound(f"app {name!r} not found", resource=f"apps/{name}")
-        return apps[0]
+        """The app called ``name`` as committed; :class:`NotFound` if there is none."""
+        return self._committed.get(name)
 
     async def list_apps(self, *, after: str = "", limit: int | None = None) -> list[App]:
-        """Apps in name order, starting after ``after``."""
-        return await self._select(
-            select_apps(
-                "WHERE a.name IN (SELECT name FROM apps WHERE name > ? ORDER BY name LIMIT ?)"
-            ),
-            (after, -1 if limit is None else limit),
-        )
+        """Apps in name order, starting after ``after``, as committed."""
+        return self._committed.page(after, limit)
 
     async def revision(self) -> int:
         """The server-wide revision of the last committed change."""
-        async with self._db.execute("SELECT value FROM meta WHERE key = 'revision'") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return self._committed.revision
 
     async def list_page(self, *, after: str, limit: int) -> tuple[int, list[App]]:
         """The current revision and a page of apps in name order, as of that revision."""
-        async with self._db.execute(select_snapshot(False, page=True), (after, limit)) as cursor:
-            return group_apps(await cursor.fetchall())
+        return self._committed.revision, self._committed.page(after, limit)
 
     async def snapshot(self, app: str | None = None) -> tuple[int, list[App]]:
         """The current revision and the apps (or one app) as of that revision."""
-        sql = select_snapshot(one_app=app is not None)
-        async with self._db.execute(sql, () if app is None else (app,)) as cursor:
-            return group_apps(await cursor.fetchall())
+        if app is None:
+            return self._committed.revision, self._committed.page()
+        try:
+            return self._committed.revision, [self._committed.get(app)]
+        except NotFound:
+            return self._committed.revision, []
 
     async def read_events(self, *, after: int, app: str | None, limit: int) -> list[PortEvent]:
         """Logged events after revision ``after`` (of one app, or all), oldest first."""
@@ -164,10 +160,6 @@ class SqliteStore:
     async def events_floor(self) -> int:
         """The lowest revision a watch can resume from."""
         return await events.floor(self._db)
-
-    async def _select(self, sql: str, params: tuple[Any, ...]) -> list[App]:
-        async with self._db.execute(sql, params) as cursor:
-            return group_apps(await cursor.fetchall())[1]
 
     # -- writes --------------------------------------------------------------
 
@@ -232,6 +224,7 @@ class SqliteStore:
                     log.exception("could not read the database back")
             for (tx, done), error in zip(batch, results, strict=True):
                 if error is None:
+                    self._committed.commit(tx.revision, tx.apps)  # before anyone hears of it
                     self._notify(tx)
                 _settle(done, error)
             if fresh is not None:
@@ -274,6 +267,7 @@ class SqliteStore:
 
     def _load(self, state: _State) -> None:
         revision, apps, ports, requests = state
+        self._committed.load(revision, apps)
         self._state.requests = requests
         self._state.revision = revision
         self._state.apps = {app.name: app for app in apps}

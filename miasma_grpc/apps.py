@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from miasma_grpc.domain.allocator import PortLedger, TargetChooser
 from miasma_grpc.domain.errors import (
@@ -119,6 +120,9 @@ class AppManager:
         self.instance = instance  # names the volumes Miasma makes (docs/volumes.md)
         self.allow_bind_mounts = allow_bind_mounts
         self.observed: dict[str, Observed] = {}
+        # Since when Docker cannot be watched (None: it can); set at start until the
+        # first look, so that reads never pass off stale figures as current.
+        self.blind_since: datetime | None = now()
         self.failures: dict[str, Failure] = {}
         self.locks = KeyedLocks()  # serialises the rollouts of each app
 
@@ -130,18 +134,26 @@ class AppManager:
     # -- reads ---------------------------------------------------------------
 
     async def get(self, name: str) -> App:
-        """One app; its observed state is refreshed from Docker when Docker answers."""
-        app = await self.store.get_app(name)
-        if not self.locks.locked(name):  # a rollout in progress reports when it is done
-            try:
-                self.observed[name] = await self.runtime.observe(app)
-            except (Unavailable, RuntimeFailure) as exc:
-                log.debug("could not observe %s: %s", name, exc.message)
-        return app
+        """One app as committed (its observed state follows Docker's events: no call)."""
+        return await self.store.get_app(name)
 
     async def list(self, *, after: str, limit: int) -> tuple[int, list[App]]:
         """A page of apps in name order, and the revision it was read at."""
         return await self.store.list_page(after=after, limit=limit)
+
+    def runs_as_asked(self, app: App) -> bool:
+        """Whether Docker last reported ``app`` running as many replicas as it should."""
+        observed = self.observed.get(app.name, Observed())
+        return observed.running >= observed.total
+
+    def lose_sight(self, since: datetime) -> None:
+        """Docker cannot be watched from ``since`` on: reads say so (``unknown_since``)."""
+        if self.blind_since is None:
+            self.blind_since = since
+
+    def regain_sight(self) -> None:
+        """Docker is watched again (and looked at in full): reads are current."""
+        self.blind_since = None
 
     def observed_state(self, app: App) -> Observed:
         """What Docker last reported for ``app``, with where its latest change stands.
@@ -150,7 +162,7 @@ class AppManager:
         words ("not running: …"), and a rollout still owed (Docker was away, or
         the server stopped mid-rollout) is pending, not failed.
         """
-        observed = self.observed.get(app.name, Observed())
+        observed = replace(self.observed.get(app.name, Observed()), unknown_since=self.blind_since)
         if observed.rollout is RolloutState.PENDING:  # Docker was away when last asked
             return observed
         if self.locks.locked(app.name):

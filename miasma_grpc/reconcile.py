@@ -37,6 +37,7 @@ class Reconciler:
         self.interval = interval
         self.sleep = sleep  # injectable: tests drive the loop without real seconds
         self.passes = 0
+        self._limit = asyncio.Semaphore(CONCURRENCY)  # repairs at once, passes and events alike
 
     async def run(self) -> None:
         """Loop until cancelled."""
@@ -69,24 +70,11 @@ class Reconciler:
         manager = self.manager
         apps = await manager.store.list_apps()
         survey = await manager.runtime.survey(apps)
-        limit = asyncio.Semaphore(CONCURRENCY)
-
-        async def converge(name: str) -> None:
-            async with limit:
-                try:
-                    await manager.converge(name)
-                except NotFound:
-                    pass  # deleted meanwhile
-                except MiasmaError as exc:
-                    log.warning("could not converge app %s: %s", name, exc.message)
-                except Exception:  # one app's surprise must not cancel the others' pass
-                    log.exception("unexpected error converging app %s", name)
-
         async with asyncio.TaskGroup() as group:
             for app in apps:
                 observed = survey.in_sync.get(app.name)
                 if observed is None or app.rollout_owed or app.name in manager.failures:
-                    group.create_task(converge(app.name))
+                    group.create_task(self.repair(app.name))
                 elif not manager.locks.locked(app.name):  # a rollout reports its own state
                     manager.observed[app.name] = observed
         try:
@@ -94,6 +82,28 @@ class Reconciler:
         except MiasmaError as exc:
             log.warning("could not remove orphaned containers: %s", exc.message)
         self.passes += 1
+
+    async def repair(self, name: str) -> bool:
+        """Drive Docker to app ``name`` as stored (or remove what runs for it, if there is no
+        such app any more). Whether the app now runs as asked; failures are logged, never
+        raised: one app's trouble must not cancel others' repairs."""
+        async with self._limit:
+            log.debug("repairing app %s", name)
+            try:
+                await self.manager.converge(name)
+                # Docker may report a death a moment before its listings do: look again.
+                return self.manager.runs_as_asked(await self.manager.store.get_app(name))
+            except NotFound:
+                try:
+                    await self._remove_orphans({name})
+                    return True
+                except MiasmaError as exc:
+                    log.warning("could not remove the containers of app %s: %s", name, exc.message)
+            except MiasmaError as exc:
+                log.warning("could not converge app %s: %s", name, exc.message)
+            except Exception:
+                log.exception("unexpected error converging app %s", name)
+            return False
 
     async def _remove_orphans(self, orphans: set[str]) -> None:
         for name in orphans:

@@ -21,13 +21,14 @@ from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.allocator import PortLedger, RandomTargets
 from miasma_grpc.events import EventHub
+from miasma_grpc.observer import Observer
 from miasma_grpc.reconcile import Reconciler
 from miasma_grpc.runtime.base import HostPorts
 from miasma_grpc.runtime.containers import DockerContainerRuntime
 from miasma_grpc.runtime.docker import ENGINE_ERRORS
 from miasma_grpc.runtime.hostports import AnyHostPorts, LocalHostPorts, NoHostPorts
 from miasma_grpc.runtime.swarm import DockerSwarmRuntime
-from miasma_grpc.store.sqlite import SqliteStore
+from miasma_grpc.store.sqlite import SqliteStore, now
 
 log = logging.getLogger("miasma_grpc")
 
@@ -165,6 +166,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             raise SystemExit(f"cannot listen on {settings.listen}")
 
         async def reachability(up: bool) -> None:
+            if up:
+                observer.docker_is_back()
+            else:
+                manager.lose_sight(now())  # until the observer's next full look
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if up
@@ -186,9 +191,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             mode,
         )
         reconciler = Reconciler(manager, reachability, settings.reconcile_interval)
+        observer = Observer(manager, reconciler)
         async with asyncio.TaskGroup() as background:
             tasks = [
                 background.create_task(reconciler.run(), name="reconciler"),
+                background.create_task(observer.run(), name="observer"),
                 background.create_task(
                     hub.compact_forever(settings.retention, settings.event_compaction_interval),
                     name="event-compaction",

@@ -186,6 +186,7 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
             total=observed.total,
             last_error=observed.last_error,
             rollout=ROLLOUT_TO_PROTO[observed.rollout],
+            unknown_since=_timestamp(observed.unknown_since),
         ),
         urls=[
             f"http://{public_host}:{b.published}"

@@ -167,6 +167,8 @@ class Observed:
     ``node`` is the swarm node that runs an app whose data lives on it (empty
     otherwise): the first one is recorded, and the app stays there. ``rollout`` is
     decided by the manager from what it knows (``None`` until then).
+    ``unknown_since`` is set while Miasma cannot see Docker (unreachable, or its
+    event stream is down): the rest is as it was last seen.
     """
 
     running: int = 0
@@ -174,6 +176,8 @@ class Observed:
     last_error: str = ""
     node: str = ""
     rollout: RolloutState | None = None
+    # Set while Docker cannot be watched: the figures above are as of then.
+    unknown_since: datetime | None = None
 
 
 @dataclass(frozen=True)

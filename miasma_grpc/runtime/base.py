@@ -8,7 +8,7 @@ reached at all; callers treat the two differently (revert vs. retry later).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,6 +92,12 @@ class Runtime(Protocol):
 
     async def observe(self, app: App) -> Observed:
         """What is running for ``app`` right now."""
+        ...
+
+    def changes(self) -> AsyncIterator[str]:
+        """Names of apps whose Docker objects changed, as Docker reports it, until the
+        stream breaks (:class:`Unavailable`). Yields ``""`` first, once it is open: what
+        happened before then is to be read by a full look (:meth:`survey`)."""
         ...
 
 

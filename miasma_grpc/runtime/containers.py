@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiodocker.containers import DockerContainer
@@ -58,6 +58,11 @@ from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 log = logging.getLogger(__name__)
 
 LOG_LINES = 5  # of a new container that died, quoted in the failure
+# Container events that can change what an app runs (exec_* and the like cannot).
+CONTAINER_CHANGES = frozenset(
+    {"create", "start", "restart", "stop", "kill", "die", "oom", "destroy", "pause", "unpause",
+     "rename", "health_status"}
+)  # fmt: skip
 READY_POLL = 0.02  # seconds between readiness probes of a new container
 PROBE_TIMEOUT = 0.5  # seconds one connection attempt of a probe may take
 
@@ -208,6 +213,29 @@ class DockerContainerRuntime(DockerVolumes):
             return Observed(running=1, total=1)
         status = str(_field(containers[0], "Status") or "") if containers else "no container"
         return Observed(running=0, total=1, last_error=f"not running: {status}")
+
+    async def changes(self) -> AsyncIterator[str]:
+        """The apps whose containers Docker reports a change of (start, stop, death,
+        removal…), from one subscription to its event stream; ``""`` once subscribed."""
+        filters = {"type": ["container"], "label": [f"{LABEL_MANAGED}={self.instance}"]}
+        async with (
+            docker_errors("watch Docker's events"),
+            self.docker._query(
+                "events",
+                params={"filters": json.dumps(filters)},
+                timeout=self.docker._resolve_long_running_timeout(None),
+            ) as response,
+        ):
+            yield ""
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                name = (event.get("Actor") or {}).get("Attributes", {}).get(LABEL_APP)
+                action = str(event.get("Action", "")).partition(":")[0]  # "health_status: …"
+                if name and action in CONTAINER_CHANGES:
+                    yield str(name)
+        raise Unavailable("Docker's event stream ended")
 
     # -- internals -----------------------------------------------------------
 

@@ -10,7 +10,7 @@ on the next call. The real runtimes are tested against a real engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,6 +51,7 @@ class FakeRuntime:
     node: str = ""  # when set, an app with mounts is reported running there (swarm-like)
     reachable: bool = True  # what info() says
     removed: list[str] = field(default_factory=list)  # names remove() was called for
+    events: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)  # for changes()
     mode: str = "fake"
     deployed: dict[str, Deployed] = field(default_factory=dict)
     volumes: dict[str, VolumeInfo] = field(default_factory=dict)
@@ -127,6 +128,16 @@ class FakeRuntime:
         if deployed.desired_state is DesiredState.STOPPED:
             return Observed(running=0, total=0)
         return Observed(running=1, total=1)
+
+    async def changes(self) -> AsyncIterator[str]:
+        """What tests put in ``events``; ``None`` put there breaks the stream (and while not
+        ``reachable``, it cannot be opened)."""
+        if not self.reachable:
+            raise Unavailable("fake Docker is away: no event stream")
+        yield ""
+        while (name := await self.events.get()) is not None:
+            yield name
+        raise Unavailable("fake Docker's event stream ended")
 
     async def delete_volumes(self, app: App, keep: Collection[str] = ()) -> tuple[str, ...]:
         """Delete the volumes made for ``app`` (as the Docker runtimes do)."""

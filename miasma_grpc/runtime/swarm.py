@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -54,6 +54,7 @@ PLACEMENT_GRACE = 5.0  # "no suitable node" may be momentary while an old task s
 # An update swarm needs no new task for (only the placement changed, and the task's node
 # still fits) starts no rolling update: after this long without one, it is over.
 NO_TASK_GRACE = 0.5
+CHANGE_POLL = 0.5  # seconds between readings of the tasks' states (changes())
 POLL = 0.2
 UPDATE_ATTEMPTS = 5
 FAILED_STATES = {"rejected", "failed"}
@@ -160,6 +161,32 @@ class DockerSwarmRuntime(DockerVolumes):
             return Observed(running=0, total=_replicas(app), last_error="no service")
         tasks = await self._tasks(service["ID"])
         return _observed(tasks, _replicas(app))
+
+    async def changes(self) -> AsyncIterator[str]:
+        """The apps whose tasks changed state, read every ``CHANGE_POLL`` seconds: Docker
+        has no event stream for the tasks of a swarm (its events cover this node only).
+        ``""`` once the first reading is in."""
+        seen = await self._task_states()
+        yield ""
+        while True:
+            await asyncio.sleep(CHANGE_POLL)
+            now = await self._task_states()
+            for name in set(now) | set(seen):
+                if now.get(name) != seen.get(name):
+                    yield name
+            seen = now
+
+    async def _task_states(self) -> dict[str, frozenset[tuple[str, str, str]]]:
+        """Per app, its tasks as (ID, state, desired state): one listing of each kind."""
+        apps = {str(s["ID"]): _labels(s).get(LABEL_APP, "") for s in await self._services()}
+        async with docker_errors("list tasks"):
+            tasks = await self.docker.tasks.list()
+        states: dict[str, set[tuple[str, str, str]]] = {name: set() for name in apps.values()}
+        for task in tasks:
+            if name := apps.get(str(task.get("ServiceID"))):
+                state = (str(task["ID"]), str(task["Status"]["State"]), str(task["DesiredState"]))
+                states[name].add(state)
+        return {name: frozenset(found) for name, found in states.items() if name}
 
     # -- internals -----------------------------------------------------------
 

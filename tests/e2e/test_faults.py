@@ -401,6 +401,40 @@ def edit_while_docker_is_away(
     return created, edited
 
 
+def seen_again(client: MiasmaClient) -> Callable[[], apps_pb2.App]:
+    """A check that reads of "steady" are current (not unknown since an outage)."""
+
+    def check() -> apps_pb2.App:
+        app = client.get_app("steady")
+        assert not app.observed.HasField("unknown_since"), app.observed
+        return app
+
+    return check
+
+
+def test_the_engine_going_away_shows_in_reads_at_once(
+    own_engine: ThrowawayEngine, outage_server: ServerProcess
+) -> None:
+    """The engine stops: reads say since when the figures are unknown, within seconds (the
+    event stream breaks at once); it starts again: reads are current again."""
+    engine, server = own_engine, outage_server
+    with MiasmaClient(server.address, timeout=30) as client:
+        client.create_app("steady", TEST_IMAGE, command=HTTPD_COMMAND, published_ports=[22331])
+        eventually(seen_again(client), "reads to be current")
+        engine.stop()
+        stopped = time.monotonic()
+
+        def unknown() -> apps_pb2.App:
+            app = client.get_app("steady")
+            assert app.observed.HasField("unknown_since"), app.observed
+            return app
+
+        eventually(unknown, "reads to say Docker is not seen", timeout=10)
+        print(f"reads said unknown {time.monotonic() - stopped:.2f} s after the engine stopped")
+        engine.start()
+        eventually(seen_again(client), "reads to be current again")
+
+
 def test_docker_outage_keeps_serving_reads_and_applies_edits_when_docker_returns(
     own_engine: ThrowawayEngine, outage_server: ServerProcess
 ) -> None:
@@ -414,6 +448,7 @@ def test_docker_outage_keeps_serving_reads_and_applies_edits_when_docker_returns
         read = client.get_app("steady")
         assert shape(read.bindings) == shape(edited.bindings)
         assert read.observed.rollout == apps_pb2.ROLLOUT_STATE_PENDING, read.observed
+        assert read.observed.HasField("unknown_since"), "reads must say Docker is not seen"
         assert [a.name for a in client.list_apps()] == ["apps/steady"]
         pending = watch_events(
             client, created.revision, with_kind(KIND.PORT_EVENT_KIND_ROLLOUT_PENDING, "steady")
@@ -429,7 +464,7 @@ def test_docker_outage_keeps_serving_reads_and_applies_edits_when_docker_returns
         assert shape(applied.new_bindings) == shape(edited.bindings)
         eventually(runs_with(engine.host, server.instance, edited), "steady converges")
         assert http_get(22301).strip() == http_get(22302).strip() == "miasma-test"
-        final = client.get_app("steady")
+        final = eventually(seen_again(client), "reads to be current again")
         assert (final.observed.running, final.observed.last_error) == (1, ""), final.observed
         assert final.observed.rollout == apps_pb2.ROLLOUT_STATE_APPLIED
     assert server.process is not None, "the server is gone"

@@ -299,6 +299,7 @@ class ObservedState(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     ROLLOUT_FIELD_NUMBER: _builtins.int
+    UNKNOWN_SINCE_FIELD_NUMBER: _builtins.int
     running: _builtins.int
     """Running containers (or tasks) of the app."""
     total: _builtins.int
@@ -307,6 +308,13 @@ class ObservedState(_message.Message):
     """Why the app is not (yet) as asked, in words; see rollout for the fact."""
     rollout: Global___RolloutState.ValueType
     """Where the app's latest change stands."""
+    @_builtins.property
+    def unknown_since(self) -> _timestamp_pb2.Timestamp:
+        """Set while Miasma cannot see Docker (unreachable, or its event stream is
+        down, and until the first look after a start): the fields above are as
+        they were last seen, at best.
+        """
+
     def __init__(
         self,
         *,
@@ -314,10 +322,11 @@ class ObservedState(_message.Message):
         total: _builtins.int = ...,
         last_error: _builtins.str = ...,
         rollout: Global___RolloutState.ValueType = ...,
+        unknown_since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unknown_since", b"unknown_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "rollout", b"rollout", "running", b"running", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "rollout", b"rollout", "running", b"running", "total", b"total", "unknown_since", b"unknown_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -361,6 +361,12 @@ export interface ObservedState {
   lastError: string;
   /** Where the app's latest change stands. */
   rollout: RolloutState;
+  /**
+   * Set while Miasma cannot see Docker (unreachable, or its event stream is
+   * down, and until the first look after a start): the fields above are as
+   * they were last seen, at best.
+   */
+  unknownSince: Date | undefined;
 }
 
 /** An app: an image plus the ports it listens on. */
@@ -1147,7 +1153,7 @@ export const Volume: MessageFns<Volume> = {
 };
 
 function createBaseObservedState(): ObservedState {
-  return { running: 0, total: 0, lastError: "", rollout: 0 };
+  return { running: 0, total: 0, lastError: "", rollout: 0, unknownSince: undefined };
 }
 
 export const ObservedState: MessageFns<ObservedState> = {
@@ -1163,6 +1169,9 @@ export const ObservedState: MessageFns<ObservedState> = {
     }
     if (message.rollout !== 0) {
       writer.uint32(32).int32(message.rollout);
+    }
+    if (message.unknownSince !== undefined) {
+      Timestamp.encode(toTimestamp(message.unknownSince), writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1212,6 +1221,14 @@ export const ObservedState: MessageFns<ObservedState> = {
             message.rollout = reader.int32() as any;
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.unknownSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1234,6 +1251,11 @@ export const ObservedState: MessageFns<ObservedState> = {
         ? globalThis.String(object.last_error)
         : "",
       rollout: isSet(object.rollout) ? rolloutStateFromJSON(object.rollout) : 0,
+      unknownSince: isSet(object.unknownSince)
+        ? fromJsonTimestamp(object.unknownSince)
+        : isSet(object.unknown_since)
+        ? fromJsonTimestamp(object.unknown_since)
+        : undefined,
     };
   },
 
@@ -1251,6 +1273,9 @@ export const ObservedState: MessageFns<ObservedState> = {
     if (message.rollout !== 0) {
       obj.rollout = rolloutStateToJSON(message.rollout);
     }
+    if (message.unknownSince !== undefined) {
+      obj.unknownSince = message.unknownSince.toISOString();
+    }
     return obj;
   },
 
@@ -1263,6 +1288,7 @@ export const ObservedState: MessageFns<ObservedState> = {
     message.total = object.total ?? 0;
     message.lastError = object.lastError ?? "";
     message.rollout = object.rollout ?? 0;
+    message.unknownSince = object.unknownSince ?? undefined;
     return message;
   },
 };

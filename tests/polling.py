@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -36,3 +37,15 @@ def eventually(
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not within {timeout:g} s: {exc}") from exc
         time.sleep(POLL)
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """In a test on the event loop: let the loop run until ``check`` holds; fail naming
+    ``what`` after ``within`` seconds. Work handed to threads (aiosqlite) needs real
+    time, not only turns of the loop."""
+    try:
+        async with asyncio.timeout(within):
+            while not check():  # noqa: ASYNC110 - plain state of the code under test, no event
+                await asyncio.sleep(0.001)
+    except TimeoutError:
+        raise AssertionError(f"never within {within:g} s: {what}") from None

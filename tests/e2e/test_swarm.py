@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -231,6 +232,28 @@ def test_host_mode_app_that_stops_slowly_moves_and_its_deleted_port_is_free_at_o
                               published_ports=["8099/host"])  # fmt: skip
     assert again.observed.running == 1
     assert http_get(8099).strip() == "miasma-test"
+
+
+def test_a_service_scaled_down_by_hand_is_repaired_at_once(
+    make_server: Callable[..., ServerProcess], swarm_host: str, test_image: str
+) -> None:
+    """Task changes are read every half second: a service scaled to 0 by hand runs again long
+    before the periodic pass (5 minutes away here)."""
+    server = make_server(docker_host=swarm_host, runtime="swarm", published_range="19001-19999",
+                         extra_args=["--reconcile-interval", "300"])  # fmt: skip
+    with MiasmaClient(server.address, timeout=60) as client:
+        client.create_app("web", test_image, command=HTTPD_COMMAND, published_ports=["8101/host"])
+        docker(swarm_host, "service", "scale", "--detach", f"{server.instance}-web=0")
+        started = time.monotonic()
+        wait_for(lambda: service(server, "web").replicas == 0, "the hand edit to land", 20)
+
+        def repaired() -> bool:
+            app = client.get_app("web")
+            return service(server, "web").replicas == 1 and app.observed.running == 1
+
+        wait_for(repaired, "the service to run again", 30)
+    print(f"repaired {time.monotonic() - started:.2f} s after docker service scale")
+    assert http_get(8101).strip() == "miasma-test"
 
 
 def test_stop_scales_to_zero_and_keeps_the_ports(

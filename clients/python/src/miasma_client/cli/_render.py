@@ -51,9 +51,14 @@ def short_name(app: apps_pb2.App) -> str:
 
 
 def status_text(app: apps_pb2.App) -> Text:
-    """``● running`` in the status colour."""
+    """``● running`` in the status colour; ``(unknown since 12:03:04)`` while Miasma cannot
+    see Docker (the figures are as last seen)."""
     status = app_status(app)
-    return Text(f"● {status}", style=STATUS_STYLES[status])
+    text = Text(f"● {status}", style=STATUS_STYLES[status])
+    if app.observed.HasField("unknown_since"):
+        since = app.observed.unknown_since.ToDatetime().strftime("%H:%M:%S")
+        text.append(f" (unknown since {since} UTC: Docker is not seen)", style="yellow")
+    return text
 
 
 def apps_table(apps: Iterable[apps_pb2.App]) -> Table:
@@ -63,8 +68,9 @@ def apps_table(apps: Iterable[apps_pb2.App]) -> Table:
         table.add_column(column)
     for app in apps:
         status = app_status(app)
+        unknown = app.observed.HasField("unknown_since")
         table.add_row(
-            Text("●", style=STATUS_STYLES[status]),
+            Text("?" if unknown else "●", style="yellow" if unknown else STATUS_STYLES[status]),
             short_name(app),
             "\n".join(app.urls) or "-",
             f"{app.observed.running}/{app.observed.total}",

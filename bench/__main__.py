@@ -1,7 +1,8 @@
 """Run every benchmark, print their tables and a summary, write the results and the plot.
 
 In order: (a) ``bench.throughput``, (b) ``bench.scale``, (c) ``bench.serving``,
-(d) ``bench.watch_fanout``, (e) ``bench.cold_start``, (f) ``bench.db_downtime``;
+(d) ``bench.watch_fanout``, (e) ``bench.cold_start``, (f) ``bench.db_downtime``,
+(i) ``bench.reads``;
 each is one module's ``measure()``, and its ``table()`` is printed as soon as
 it completes. Then a summary: one line per target with the figure measured and
 PASS or MISS. Every ratio compares two things measured in the same run,
@@ -169,6 +170,36 @@ def db_downtime_targets(f: dict[str, Any]) -> list[Target]:
     ]  # fmt: skip
 
 
+def reads_targets(f: dict[str, Any]) -> list[Target]:
+    """(i): GetApp >= 0.8x and ListApps (page of 100) >= 0.5x a bare reply of the same size
+    under h2load; 10,000 apps <= 1.1x the time per call of 10 (300); memory per app."""
+    t = f["targets"]
+    found = []
+    for key, label, limit in (("get", "GetApp", t["get"]),
+                              ("list", "ListApps page of 100", t["list"])):  # fmt: skip
+        c = f[key]
+        m, b = c["miasma"], c["bare"]
+        found.append(Target(
+            "i", f"{label} under h2load",
+            f"{c['ratio']:.2f}x bare ({m['per_s']:.0f} vs {b['per_s']:.0f}/s; p99 "
+            f"{m['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms)",
+            f">= {limit:g}x bare reply", c["ratio"] >= limit, c["ratio"],
+        ))  # fmt: skip
+    for key, label in (("get_scale", "GetApp"), ("list_scale", "ListApps")):
+        c = f[key]
+        found.append(Target(
+            "i", f"{label} time per call, {f['apps']} apps",
+            f"{c['ratio']:.2f}x ({c['large']['per_s']:.0f} vs {c['small']['per_s']:.0f}/s)",
+            f"<= {t['scale']:g}x fewer apps", c["ratio"] <= t["scale"], c["ratio"],
+        ))  # fmt: skip
+    per_app = f["memory"]["bytes_per_app"]
+    found.append(Target(
+        "i", "server memory per app", f"{per_app} bytes", "reported",
+        isinstance(per_app, int), per_app,
+    ))  # fmt: skip
+    return found
+
+
 @dataclass(frozen=True)
 class Bench:
     """One benchmark: its module, ``measure()``'s arguments, and its targets."""
@@ -192,6 +223,7 @@ BENCHES = (
     Bench("d", "watch_fanout", {}, {"rounds": 5}, watch_targets),
     Bench("e", "cold_start", {}, {"runs": 1}, cold_start_targets),
     Bench("f", "db_downtime", {}, {"rounds": 3}, db_downtime_targets),
+    Bench("i", "reads", {}, {"window": 1, "rounds": 1, "apps": 2000}, reads_targets),
 )  # fmt: skip
 
 

@@ -2,7 +2,9 @@
 
 ``Fanout/Watch`` streams every payload given to ``Fanout/Publish`` to every
 open stream (what a minimal watch fan-out costs); ``Echo/Call`` returns its
-request. Raw bytes, no protobuf work: the floor of the stack.
+request; ``Reply/Get`` returns the bytes last given to ``Reply/Set`` (a read
+answered from memory: the same reply bytes as Miasma's, so the same size).
+Raw bytes, no protobuf work: the floor of the stack.
 
     python -m bench.baseline --listen 127.0.0.1:50099
 """
@@ -18,6 +20,8 @@ import grpc
 WATCH = "/bench.Fanout/Watch"
 PUBLISH = "/bench.Fanout/Publish"
 ECHO = "/bench.Echo/Call"
+REPLY_SET = "/bench.Reply/Set"
+REPLY_GET = "/bench.Reply/Get"
 
 
 class Fanout:
@@ -51,9 +55,24 @@ async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) 
     return request
 
 
+class Reply:
+    """One canned reply."""
+
+    def __init__(self) -> None:
+        self.payload = b""
+
+    async def set(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        self.payload = request
+        return b""
+
+    async def get(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return self.payload
+
+
 async def serve(listen: str) -> None:
     """Serve until cancelled."""
     fanout = Fanout()
+    reply = Reply()
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
@@ -66,6 +85,13 @@ async def serve(listen: str) -> None:
             ),
             grpc.method_handlers_generic_handler(
                 "bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+            grpc.method_handlers_generic_handler(
+                "bench.Reply",
+                {
+                    "Set": grpc.unary_unary_rpc_method_handler(reply.set),
+                    "Get": grpc.unary_unary_rpc_method_handler(reply.get),
+                },
             ),
         )
     )

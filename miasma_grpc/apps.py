@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 MAX_ENV = 256
 MAX_STOP_GRACE = 3600.0  # seconds
 MAX_REQUEST_ID = 128
+NOT_SEEN = Observed()  # an app Docker has not reported on
 VolumeListing = list[tuple[VolumeInfo, tuple[str, ...]]]  # each volume with the apps mounting it
 
 
@@ -143,7 +144,7 @@ class AppManager:
 
     def runs_as_asked(self, app: App) -> bool:
         """Whether Docker last reported ``app`` running as many replicas as it should."""
-        observed = self.observed.get(app.name, Observed())
+        observed = self.observed.get(app.name, NOT_SEEN)
         return observed.running >= observed.total
 
     def lose_sight(self, since: datetime) -> None:
@@ -160,25 +161,46 @@ class AppManager:
 
         While replicas are missing, a refused rollout's error beats Docker's own
         words ("not running: …"), and a rollout still owed (Docker was away, or
-        the server stopped mid-rollout) is pending, not failed.
+        the server stopped mid-rollout) is pending, not failed. On every read:
+        made with one constructor call, no copies.
         """
-        observed = replace(self.observed.get(app.name, Observed()), unknown_since=self.blind_since)
-        if observed.rollout is RolloutState.PENDING:  # Docker was away when last asked
-            return observed
+        seen = self.observed.get(app.name, NOT_SEEN)
+        rollout, error = self._rollout_state(app, seen)
+        return Observed(
+            running=seen.running,
+            total=seen.total,
+            last_error=error,
+            node=seen.node,
+            rollout=rollout,
+            unknown_since=self.blind_since,
+        )
+
+    def observation_key(self, app: App) -> tuple[object, ...]:
+        """All that :meth:`observed_state` of ``app`` is made of: while the key stays equal
+        (mostly the same objects), so does the state. Replies are kept on it."""
+        name = app.name
+        return (
+            app,
+            self.observed.get(name),
+            self.failures.get(name),
+            self.locks.locked(name),
+            self.blind_since,
+        )
+
+    def _rollout_state(self, app: App, seen: Observed) -> tuple[RolloutState, str]:
+        """Where ``app``'s latest change stands, and the error to show."""
+        if seen.rollout is RolloutState.PENDING:  # Docker was away when last asked
+            return seen.rollout, seen.last_error
         if self.locks.locked(app.name):
-            return replace(observed, rollout=RolloutState.IN_PROGRESS)
-        short = observed.total == 0 or observed.running < observed.total
+            return RolloutState.IN_PROGRESS, seen.last_error
+        short = seen.total == 0 or seen.running < seen.total
         if short and (failure := self.failures.get(app.name)):
-            return replace(observed, rollout=RolloutState.FAILED, last_error=failure.message)
+            return RolloutState.FAILED, failure.message
         if app.rollout_owed:
-            detail = f" ({observed.last_error})" if observed.last_error else ""
-            return replace(
-                observed,
-                rollout=RolloutState.PENDING,
-                last_error=f"revision {app.revision} is not rolled out yet{detail}",
-            )
-        failed = short and bool(observed.last_error)
-        return replace(observed, rollout=RolloutState.FAILED if failed else RolloutState.APPLIED)
+            detail = f" ({seen.last_error})" if seen.last_error else ""
+            return RolloutState.PENDING, f"revision {app.revision} is not rolled out yet{detail}"
+        failed = short and bool(seen.last_error)
+        return (RolloutState.FAILED if failed else RolloutState.APPLIED), seen.last_error
 
     # -- changes -------------------------------------------------------------
 
@@ -522,7 +544,7 @@ class AppManager:
             kind, message = EventKind.ROLLOUT_APPLIED, ""
         else:
             kind = EventKind.ROLLOUT_PENDING
-            message = self.observed.get(app.name, Observed()).last_error
+            message = self.observed.get(app.name, NOT_SEEN).last_error
         async with self.store.transaction() as tx:
             _record(tx, kind, app, new=app.bindings, message=message)
             if kind is EventKind.ROLLOUT_APPLIED:

@@ -13,9 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_grpc.api.auth import TokenAuth
+from miasma_grpc.api.registry import APP_SERVICE, add_app_service
 from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
@@ -32,7 +32,7 @@ from miasma_grpc.store.sqlite import SqliteStore, now
 
 log = logging.getLogger("miasma_grpc")
 
-SERVICE_NAME = apps_pb2.DESCRIPTOR.services_by_name["AppService"].full_name
+SERVICE_NAME = APP_SERVICE.full_name
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 SHUTDOWN_GRACE = 5.0
 GC_YOUNGEST = 20_000  # allocations between collections of the youngest generation
@@ -148,7 +148,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=[TokenAuth(settings.access_token)] if settings.access_token else [],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, hub, settings), server)
+        add_app_service(AppServicer(manager, hub, settings), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

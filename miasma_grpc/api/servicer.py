@@ -13,7 +13,6 @@ from miasma.v1 import apps_pb2, apps_pb2_grpc
 from miasma_grpc import __version__
 from miasma_grpc.api.convert import (
     PROTOCOL_TO_PROTO,
-    app_to_proto,
     binding_to_proto,
     decode_page_token,
     desired_state_from_proto,
@@ -27,6 +26,7 @@ from miasma_grpc.api.convert import (
     watch_item_to_proto,
 )
 from miasma_grpc.api.errors import to_status
+from miasma_grpc.api.replies import AppReplies
 from miasma_grpc.apps import AppManager, EditResult
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.errors import DeadlineExceeded, InvalidArgument, MiasmaError
@@ -78,9 +78,10 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self.manager = manager
         self.hub = hub
         self.settings = settings
+        self.replies = AppReplies(manager, settings.public_host)
 
     def _proto(self, app: App) -> apps_pb2.App:
-        return app_to_proto(app, self.manager.observed_state(app), self.settings.public_host)
+        return self.replies.message(app)
 
     @rpc
     async def CreateApp(
@@ -107,26 +108,25 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         return apps_pb2.CreateAppResponse(app=self._proto(app))
 
     @rpc
-    async def GetApp(
+    async def GetApp(  # encoded: see api/registry.py
         self, request: apps_pb2.GetAppRequest, context: Context
-    ) -> apps_pb2.GetAppResponse:
-        """Return one app."""
+    ) -> bytes:
+        """Return one app (its reply as encoded at its last change)."""
         app = await self.manager.get(parse_resource_name(request.name))
-        return apps_pb2.GetAppResponse(app=self._proto(app))
+        return self.replies.get_app(app)
 
     @rpc
-    async def ListApps(
+    async def ListApps(  # encoded: see api/registry.py
         self, request: apps_pb2.ListAppsRequest, context: Context
-    ) -> apps_pb2.ListAppsResponse:
-        """Return a page of apps in name order."""
+    ) -> bytes:
+        """Return a page of apps in name order (each app's reply as encoded at its last
+        change)."""
         limit = page_size(request.page_size)
         revision, apps = await self.manager.list(
             after=decode_page_token(request.page_token), limit=limit + 1
         )
         token = encode_page_token(apps[limit - 1].name) if len(apps) > limit else ""
-        return apps_pb2.ListAppsResponse(
-            apps=[self._proto(a) for a in apps[:limit]], next_page_token=token, revision=revision
-        )
+        return self.replies.list_apps(apps[:limit], token, revision)
 
     @rpc
     async def UpdateApp(

@@ -28,6 +28,9 @@ class CommittedApps:
     def __len__(self) -> int:
         return len(self._apps)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._apps
+
     def load(self, revision: int, apps: Iterable[App]) -> None:
         """Start over from what the database holds."""
         self.revision = revision

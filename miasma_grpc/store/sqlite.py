@@ -117,6 +117,11 @@ class SqliteStore:
     # -- reads (what is committed) -------------------------------------------
 
     @property
+    def committed(self) -> CommittedApps:
+        """The apps as committed (read it, never change it)."""
+        return self._committed
+
+    @property
     def _db(self) -> aiosqlite.Connection:
         if self._reader is None:
             raise RuntimeError("store is not open")

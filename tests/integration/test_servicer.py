@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
+from miasma_grpc.api.registry import add_app_service
 from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.config import Settings
 from miasma_grpc.events import EventHub
@@ -29,7 +30,7 @@ async def stub(tmp_path: Path) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStu
     hub = EventHub(store)
     await hub.start()
     server = grpc.aio.server()
-    apps_pb2_grpc.add_AppServiceServicer_to_server(AppServicer(manager, hub, Settings()), server)
+    add_app_service(AppServicer(manager, hub, Settings()), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -13,7 +13,11 @@ windows alternating between Miasma and the bare ``grpc.aio`` server of
   with 10,000 apps vs 300: the ratio of the time per call (target: at most
   1.1);
 * memory per app: the resident memory of the 10,000-app server less the
-  10-app server's, per app.
+  10-app server's, per app;
+* freshness, on the running app: its container killed by hand, the time
+  until it runs again (a new start) and ``GetApp`` says 1/1; removed by hand
+  while a process outside Miasma takes its port, the time until ``GetApp``
+  says it is down (target for both: 1 s; the periodic pass is an hour away).
 
 Every reply is checked: h2load counts HTTP statuses, and a gRPC error is an
 HTTP 200 too, but without a message; the data received must be one whole
@@ -30,21 +34,28 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiodocker
 import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from bench.baseline import REPLY_GET, REPLY_SET
-from bench.harness import Server, Workdir, docker_host, percentile, rss_kib
+from bench.harness import Server, Workdir, docker_host, percentile, rss_kib, summary
 from bench.scale import FLAGS, populate
+from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED
 from scripts.engine import HTTPD_COMMAND, ensure_test_image
 
 CONNECTIONS = 4
 STREAMS = 16  # per connection
+FRESH_TARGET = 1.0  # seconds from a change by hand to GetApp showing it
+FRESH_POLL_S = 0.005
 GET_TARGET = 0.8  # GetApp throughput, Miasma / bare
 LIST_TARGET = 0.5  # ListApps page of 100
 SCALE_TARGET = 1.1  # time per call, 10,000 apps / 10 (or 300)
@@ -218,7 +229,9 @@ def measure(
         bare = work.baseline()
         asyncio.run(prepare(servers, apps, image))
         try:
-            return compare(work.path, servers, bare, window, rounds, apps, streams, connections)
+            figures = compare(work.path, servers, bare, window, rounds, apps, streams, connections)
+            figures["freshness"] = asyncio.run(freshness(servers["listed"], host, rounds * 2))
+            return figures
         finally:
             asyncio.run(remove_running(servers["listed"]))
 
@@ -269,8 +282,75 @@ def compare(
         "small_kib": small_kib, "large_kib": large_kib,
         "bytes_per_app": round(1024 * (large_kib - small_kib) / (apps - SMALL_APPS)),
     }  # fmt: skip
-    figures["targets"] = {"get": GET_TARGET, "list": LIST_TARGET, "scale": SCALE_TARGET}
+    figures["targets"] = {
+        "get": GET_TARGET, "list": LIST_TARGET, "scale": SCALE_TARGET, "fresh_s": FRESH_TARGET,
+    }  # fmt: skip
     return figures
+
+
+async def freshness(server: Server, host: str, rounds: int) -> dict[str, Any]:
+    """Kill the running app's container ``rounds`` times, then remove it with its port
+    taken as many times: seconds until repaired, and until GetApp shows it down."""
+    instance = server.args[server.args.index("--instance") + 1]
+    repaired, shown = [], []
+    async with aiodocker.Docker(url=host) as docker, server.channel() as channel:
+        stub = apps_pb2_grpc.AppServiceStub(channel)
+
+        async def app() -> apps_pb2.App:
+            return (await stub.GetApp(apps_pb2.GetAppRequest(name=f"apps/{RUNNING_APP}"))).app
+
+        async def started() -> tuple[str, str] | None:
+            """(id, start time) of the app's running container; None when none runs."""
+            filters = json.dumps({"label": [f"{LABEL_APP}={RUNNING_APP}",
+                                            f"{LABEL_MANAGED}={instance}"]})  # fmt: skip
+            for found in await docker.containers.list(filters=filters):
+                state = (await found.show())["State"]
+                if state["Running"]:
+                    return found.id, state["StartedAt"]
+            return None
+
+        async def until(check: Callable[[], Awaitable[bool]], limit: float = 60) -> float:
+            begun = time.perf_counter()
+            async with asyncio.timeout(limit):
+                while not await check():  # noqa: ASYNC110 - Docker and the API are polled
+                    await asyncio.sleep(FRESH_POLL_S)
+            return time.perf_counter() - begun
+
+        port = (await app()).bindings[0].published_port
+        for _ in range(rounds):
+            before = await started()
+            assert before is not None, "the app does not run"
+            await (await docker.containers.get(before[0])).kill()
+
+            async def runs_again(before: tuple[str, str] = before) -> bool:
+                now = await started()
+                return now not in (None, before) and (await app()).observed.running == 1
+
+            repaired.append(await until(runs_again))
+        for _ in range(rounds):
+            now = await started()
+            assert now is not None, "the app does not run"
+            container = await docker.containers.get(now[0])
+            with socket.socket() as squatter:
+                squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                await container.delete(force=True)
+                squatter.bind(("127.0.0.1", port))
+                squatter.listen()
+
+                async def down() -> bool:
+                    return (await app()).observed.running == 0
+
+                shown.append(await until(down))
+            await until(lambda: _truthy(started()))  # back once the port is free (backoff)
+    return {
+        "rounds": rounds,
+        "kill_to_repaired": summary(repaired) | {"max_ms": round(1000 * max(repaired), 1)},
+        "rm_to_shown": summary(shown) | {"max_ms": round(1000 * max(shown), 1)},
+    }
+
+
+async def _truthy(value: Awaitable[object]) -> bool:
+    return bool(await value)
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -303,6 +383,14 @@ def table(figures: dict[str, Any]) -> str:
         lines.append(
             f"{label:<34}{f['small']['per_s']:>17.0f}{f['large']['per_s']:>17.0f}"
             f"{f['ratio']:>14.2f}{'<= ' + str(SCALE_TARGET):>8}"
+        )
+    fresh = figures["freshness"]
+    for key, label in (("kill_to_repaired", "docker kill -> repaired, GetApp 1/1"),
+                       ("rm_to_shown", "docker rm -f, port taken -> GetApp 0")):  # fmt: skip
+        f = fresh[key]
+        lines.append(
+            f"{label:<40}{f['p50_ms']:>8.0f} ms median{f['max_ms']:>8.0f} ms max"
+            f"  ({fresh['rounds']} times, target <= {FRESH_TARGET * 1000:.0f} ms)"
         )
     mem = figures["memory"]
     lines.append(

@@ -44,7 +44,7 @@ from miasma_grpc.domain.models import (
     Volume,
     is_reserved_env_name,
 )
-from miasma_grpc.domain.names import validate_app_name
+from miasma_grpc.domain.names import validate_app_name, validate_group
 from miasma_grpc.domain.placement import validate_constraints
 from miasma_grpc.domain.ports import (
     CREATE_FIELDS,
@@ -138,9 +138,22 @@ class AppManager:
         """One app as committed (its observed state follows Docker's events: no call)."""
         return await self.store.get_app(name)
 
-    async def list(self, *, after: str, limit: int) -> tuple[int, list[App]]:
-        """A page of apps in name order, and the revision it was read at."""
-        return await self.store.list_page(after=after, limit=limit)
+    async def list(
+        self,
+        *,
+        after: str,
+        limit: int,
+        group: str | None = None,
+        desired: DesiredState | None = None,
+        rollout: RolloutState | None = None,
+    ) -> tuple[int, list[App]]:
+        """A page of apps in name order, and the revision it was read at; only those of
+        ``group``, of ``desired`` state, whose latest change stands at ``rollout``, where
+        given."""
+        keep = None if rollout is None else lambda app: self.observed_state(app).rollout is rollout
+        return await self.store.list_page(
+            after=after, limit=limit, group=group, desired=desired, keep=keep
+        )
 
     def runs_as_asked(self, app: App) -> bool:
         """Whether Docker last reported ``app`` running as many replicas as it should."""
@@ -216,6 +229,7 @@ class AppManager:
         ports: PortEdit = PortEdit(),
         volumes: Sequence[Volume] = (),
         stop_grace: float = DEFAULT_STOP_GRACE,
+        group: str = "",
         validate_only: bool = False,
         request_id: str = "",
     ) -> App:
@@ -224,6 +238,7 @@ class AppManager:
         A retry of a create already made (same ``request_id``) returns the app as it is.
         """
         validate_app_name(name, "app_id")
+        validate_group(group)
         _validate_request_id(request_id)
         _validate_spec(image, command, env or {}, stop_grace)
         placement = validate_constraints(constraints)
@@ -247,6 +262,7 @@ class AppManager:
                     constraints=placement,
                     volumes=mounts,
                     stop_grace=stop_grace,
+                    group=group,
                     uid=new_uid(),
                     create_time=stamp,
                     update_time=stamp,
@@ -345,12 +361,16 @@ class AppManager:
         constraints: Sequence[str] | None = None,
         volumes: Sequence[Volume] | None = None,
         stop_grace: float | None = None,
+        group: str | None = None,
         etag: str = "",
         request_id: str = "",
     ) -> App:
-        """Change image, command, env, constraints, volumes or the stop grace period
-        (``None`` leaves a field as it is). A retry (same ``request_id``) changes nothing."""
+        """Change image, command, env, constraints, volumes, the stop grace period or the
+        group (``None`` leaves a field as it is). A retry (same ``request_id``) changes
+        nothing."""
         _validate_request_id(request_id)
+        if group is not None:
+            validate_group(group)
         async with self.locks.hold(name):
             async with self.store.transaction() as tx:
                 if _done_before(tx, request_id, name):
@@ -368,6 +388,7 @@ class AppManager:
                         else validate_constraints(constraints)
                     ),
                     stop_grace=old.stop_grace if stop_grace is None else stop_grace,
+                    group=old.group if group is None else group,
                 )
                 _validate_spec(new.image, new.command, new.env, new.stop_grace)
                 if volumes is not None:
@@ -380,11 +401,15 @@ class AppManager:
                     )
                 if new == old:
                     return old
+                # Only the group: nothing for Docker to do (unless a rollout is owed anyway).
+                bookkeeping = replace(new, group=old.group) == old and not old.rollout_owed
                 new = replace(new, revision=tx.next_revision(), update_time=now())
+                if bookkeeping:
+                    new = replace(new, applied_revision=new.revision)
                 tx.update_app(new)
                 if request_id:
                     tx.remember_request(request_id, name)
-            return await self._rollout(old, new)
+            return new if bookkeeping else await self._rollout(old, new)
 
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
         """Start or stop an app; ports are kept either way."""

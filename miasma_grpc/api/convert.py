@@ -6,6 +6,7 @@ import base64
 import binascii
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -26,7 +27,7 @@ from miasma_grpc.domain.models import (
     Volume,
     env_names,
 )
-from miasma_grpc.domain.names import resource_name
+from miasma_grpc.domain.names import resource_name, validate_group
 from miasma_grpc.domain.ports import EditFields, PortEdit
 from miasma_grpc.domain.volumes import VolumeEdit, VolumeInfo
 
@@ -56,6 +57,8 @@ ROLLOUT_TO_PROTO = {
     RolloutState.IN_PROGRESS: apps_pb2.ROLLOUT_STATE_IN_PROGRESS,
     RolloutState.FAILED: apps_pb2.ROLLOUT_STATE_FAILED,
 }
+PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+PROTO_TO_ROLLOUT = {v: k for k, v in ROLLOUT_TO_PROTO.items() if k is not None}
 MODE_FROM_PROTO = {
     apps_pb2.PUBLISH_MODE_INGRESS: PublishMode.INGRESS,
     apps_pb2.PUBLISH_MODE_HOST: PublishMode.HOST,
@@ -205,6 +208,7 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         stop_grace=_duration(app.stop_grace),
         uid=app.uid,
         node=app.node,
+        group=app.group,
     )
 
 
@@ -231,22 +235,66 @@ def page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def encode_page_token(last_name: str) -> str:
-    """Opaque token for the page after ``last_name``."""
-    return base64.urlsafe_b64encode(f"after:{last_name}".encode()).decode()
+@dataclass(frozen=True)
+class ListFilter:
+    """The filters of a ``ListApps`` (``None``: not filtered on)."""
+
+    group: str | None = None
+    desired: DesiredState | None = None
+    rollout: RolloutState | None = None
+
+    @property
+    def key(self) -> str:
+        """What a page token is bound to: the next page must be asked with the same."""
+        if self == ListFilter():
+            return ""
+        return f"{self.group or ''}|{self.desired or ''}|{self.rollout or ''}"
 
 
-def decode_page_token(token: str) -> str:
-    """Token -> the name to list after (``""`` for the first page)."""
+def list_filter_from_proto(request: apps_pb2.ListAppsRequest) -> ListFilter:
+    """The request's filters, validated."""
+    desired = None
+    if request.desired_state != apps_pb2.DESIRED_STATE_UNSPECIFIED:
+        desired = PROTO_TO_STATE.get(request.desired_state)
+        if desired is None:
+            raise InvalidArgument.field(
+                "desired_state", f"unknown desired state value {request.desired_state}"
+            )
+    rollout = None
+    if request.rollout != apps_pb2.ROLLOUT_STATE_UNSPECIFIED:
+        rollout = PROTO_TO_ROLLOUT.get(request.rollout)
+        if rollout is None:
+            raise InvalidArgument.field("rollout", f"unknown rollout state value {request.rollout}")
+    return ListFilter(validate_group(request.group, "group") or None, desired, rollout)
+
+
+def encode_page_token(last_name: str, query: str = "") -> str:
+    """Opaque token for the page after ``last_name``, of the listing with filters ``query``
+    (:attr:`ListFilter.key`)."""
+    text = f"after:{last_name}" + (f"\n{query}" if query else "")
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def decode_page_token(token: str, query: str = "") -> str:
+    """Token -> the name to list after (``""`` for the first page); the token must be of a
+    listing with the same filters ``query``."""
     if not token:
         return ""
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgument.field("page_token", "not a token returned by ListApps") from exc
-    prefix, _, name = text.partition(":")
+    after, _, made_for = text.partition("\n")
+    prefix, _, name = after.partition(":")
     if prefix != "after":
         raise InvalidArgument.field("page_token", "not a token returned by ListApps")
+    if made_for != query:
+        raise InvalidArgument.field(
+            "page_token",
+            "this token is of a listing with other filters (group, desired_state, rollout): "
+            "ask for the next page with the same filters, or start again without a token",
+            reason="PAGE_TOKEN_FILTERS_CHANGED",
+        )
     return name
 
 

@@ -18,6 +18,7 @@ from miasma_grpc.api.convert import (
     desired_state_from_proto,
     edit_from_proto,
     encode_page_token,
+    list_filter_from_proto,
     page_size,
     stop_grace_from_proto,
     volume_edit_from_proto,
@@ -39,7 +40,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[["AppServicer", Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 
-UPDATABLE = ("image", "command", "env", "constraints", "volumes", "stop_grace")
+UPDATABLE = ("image", "command", "env", "constraints", "volumes", "stop_grace", "group")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -102,6 +103,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             ports=edit_from_proto(request.published_ports, request.target_ports, CREATE_FIELDS),
             volumes=volumes_from_proto(request.app.volumes),
             stop_grace=stop_grace_from_proto(request.app),
+            group=request.app.group,
             validate_only=request.validate_only,
             request_id=request.request_id,
         )
@@ -122,18 +124,23 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         """Return a page of apps in name order (each app's reply as encoded at its last
         change)."""
         limit = page_size(request.page_size)
+        where = list_filter_from_proto(request)
         revision, apps = await self.manager.list(
-            after=decode_page_token(request.page_token), limit=limit + 1
+            after=decode_page_token(request.page_token, where.key),
+            limit=limit + 1,
+            group=where.group,
+            desired=where.desired,
+            rollout=where.rollout,
         )
-        token = encode_page_token(apps[limit - 1].name) if len(apps) > limit else ""
+        token = encode_page_token(apps[limit - 1].name, where.key) if len(apps) > limit else ""
         return self.replies.list_apps(apps[:limit], token, revision)
 
     @rpc
     async def UpdateApp(
         self, request: apps_pb2.UpdateAppRequest, context: Context
     ) -> apps_pb2.UpdateAppResponse:
-        """Change image, command, env, constraints, volumes or the stop grace period, as
-        selected by the field mask."""
+        """Change image, command, env, constraints, volumes, the stop grace period or the
+        group, as selected by the field mask."""
         name = parse_resource_name(request.app.name, "app.name")
         paths = list(request.update_mask.paths) or set_fields(request.app)
         for index, path in enumerate(paths):
@@ -151,6 +158,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             constraints=list(request.app.constraints) if "constraints" in paths else None,
             volumes=volumes_from_proto(request.app.volumes) if "volumes" in paths else None,
             stop_grace=stop_grace_from_proto(request.app) if "stop_grace" in paths else None,
+            group=request.app.group if "group" in paths else None,
             etag=request.app.etag,
             request_id=request.request_id,
         )
@@ -289,7 +297,9 @@ def set_fields(app: apps_pb2.App) -> list[str]:
     """Without an update mask, the fields the request sets (AIP-134): a field left empty
     is left as it is, never cleared."""
     paths = [
-        path for path in ("image", "command", "env", "constraints", "volumes") if getattr(app, path)
+        path
+        for path in ("image", "command", "env", "constraints", "volumes", "group")
+        if getattr(app, path)
     ]
     if app.HasField("stop_grace"):
         paths.append("stop_grace")

@@ -201,6 +201,7 @@ class App:
     # later app of the same name does not silently pick up this one's data.
     uid: str = ""
     node: str = ""  # swarm: the node the app's data lives on (empty: not pinned)
+    group: str = ""  # the user's grouping of apps (Miasma's --group); empty: none
 
     @property
     def rollout_owed(self) -> bool:

@@ -7,6 +7,7 @@ import re
 from miasma_grpc.domain.errors import InvalidArgument
 
 APP_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+GROUP = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9 ._-]{0,61}[A-Za-z0-9])?$")
 COLLECTION = "apps/"
 
 
@@ -52,3 +53,15 @@ def parse_watch_name(resource: str, field: str = "name") -> str | None:
 def resource_name(app: str) -> str:
     """``app`` -> ``apps/{app}``."""
     return COLLECTION + app
+
+
+def validate_group(group: str, field: str = "app.group") -> str:
+    """Return ``group`` if it is empty (no group) or a valid group name."""
+    if group and not GROUP.fullmatch(group):
+        raise InvalidArgument.field(
+            field,
+            f"{group!r} is not a valid group: use 1-63 letters, digits, spaces, dots, "
+            "underscores and hyphens, starting and ending with a letter or digit",
+            reason="INVALID_GROUP",
+        )
+    return group

@@ -59,6 +59,7 @@ class FakeRuntime:
     armed: Failure = None
     fired: Failure = None  # the failure the last armed call raised
     refusals: int = 0
+    applies: int = 0  # calls of apply that got through
 
     def arm(self, failure: Failure) -> None:
         """Make the next apply/restart fail as ``failure`` says (once)."""
@@ -87,6 +88,7 @@ class FakeRuntime:
     async def apply(self, app: App) -> Observed:
         """Record ``app`` as what runs, making its volumes (unless armed to fail)."""
         self._maybe_fail(app, "apply")
+        self.applies += 1
         mounts = app_mounts(app, self.images.get(app.image, ()), self.instance)
         for mount in mounts:
             if not mount.volume.bind and mount.volume.source not in self.volumes:

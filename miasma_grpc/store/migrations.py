@@ -98,4 +98,8 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX requests_by_time ON requests (time);
     """,
+    # 7: the group an app belongs to (Miasma's --group; empty: none).
+    """
+    ALTER TABLE apps ADD COLUMN group_name TEXT NOT NULL DEFAULT '';
+    """,
 )

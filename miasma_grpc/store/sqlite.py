@@ -39,7 +39,7 @@ import aiosqlite
 from miasma_grpc.domain.allocator import PortLedger
 from miasma_grpc.domain.errors import Aborted, MiasmaError, NotFound, Unavailable
 from miasma_grpc.domain.events import PortEvent, Retention
-from miasma_grpc.domain.models import App, Port, Protocol
+from miasma_grpc.domain.models import App, DesiredState, Port, Protocol
 from miasma_grpc.store import events
 from miasma_grpc.store.migrations import MIGRATIONS
 from miasma_grpc.store.readmodel import CommittedApps
@@ -139,9 +139,19 @@ class SqliteStore:
         """The server-wide revision of the last committed change."""
         return self._committed.revision
 
-    async def list_page(self, *, after: str, limit: int) -> tuple[int, list[App]]:
-        """The current revision and a page of apps in name order, as of that revision."""
-        return self._committed.revision, self._committed.page(after, limit)
+    async def list_page(
+        self,
+        *,
+        after: str,
+        limit: int,
+        group: str | None = None,
+        desired: DesiredState | None = None,
+        keep: Callable[[App], bool] | None = None,
+    ) -> tuple[int, list[App]]:
+        """The current revision and a page of apps in name order, as of that revision (only
+        those of ``group``, of ``desired`` state and that ``keep`` keeps, where given)."""
+        page = self._committed.page(after, limit, group=group, desired=desired, keep=keep)
+        return self._committed.revision, page
 
     async def snapshot(self, app: str | None = None) -> tuple[int, list[App]]:
         """The current revision and the apps (or one app) as of that revision."""

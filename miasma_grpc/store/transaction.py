@@ -25,6 +25,9 @@ from miasma_grpc.domain.models import App, Port
 from miasma_grpc.store import events
 from miasma_grpc.store.rows import APP_COLUMNS, app_row, binding_rows, iso
 
+COLUMNS = APP_COLUMNS.split(", ")
+UPDATED = [c for c in COLUMNS if c not in ("name", "create_time", "uid")]  # never change
+
 
 @dataclass(frozen=True, slots=True)
 class Op:
@@ -146,13 +149,11 @@ class Transaction:
                 )
             )
         else:
-            row = app_row(app)
+            row = dict(zip(COLUMNS, app_row(app), strict=True))
             self.ops.append(
                 Op(
-                    "UPDATE apps SET image = ?, command = ?, env = ?, desired_state = ?, "
-                    "revision = ?, update_time = ?, constraints = ?, applied_revision = ?, "
-                    "volumes = ?, stop_grace = ?, node = ? WHERE name = ?",
-                    (*row[1:6], *row[7:12], row[13], app.name),
+                    f"UPDATE apps SET {', '.join(f'{c} = ?' for c in UPDATED)} WHERE name = ?",
+                    (*(row[c] for c in UPDATED), app.name),
                 )
             )
         if old.bindings != app.bindings:
@@ -276,7 +277,7 @@ class Transaction:
 def _spec(app: App) -> tuple[object, ...]:
     return (
         app.image, app.command, app.env, app.desired_state, app.constraints, app.volumes,
-        app.stop_grace, app.node,
+        app.stop_grace, app.node, app.group,
     )  # fmt: skip
 
 

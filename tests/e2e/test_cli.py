@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import HTTPD_COMMAND
 from tests.docker_cli import containers, http_get, the_container
+from tests.polling import eventually
 from tests.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.docker
@@ -254,6 +255,29 @@ def test_lifecycle_commands(cli: Cli, server: ServerProcess) -> None:
     cli.run("apps:delete -a web")
     assert containers(server.docker_host, server.instance, "web") == []
     assert cli.json("apps") == []
+
+
+def test_apps_by_group_and_failing(cli: Cli, server: ServerProcess) -> None:
+    """`apps:create -g` puts an app in a group, `apps -g` lists that group, `apps:show`
+    names it; `apps --failing` lists the app whose container cannot start."""
+
+    def names(command: str) -> list[str]:
+        listing = cli.json(command)
+        assert isinstance(listing, list)
+        return [app["name"] for app in listing]
+
+    cli.run(["apps:create", "api", "-i", cli.image, "-g", "backend", "--stopped"])
+    cli.create("www")
+    assert names("apps -g backend") == ["apps/api"]
+    assert "No apps match." in cli.run("apps -g nobody").stdout
+    assert "backend" in cli.run("apps:show -a api").stdout
+    assert names("apps --failing") == []
+    cli.run(["apps:create", "broken", "-i", cli.image, "--no-wait", "--", "false"])
+
+    def failing() -> None:
+        assert names("apps --failing") == ["apps/broken"]
+
+    eventually(failing, "the app whose process exits to be listed as failing")
 
 
 def test_volume_commands(cli: Cli, server: ServerProcess) -> None:

@@ -65,9 +65,10 @@ def test_a_container_removed_by_hand_shows_in_get_app_at_once(
     client: MiasmaClient, server: ServerProcess, test_image: str
 ) -> None:
     """Removed, and its port taken by someone else so it cannot come back: GetApp says it is
-    down and why, long before a periodic pass; once the port is free it runs again (the
-    failed repair is retried after a backoff, not only at the next pass)."""
-    client.create_app("web", test_image, command=HTTPD_COMMAND, published_ports=[27200])
+    down and why, long before a periodic pass, and watchers get the failure as an event;
+    once the port is free it runs again (the failed repair is retried after a backoff, not
+    only at the next pass)."""
+    created = client.create_app("web", test_image, command=HTTPD_COMMAND, published_ports=[27200])
     name = the_container(server.docker_host, server.instance, "web").name
     started = time.monotonic()
     docker(server.docker_host, "rm", "-f", name)
@@ -77,8 +78,25 @@ def test_a_container_removed_by_hand_shows_in_get_app_at_once(
         assert down.observed.rollout == apps_pb2.ROLLOUT_STATE_FAILED
         assert "27200" in down.observed.last_error
         assert not down.observed.HasField("unknown_since")
+        failed = first_event(client, created.revision, apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED)
+        assert "27200" in failed.message
     wait_for(lambda: running(server, "web"), "the app to run again", timeout=60)
     assert http_get(27200).strip() == "miasma-test"
+
+
+def first_event(
+    client: MiasmaClient, after: int, kind: apps_pb2.PortEventKind.ValueType
+) -> apps_pb2.PortEvent:
+    """The first event of ``kind`` of app web after revision ``after``."""
+    request = apps_pb2.WatchPortEventsRequest(name="apps/web", start_revision=after)
+    stream = client.stub.WatchPortEvents(request, timeout=DEADLINE)
+    try:
+        for message in stream:
+            if message.HasField("event") and message.event.kind == kind:
+                return message.event
+    finally:
+        stream.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+    raise AssertionError(f"the stream ended without a {apps_pb2.PortEventKind.Name(kind)} event")
 
 
 def wait_for_app(

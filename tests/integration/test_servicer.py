@@ -5,7 +5,7 @@ the contract (fields, codes, masks); what Docker does is tested in tests/e2e."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -14,20 +14,25 @@ from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_grpc.api.registry import add_app_service
 from miasma_grpc.api.servicer import AppServicer
+from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
+from miasma_grpc.domain.errors import RuntimeFailure
 from miasma_grpc.events import EventHub
 from miasma_grpc.runtime.fake import FakeRuntime
-from tests.integration.conftest import open_manager
 
 IMAGE = "img:1"
 
 
 @pytest.fixture
-async def stub(tmp_path: Path) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStub]:
-    """An AppService stub on an in-process server (fake Docker; postgres:15 declares a VOLUME)."""
-    runtime = FakeRuntime(images={"postgres:15": ["/var/lib/postgresql/data"]})
-    store, manager = await open_manager(tmp_path / "m.db", runtime)
-    hub = EventHub(store)
+def runtime() -> FakeRuntime:
+    """Fake Docker, where postgres:15 declares a VOLUME."""
+    return FakeRuntime(images={"postgres:15": ["/var/lib/postgresql/data"]})
+
+
+@pytest.fixture
+async def stub(manager: AppManager) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStub]:
+    """An AppService stub on an in-process server over ``manager`` (and ``runtime``)."""
+    hub = EventHub(manager.store)
     await hub.start()
     server = grpc.aio.server()
     add_app_service(AppServicer(manager, hub, Settings()), server)
@@ -37,7 +42,6 @@ async def stub(tmp_path: Path) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStu
         yield apps_pb2_grpc.AppServiceStub(channel)
     hub.close()
     await server.stop(None)
-    await store.__aexit__(None, None, None)
 
 
 async def create(stub: apps_pb2_grpc.AppServiceAsyncStub, name: str, **app: object) -> apps_pb2.App:
@@ -192,3 +196,75 @@ async def test_list_then_watch_from_the_lists_revision_misses_nothing(
     message = await anext(aiter(from_app))
     assert message.WhichOneof("payload") in ("event", "progress")
     from_app.cancel()
+
+
+async def test_apps_are_listed_by_group_desired_state_and_rollout(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, manager: AppManager, runtime: FakeRuntime
+) -> None:
+    """Filters combine; an app Docker refused to start again is listed as FAILED; a group
+    change alone is bookkeeping (Docker is not asked) and takes the app to its new group."""
+    await create(stub, "api", group="web tier")
+    await create(stub, "www", group="web tier", desired_state=apps_pb2.DESIRED_STATE_STOPPED)
+    await create(stub, "db", group="data")
+    await create(stub, "cron")
+
+    async def names(**where: Any) -> list[str]:
+        reply = await stub.ListApps(apps_pb2.ListAppsRequest(**where))
+        return [a.name.removeprefix("apps/") for a in reply.apps]
+
+    assert await names(group="web tier") == ["api", "www"]
+    assert await names(group="web tier", desired_state=apps_pb2.DESIRED_STATE_RUNNING) == ["api"]
+    assert await names(desired_state=apps_pb2.DESIRED_STATE_STOPPED) == ["www"]
+    assert await names(group="nobody") == []
+    assert await names(rollout=apps_pb2.ROLLOUT_STATE_FAILED) == []
+
+    del runtime.deployed["cron"]  # gone, and Docker refuses to make it again
+    runtime.arm("refuse")
+    with pytest.raises(RuntimeFailure):
+        await manager.converge("cron")
+    assert await names(rollout=apps_pb2.ROLLOUT_STATE_FAILED) == ["cron"]
+    assert await names(rollout=apps_pb2.ROLLOUT_STATE_APPLIED, group="web tier") == ["api", "www"]
+
+    applied = runtime.applies
+    moved = (await stub.UpdateApp(apps_pb2.UpdateAppRequest(
+        app=apps_pb2.App(name="apps/db", group="web tier")))).app  # fmt: skip
+    assert moved.group == "web tier"
+    assert runtime.applies == applied, "a group change alone went to Docker"
+    assert moved.observed.rollout == apps_pb2.ROLLOUT_STATE_APPLIED
+    assert await names(group="web tier") == ["api", "db", "www"]
+    assert await names(group="data") == []
+    mask = field_mask_pb2.FieldMask(paths=["group"])
+    cleared = await stub.UpdateApp(
+        apps_pb2.UpdateAppRequest(app=apps_pb2.App(name="apps/db"), update_mask=mask)
+    )
+    assert cleared.app.group == ""
+
+
+async def test_a_page_token_is_for_the_filters_it_was_made_with(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """Pages of a filtered listing follow each other; the token with other filters is
+    INVALID_ARGUMENT on page_token, and so are bad filters, each naming its field."""
+    for name in ("a1", "a2", "a3", "b1"):
+        await create(stub, name, group="a" if name.startswith("a") else "b")
+    first = await stub.ListApps(apps_pb2.ListAppsRequest(group="a", page_size=2))
+    second = await stub.ListApps(
+        apps_pb2.ListAppsRequest(group="a", page_size=2, page_token=first.next_page_token)
+    )
+    assert [a.name for a in [*first.apps, *second.apps]] == ["apps/a1", "apps/a2", "apps/a3"]
+    assert second.next_page_token == ""
+    for request, field in (
+        (apps_pb2.ListAppsRequest(group="b", page_token=first.next_page_token), "page_token"),
+        (apps_pb2.ListAppsRequest(page_token=first.next_page_token), "page_token"),
+        (apps_pb2.ListAppsRequest(group=" spaced "), "group"),
+        (apps_pb2.ListAppsRequest(desired_state=9), "desired_state"),  # type: ignore[arg-type]
+        (apps_pb2.ListAppsRequest(rollout=9), "rollout"),  # type: ignore[arg-type]
+    ):
+        error = await refused(stub.ListApps(request))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.details() or "").startswith(field), error.details()
+    bad_group = await refused(stub.CreateApp(apps_pb2.CreateAppRequest(
+        app_id="c", app=apps_pb2.App(image=IMAGE, group="x" * 64))))  # fmt: skip
+    assert (bad_group.details() or "").startswith("app.group")
+    assert [a.name for a in (await stub.ListApps(apps_pb2.ListAppsRequest())).apps] == [
+        "apps/a1", "apps/a2", "apps/a3", "apps/b1"]  # fmt: skip

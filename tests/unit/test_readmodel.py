@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from miasma_grpc.domain.errors import NotFound
-from miasma_grpc.domain.models import App, Binding
+from miasma_grpc.domain.models import App, Binding, DesiredState
 from miasma_grpc.store.readmodel import CommittedApps
 
 
@@ -41,3 +43,61 @@ def test_the_name_order_always_matches_the_apps(steps: list[tuple[str, bool]]) -
         model.commit(revision, {name: app(name, revision) if keep else None})
         alive = alive | {name} if keep else alive - {name}
     assert [a.name for a in model.page()] == sorted(alive)
+
+
+GROUPS = ("", "web", "data")
+STATES = (DesiredState.RUNNING, DesiredState.STOPPED)
+change = st.one_of(
+    st.none(),  # deleted
+    st.tuples(st.sampled_from(GROUPS), st.sampled_from(STATES)),  # (group, desired state)
+)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abcdefgh"), change), max_size=40),
+    st.sampled_from((None, *GROUPS)),
+    st.sampled_from((None, *STATES)),
+    st.sampled_from("-abcdefgh"),
+    st.integers(min_value=1, max_value=4),
+)
+def test_filtered_pages_are_the_filter_of_every_app(
+    steps: list[tuple[str, tuple[str, DesiredState] | None]],
+    group: str | None,
+    desired: DesiredState | None,
+    after: str,
+    limit: int,
+) -> None:
+    """Whatever the commits (apps moving between groups and states, deleted, back), a
+    filtered page from the indexes is the same as filtering every app in name order; after
+    a reload from scratch too."""
+    model = CommittedApps()
+    for revision, (name, spec) in enumerate(steps, start=1):
+        new = None if spec is None else replace(app(name, revision), group=spec[0],
+                                                desired_state=spec[1])  # fmt: skip
+        model.commit(revision, {name: new})
+    every = model.page()
+    expected = [
+        a for a in every
+        if (group is None or a.group == group) and (desired is None or a.desired_state is desired)
+        and a.name > after.strip("-")
+    ][:limit]  # fmt: skip
+    got = model.page(after.strip("-"), limit, group=group, desired=desired)
+    assert got == expected
+    reloaded = CommittedApps()
+    reloaded.load(model.revision, every)
+    assert reloaded.page(after.strip("-"), limit, group=group, desired=desired) == expected
+
+
+def test_a_filter_given_by_the_caller_sees_only_candidates_of_the_index() -> None:
+    """With a group, ``keep`` is asked about that group's apps only (not every app)."""
+    model = CommittedApps()
+    model.load(1, [*(app(n) for n in "abcdef"), replace(app("db"), group="data")])
+    asked: list[str] = []
+
+    def keep(a: App) -> bool:
+        asked.append(a.name)
+        return True
+
+    page = model.page(group="data", keep=keep)
+    assert [a.name for a in page] == ["db"]
+    assert asked == ["db"]

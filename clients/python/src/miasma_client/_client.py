@@ -14,7 +14,7 @@ import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeAlias, TypeVar
 
 import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
@@ -43,6 +43,9 @@ RETRY_DELAY = 0.5  # seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+DesiredState: TypeAlias = apps_pb2.DesiredState.ValueType
+RolloutState: TypeAlias = apps_pb2.RolloutState.ValueType
 
 
 def _retry_safely(operation: ops.Operation[Any], error: MiasmaError) -> bool:
@@ -178,18 +181,36 @@ class MiasmaClient(_Connection):
     delete_volume = _blocking(ops.delete_volume)
     server_info = _blocking(ops.server_info)
 
-    def iter_apps(self, page_size: int = 0) -> Iterator[apps_pb2.App]:
-        """Every app in name order, fetched a page at a time."""
+    def iter_apps(
+        self,
+        page_size: int = 0,
+        *,
+        group: str = "",
+        desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
+        rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+    ) -> Iterator[apps_pb2.App]:
+        """Every app in name order (only those of ``group``, with ``desired_state``, whose
+        latest change stands at ``rollout``, where given), fetched a page at a time."""
         token = ""
         while True:
-            page = self.run(ops.list_apps_page(page_size, token))
+            page = self.run(
+                ops.list_apps_page(
+                    page_size, token, group=group, desired_state=desired_state, rollout=rollout
+                )
+            )
             yield from page.apps
             if not (token := page.next_page_token):
                 return
 
-    def list_apps(self) -> list[apps_pb2.App]:
-        """Every app in name order."""
-        return list(self.iter_apps())
+    def list_apps(
+        self,
+        *,
+        group: str = "",
+        desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
+        rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+    ) -> list[apps_pb2.App]:
+        """Every app in name order (or those the filters keep, as :meth:`iter_apps`)."""
+        return list(self.iter_apps(group=group, desired_state=desired_state, rollout=rollout))
 
     def watch_port_events(
         self, app: str | None = None, *, since: int = 0, resume: bool = True
@@ -273,19 +294,38 @@ class AsyncMiasmaClient(_Connection):
     delete_volume = _awaitable(ops.delete_volume)
     server_info = _awaitable(ops.server_info)
 
-    async def iter_apps(self, page_size: int = 0) -> AsyncIterator[apps_pb2.App]:
-        """Every app in name order, fetched a page at a time."""
+    async def iter_apps(
+        self,
+        page_size: int = 0,
+        *,
+        group: str = "",
+        desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
+        rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+    ) -> AsyncIterator[apps_pb2.App]:
+        """Every app in name order (only those of ``group``, with ``desired_state``, whose
+        latest change stands at ``rollout``, where given), fetched a page at a time."""
         token = ""
         while True:
-            page = await self.run(ops.list_apps_page(page_size, token))
+            page = await self.run(
+                ops.list_apps_page(
+                    page_size, token, group=group, desired_state=desired_state, rollout=rollout
+                )
+            )
             for app in page.apps:
                 yield app
             if not (token := page.next_page_token):
                 return
 
-    async def list_apps(self) -> list[apps_pb2.App]:
-        """Every app in name order."""
-        return [app async for app in self.iter_apps()]
+    async def list_apps(
+        self,
+        *,
+        group: str = "",
+        desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
+        rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+    ) -> list[apps_pb2.App]:
+        """Every app in name order (or those the filters keep, as :meth:`iter_apps`)."""
+        filtered = self.iter_apps(group=group, desired_state=desired_state, rollout=rollout)
+        return [app async for app in filtered]
 
     def watch_port_events(
         self, app: str | None = None, *, since: int = 0, resume: bool = True

@@ -58,6 +58,7 @@ def create_app(
     constraints: Sequence[str] = (),
     volumes: Iterable[VolumeLike] = (),
     stop_grace: float | None = None,
+    group: str = "",
     stopped: bool = False,
     validate_only: bool = False,
     request_id: str | None = None,
@@ -68,7 +69,8 @@ def create_app(
     published and target ports pair up by order. ``constraints`` place the
     app on swarm nodes (``"node.labels.zone==a"``). ``volumes`` are
     ``"pgdata:/var/lib/postgresql/data"`` strings or ``Volume`` messages;
-    ``stop_grace`` is the seconds a stop waits before SIGKILL (10 by default).
+    ``stop_grace`` is the seconds a stop waits before SIGKILL (10 by default);
+    ``group`` lists the app with others (``list_apps(group=...)``).
     """
     state = apps_pb2.DESIRED_STATE_STOPPED if stopped else apps_pb2.DESIRED_STATE_RUNNING
     request = apps_pb2.CreateAppRequest(
@@ -81,6 +83,7 @@ def create_app(
             constraints=constraints,
             volumes=parse_volumes(volumes),
             stop_grace=_duration(stop_grace),
+            group=group,
         ),
         published_ports=parse_ports(published_ports),
         target_ports=parse_ports(target_ports),
@@ -96,10 +99,20 @@ def get_app(name: str) -> Operation[apps_pb2.App]:
 
 
 def list_apps_page(
-    page_size: int = 0, page_token: str = ""
+    page_size: int = 0,
+    page_token: str = "",
+    *,
+    group: str = "",
+    desired_state: apps_pb2.DesiredState.ValueType = apps_pb2.DESIRED_STATE_UNSPECIFIED,
+    rollout: apps_pb2.RolloutState.ValueType = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
 ) -> Operation[apps_pb2.ListAppsResponse]:
-    """One page of apps in name order, and the token of the next page."""
-    request = apps_pb2.ListAppsRequest(page_size=page_size, page_token=page_token)
+    """One page of apps in name order, and the token of the next page; only those of
+    ``group``, with ``desired_state``, whose latest change stands at ``rollout`` (for
+    example ``ROLLOUT_STATE_FAILED``), where given."""
+    request = apps_pb2.ListAppsRequest(
+        page_size=page_size, page_token=page_token, group=group,
+        desired_state=desired_state, rollout=rollout,
+    )  # fmt: skip
     return Operation("ListApps", request, _whole)
 
 
@@ -112,15 +125,17 @@ def update_app(
     constraints: Sequence[str] | None = None,
     volumes: Iterable[VolumeLike] | None = None,
     stop_grace: float | None = None,
+    group: str | None = None,
     request_id: str | None = None,
 ) -> Operation[apps_pb2.App]:
-    """Change only the fields given; a running app is rolled out again.
+    """Change only the fields given; a running app is rolled out again (not for a change
+    of ``group`` alone; ``group=""`` takes the app out of its group).
 
     ``volumes`` replaces the app's volumes (``edit_app`` adds and removes).
     """
     changes = {
         "image": image, "command": command, "env": env, "constraints": constraints,
-        "volumes": volumes, "stop_grace": stop_grace,
+        "volumes": volumes, "stop_grace": stop_grace, "group": group,
     }  # fmt: skip
     paths = [path for path, value in changes.items() if value is not None]
     if not paths:
@@ -129,7 +144,7 @@ def update_app(
     app = apps_pb2.App(
         name=resource_name(name), image=image or "", command=command, env=env,
         constraints=constraints, volumes=parse_volumes(volumes or ()),
-        stop_grace=_duration(stop_grace),
+        stop_grace=_duration(stop_grace), group=group or "",
     )  # fmt: skip
     mask = field_mask_pb2.FieldMask(paths=paths)
     request = apps_pb2.UpdateAppRequest(

@@ -375,6 +375,7 @@ class App(_message.Message):
     STOP_GRACE_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "apps/{app}"; {app} is a DNS label."""
     image: _builtins.str
@@ -396,6 +397,11 @@ class App(_message.Message):
     node: _builtins.str
     """Output only. Swarm: the node the app's data lives on, where it stays
     (empty when the app has no volume or the user placed it).
+    """
+    group: _builtins.str
+    """The group the app belongs to (Miasma's --group), for listing apps together
+    (ListAppsRequest.group); empty: none. 1-63 letters, digits, spaces, '.',
+    '_' or '-', starting and ending with a letter or digit.
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -465,10 +471,11 @@ class App(_message.Message):
         stop_grace: _duration_pb2.Duration | None = ...,
         uid: _builtins.str = ...,
         node: _builtins.str = ...,
+        group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "stop_grace", b"stop_grace", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "image", b"image", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "image", b"image", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -487,11 +494,10 @@ class CreateAppRequest(_message.Message):
     app_id: _builtins.str
     """The app's name, a DNS label: ^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$."""
     validate_only: _builtins.bool
-    """Check the request and return the app that would be created; change nothing.
-    Makes a retry safe (AIP-155): a change already made with this ID (in the
-    """
+    """Check the request and return the app that would be created; change nothing."""
     request_id: _builtins.str
-    """last day) is not made again; the reply is the app as it is. Use a new one
+    """Makes a retry safe (AIP-155): a change already made with this ID (in the
+    last day) is not made again; the reply is the app as it is. Use a new one
     (a UUID) per change; at most 128 printable characters.
     """
     @_builtins.property
@@ -590,19 +596,33 @@ class ListAppsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    ROLLOUT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many apps (default 50, maximum 1000)."""
     page_token: _builtins.str
-    """next_page_token of the previous page."""
+    """next_page_token of the previous page (the filters must stay the same)."""
+    group: _builtins.str
+    """Only the apps of this group (App.group); empty: every app."""
+    desired_state: Global___DesiredState.ValueType
+    """Only the apps with this desired state; unspecified: either."""
+    rollout: Global___RolloutState.ValueType
+    """Only the apps whose latest change stands so (ObservedState.rollout), for
+    example FAILED for the apps that need a look; unspecified: any.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        group: _builtins.str = ...,
+        desired_state: Global___DesiredState.ValueType = ...,
+        rollout: Global___RolloutState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "group", b"group", "page_size", b"page_size", "page_token", b"page_token", "rollout", b"rollout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,7 +668,8 @@ class UpdateAppRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """last day) is not made again; the reply is the app as it is. Use a new one
+    """Makes a retry safe (AIP-155): a change already made with this ID (in the
+    last day) is not made again; the reply is the app as it is. Use a new one
     (a UUID) per change; at most 128 printable characters.
     """
     @_builtins.property
@@ -657,11 +678,10 @@ class UpdateAppRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which of image, command, env, constraints, volumes, stop_grace to change
+        """Which of image, command, env, constraints, volumes, stop_grace, group to change
         (a named field left empty is cleared). Without a mask, the fields the
         request sets (non-empty) are changed and the others left as they are
         (AIP-134); a request that sets none is INVALID_ARGUMENT.
-        Makes a retry safe (AIP-155): a change already made with this ID (in the
         """
 
     def __init__(
@@ -893,11 +913,10 @@ class EditPortsRequest(_message.Message):
     validate_only: _builtins.bool
     """Compute and return the result; change nothing."""
     etag: _builtins.str
-    """If set, must match the app's current etag (ABORTED otherwise).
-    Makes a retry safe (AIP-155): a change already made with this ID (in the
-    """
+    """If set, must match the app's current etag (ABORTED otherwise)."""
     request_id: _builtins.str
-    """last day) is not made again; the reply is the app as it is. Use a new one
+    """Makes a retry safe (AIP-155): a change already made with this ID (in the
+    last day) is not made again; the reply is the app as it is. Use a new one
     (a UUID) per change; at most 128 printable characters.
     """
     @_builtins.property
@@ -1017,11 +1036,10 @@ class EditAppRequest(_message.Message):
     validate_only: _builtins.bool
     """Compute and return the result; change nothing."""
     etag: _builtins.str
-    """If set, must match the app's current etag (ABORTED otherwise).
-    Makes a retry safe (AIP-155): a change already made with this ID (in the
-    """
+    """If set, must match the app's current etag (ABORTED otherwise)."""
     request_id: _builtins.str
-    """last day) is not made again; the reply is the app as it is. Use a new one
+    """Makes a retry safe (AIP-155): a change already made with this ID (in the
+    last day) is not made again; the reply is the app as it is. Use a new one
     (a UUID) per change; at most 128 printable characters.
     """
     @_builtins.property

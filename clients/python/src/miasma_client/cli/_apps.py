@@ -35,16 +35,23 @@ from miasma_client.cli._render import (
 
 
 @click.command("apps")
+@click.option("-g", "--group", default="", help="Only the apps of this group.")
+@click.option(
+    "--failing", is_flag=True, help="Only the apps whose latest change failed (need a look)."
+)
 @json_option()
 @pass_state
-def list_apps(state: State, as_json: bool) -> None:
+def list_apps(state: State, group: str, failing: bool, as_json: bool) -> None:
     """List apps: status, name, URLs and running/total."""
+    rollout = apps_pb2.ROLLOUT_STATE_FAILED if failing else apps_pb2.ROLLOUT_STATE_UNSPECIFIED
     with state.client() as client:
-        apps = client.list_apps()
+        apps = client.list_apps(group=group, rollout=rollout)
     if as_json:
         print_json(apps)
     elif apps:
         out.print(apps_table(apps))
+    elif group or failing:
+        out.print("No apps match.")
     else:
         out.print("No apps yet. Create one with `miasma apps:create NAME -i IMAGE`.")
 
@@ -117,6 +124,7 @@ wait_timeout_option = click.option(
 )  # fmt: skip
 @stop_grace_option()
 @constraint_option
+@click.option("-g", "--group", default="", help="List the app with this group (`apps -g`).")
 @click.option("--stopped", is_flag=True, help="Create the app without starting it.")
 @click.option("--dry-run", is_flag=True, help="Show the ports it would get; create nothing.")
 @wait_option
@@ -134,6 +142,7 @@ def create(
     volumes: tuple[apps_pb2.Volume, ...],
     stop_grace: float | None,
     constraint: tuple[str, ...],
+    group: str,
     stopped: bool,
     dry_run: bool,
     wait: bool,
@@ -150,7 +159,7 @@ def create(
         app = client.create_app(
             name, image, command=command, env=dict(env), published_ports=flatten(published_ports),
             target_ports=flatten(target_ports), constraints=constraint, volumes=volumes,
-            stop_grace=stop_grace, stopped=stopped, validate_only=dry_run,
+            stop_grace=stop_grace, group=group, stopped=stopped, validate_only=dry_run,
         )  # fmt: skip
         if wait and not dry_run:
             app = _settle(client, app, wait_timeout)

@@ -151,6 +151,8 @@ def show_app(app: apps_pb2.App, made: Iterable[apps_pb2.VolumeInfo] = ()) -> Non
     """``miasma apps:show``: the app's summary, then its slot and volume tables."""
     summary = Table.grid(padding=(0, 2))
     summary.add_row("Name", short_name(app))
+    if app.group:
+        summary.add_row("Group", app.group)
     summary.add_row("Image", app.image)
     summary.add_row("Command", " ".join(app.command) or "(image default)")
     summary.add_row(

@@ -436,6 +436,12 @@ export interface App {
    * (empty when the app has no volume or the user placed it).
    */
   node: string;
+  /**
+   * The group the app belongs to (Miasma's --group), for listing apps together
+   * (ListAppsRequest.group); empty: none. 1-63 letters, digits, spaces, '.',
+   * '_' or '-', starting and ending with a letter or digit.
+   */
+  group: string;
 }
 
 export interface App_EnvEntry {
@@ -457,6 +463,7 @@ export interface CreateAppRequest {
   /** Check the request and return the app that would be created; change nothing. */
   validateOnly: boolean;
   /**
+   * Makes a retry safe (AIP-155): a change already made with this ID (in the
    * last day) is not made again; the reply is the app as it is. Use a new one
    * (a UUID) per change; at most 128 printable characters.
    */
@@ -479,8 +486,17 @@ export interface GetAppResponse {
 export interface ListAppsRequest {
   /** At most this many apps (default 50, maximum 1000). */
   pageSize: number;
-  /** next_page_token of the previous page. */
+  /** next_page_token of the previous page (the filters must stay the same). */
   pageToken: string;
+  /** Only the apps of this group (App.group); empty: every app. */
+  group: string;
+  /** Only the apps with this desired state; unspecified: either. */
+  desiredState: DesiredState;
+  /**
+   * Only the apps whose latest change stands so (ObservedState.rollout), for
+   * example FAILED for the apps that need a look; unspecified: any.
+   */
+  rollout: RolloutState;
 }
 
 export interface ListAppsResponse {
@@ -502,7 +518,7 @@ export interface UpdateAppRequest {
     | App
     | undefined;
   /**
-   * Which of image, command, env, constraints, volumes, stop_grace to change
+   * Which of image, command, env, constraints, volumes, stop_grace, group to change
    * (a named field left empty is cleared). Without a mask, the fields the
    * request sets (non-empty) are changed and the others left as they are
    * (AIP-134); a request that sets none is INVALID_ARGUMENT.
@@ -511,6 +527,7 @@ export interface UpdateAppRequest {
     | string[]
     | undefined;
   /**
+   * Makes a retry safe (AIP-155): a change already made with this ID (in the
    * last day) is not made again; the reply is the app as it is. Use a new one
    * (a UUID) per change; at most 128 printable characters.
    */
@@ -584,6 +601,7 @@ export interface EditPortsRequest {
   /** If set, must match the app's current etag (ABORTED otherwise). */
   etag: string;
   /**
+   * Makes a retry safe (AIP-155): a change already made with this ID (in the
    * last day) is not made again; the reply is the app as it is. Use a new one
    * (a UUID) per change; at most 128 printable characters.
    */
@@ -634,6 +652,7 @@ export interface EditAppRequest {
   /** If set, must match the app's current etag (ABORTED otherwise). */
   etag: string;
   /**
+   * Makes a retry safe (AIP-155): a change already made with this ID (in the
    * last day) is not made again; the reply is the app as it is. Use a new one
    * (a UUID) per change; at most 128 printable characters.
    */
@@ -1312,6 +1331,7 @@ function createBaseApp(): App {
     stopGrace: undefined,
     uid: "",
     node: "",
+    group: "",
   };
 }
 
@@ -1367,6 +1387,9 @@ export const App: MessageFns<App> = {
     }
     if (message.node !== "") {
       writer.uint32(138).string(message.node);
+    }
+    if (message.group !== "") {
+      writer.uint32(146).string(message.group);
     }
     return writer;
   },
@@ -1523,6 +1546,14 @@ export const App: MessageFns<App> = {
             message.node = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1589,6 +1620,7 @@ export const App: MessageFns<App> = {
         : undefined,
       uid: isSet(object.uid) ? globalThis.String(object.uid) : "",
       node: isSet(object.node) ? globalThis.String(object.node) : "",
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
     };
   },
 
@@ -1651,6 +1683,9 @@ export const App: MessageFns<App> = {
     if (message.node !== "") {
       obj.node = message.node;
     }
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
     return obj;
   },
 
@@ -1688,6 +1723,7 @@ export const App: MessageFns<App> = {
       : undefined;
     message.uid = object.uid ?? "";
     message.node = object.node ?? "";
+    message.group = object.group ?? "";
     return message;
   },
 };
@@ -2148,7 +2184,7 @@ export const GetAppResponse: MessageFns<GetAppResponse> = {
 };
 
 function createBaseListAppsRequest(): ListAppsRequest {
-  return { pageSize: 0, pageToken: "" };
+  return { pageSize: 0, pageToken: "", group: "", desiredState: 0, rollout: 0 };
 }
 
 export const ListAppsRequest: MessageFns<ListAppsRequest> = {
@@ -2158,6 +2194,15 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(18).string(message.pageToken);
+    }
+    if (message.group !== "") {
+      writer.uint32(26).string(message.group);
+    }
+    if (message.desiredState !== 0) {
+      writer.uint32(32).int32(message.desiredState);
+    }
+    if (message.rollout !== 0) {
+      writer.uint32(40).int32(message.rollout);
     }
     return writer;
   },
@@ -2191,6 +2236,30 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.desiredState = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.rollout = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2215,6 +2284,13 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
+      desiredState: isSet(object.desiredState)
+        ? desiredStateFromJSON(object.desiredState)
+        : isSet(object.desired_state)
+        ? desiredStateFromJSON(object.desired_state)
+        : 0,
+      rollout: isSet(object.rollout) ? rolloutStateFromJSON(object.rollout) : 0,
     };
   },
 
@@ -2226,6 +2302,15 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
+    if (message.desiredState !== 0) {
+      obj.desiredState = desiredStateToJSON(message.desiredState);
+    }
+    if (message.rollout !== 0) {
+      obj.rollout = rolloutStateToJSON(message.rollout);
+    }
     return obj;
   },
 
@@ -2236,6 +2321,9 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
     const message = createBaseListAppsRequest();
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.group = object.group ?? "";
+    message.desiredState = object.desiredState ?? 0;
+    message.rollout = object.rollout ?? 0;
     return message;
   },
 };

@@ -102,7 +102,7 @@ def h2load(
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60).stdout
     counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     data = re.search(r"traffic: .*\((\d+)\) data", out)
-    rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     if not (counts and data and rate):
         raise RuntimeError(f"h2load gave no figures for {path}:\n{out}")
     done, succeeded, received = int(counts[1]), int(counts[2]), int(data[1])

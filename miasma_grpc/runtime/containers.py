@@ -59,8 +59,11 @@ log = logging.getLogger(__name__)
 
 LOG_LINES = 5  # of a new container that died, quoted in the failure
 # Container events that can change what an app runs (exec_* and the like cannot).
+# Docker's container events that change what an app's observed state is made of. Not
+# "create": it changes nothing that runs (a "start" follows for a running app), and a
+# burst of creates (10,000 apps made in a row) would cost a look at Docker each.
 CONTAINER_CHANGES = frozenset(
-    {"create", "start", "restart", "stop", "kill", "die", "oom", "destroy", "pause", "unpause",
+    {"start", "restart", "stop", "kill", "die", "oom", "destroy", "pause", "unpause",
      "rename", "health_status"}
 )  # fmt: skip
 READY_POLL = 0.02  # seconds between readiness probes of a new container
@@ -217,7 +220,11 @@ class DockerContainerRuntime(DockerVolumes):
     async def changes(self) -> AsyncIterator[str]:
         """The apps whose containers Docker reports a change of (start, stop, death,
         removal…), from one subscription to its event stream; ``""`` once subscribed."""
-        filters = {"type": ["container"], "label": [f"{LABEL_MANAGED}={self.instance}"]}
+        filters = {
+            "type": ["container"],
+            "label": [f"{LABEL_MANAGED}={self.instance}"],
+            "event": sorted(CONTAINER_CHANGES),  # Docker sends no other
+        }
         async with (
             docker_errors("watch Docker's events"),
             self.docker._query(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -130,6 +131,18 @@ class ServerProcess:
         code = self.process.returncode
         self.process = None
         return code
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the process we started (SIGSTOP) for the block, so that Docker can be
+        changed by hand without the server's repairs racing the change; it then sees
+        the events it missed (SIGCONT)."""
+        assert self.process is not None, "the server is not running"
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop gracefully and start again on the same port and database."""

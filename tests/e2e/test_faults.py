@@ -592,13 +592,16 @@ def test_hand_made_container_with_miasmas_labels_but_other_ports_is_replaced(
         )
     container = eventually(runs_with(host, instance, app), "forged runs")
     [raw] = json.loads(docker(host, "inspect", container.name))
-    docker(host, "rm", "-f", container.name)
     target = app.bindings[0].target_port
-    run_labelled(
-        host, container.name, raw["Config"]["Labels"], "--network", instance,
-        *(f"--env={item}" for item in raw["Config"]["Env"]),
-        "-p", f"127.0.0.1:22412:{target}", test_image, *HTTPD_COMMAND,
-    )  # fmt: skip
+    with drift_server.paused():  # else its repair of the removal takes the name first
+        docker(host, "rm", "-f", container.name)
+        run_labelled(
+            host, container.name, raw["Config"]["Labels"], "--network", instance,
+            *(f"--env={item}" for item in raw["Config"]["Env"]),
+            "-p", f"127.0.0.1:22412:{target}", test_image, *HTTPD_COMMAND,
+        )  # fmt: skip
+    forged = [c.published for c in containers(host, instance, "forged")]
+    assert forged == [{f"{target}/tcp": 22412}], f"the forgery did not take: {forged}"
     eventually(runs_with(host, instance, app), "forged is put back on 22411", timeout=5)
 
 

@@ -237,8 +237,8 @@ def test_host_mode_app_that_stops_slowly_moves_and_its_deleted_port_is_free_at_o
 def test_a_service_scaled_down_by_hand_is_repaired_at_once(
     make_server: Callable[..., ServerProcess], swarm_host: str, test_image: str
 ) -> None:
-    """Task changes are read every half second: a service scaled to 0 by hand runs again long
-    before the periodic pass (5 minutes away here)."""
+    """Task changes are read every half second: a service scaled to 0 by hand, then one
+    removed by hand, runs again long before the periodic pass (5 minutes away here)."""
     server = make_server(docker_host=swarm_host, runtime="swarm", published_range="19001-19999",
                          extra_args=["--reconcile-interval", "300"])  # fmt: skip
     with MiasmaClient(server.address, timeout=60) as client:
@@ -252,7 +252,16 @@ def test_a_service_scaled_down_by_hand_is_repaired_at_once(
             return service(server, "web").replicas == 1 and app.observed.running == 1
 
         wait_for(repaired, "the service to run again", 30)
-    print(f"repaired {time.monotonic() - started:.2f} s after docker service scale")
+        print(f"repaired {time.monotonic() - started:.2f} s after docker service scale")
+        assert http_get(8101).strip() == "miasma-test"
+        docker(swarm_host, "service", "rm", f"{server.instance}-web")
+        started = time.monotonic()
+
+        def replaced() -> bool:
+            return bool(services(server.docker_host, server.instance, "web")) and repaired()
+
+        wait_for(replaced, "a new service to run", 30)
+        print(f"repaired {time.monotonic() - started:.2f} s after docker service rm")
     assert http_get(8101).strip() == "miasma-test"
 
 

@@ -8,6 +8,7 @@ too); the assertions are about behaviour, with deadlines far below the interval.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -70,13 +71,20 @@ def test_a_container_removed_by_hand_shows_in_get_app_at_once(
     only at the next pass)."""
     created = client.create_app("web", test_image, command=HTTPD_COMMAND, published_ports=[27200])
     name = the_container(server.docker_host, server.instance, "web").name
-    started = time.monotonic()
-    docker(server.docker_host, "rm", "-f", name)
-    with listen_on(27200):  # a process outside Miasma takes the port at once
-        down = wait_for_app(client, lambda app: app.observed.running == 0, "GetApp to show it")
-        print(f"GetApp showed it down {time.monotonic() - started:.2f} s after docker rm -f")
+    with contextlib.ExitStack() as held:
+        with server.paused():  # else its repair may take the port back before we do
+            docker(server.docker_host, "rm", "-f", name)
+            held.enter_context(listen_on(27200))  # a process outside Miasma takes the port
+        started = time.monotonic()
+        # First it shows the container going ("not running: Removal In Progress"), then
+        # why it cannot come back.
+        down = wait_for_app(
+            client,
+            lambda app: app.observed.running == 0 and "27200" in app.observed.last_error,
+            "GetApp to show it down, and why",
+        )
+        print(f"GetApp showed it down {time.monotonic() - started:.2f} s after it woke up")
         assert down.observed.rollout == apps_pb2.ROLLOUT_STATE_FAILED
-        assert "27200" in down.observed.last_error
         assert not down.observed.HasField("unknown_since")
         failed = first_event(client, created.revision, apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED)
         assert "27200" in failed.message

@@ -21,6 +21,7 @@ from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.allocator import PortLedger, RandomTargets
 from miasma_grpc.events import EventHub
+from miasma_grpc.logs import AppLogs
 from miasma_grpc.observer import Observer
 from miasma_grpc.reconcile import Reconciler
 from miasma_grpc.runtime.base import HostPorts
@@ -148,7 +149,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             interceptors=[TokenAuth(settings.access_token)] if settings.access_token else [],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        add_app_service(AppServicer(manager, hub, settings), server)
+        logs = AppLogs(manager)
+        add_app_service(AppServicer(manager, hub, settings, logs), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -207,6 +209,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 log.info("shutting down")
                 await health_servicer.enter_graceful_shutdown()
                 hub.close()  # watch streams end with UNAVAILABLE and their resume revision
+                logs.close()  # so do log follows
                 for task in tasks:
                     task.cancel()
                 await server.stop(SHUTDOWN_GRACE)

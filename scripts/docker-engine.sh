@@ -451,10 +451,12 @@ cmd_image() {
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
     echo miasma-test >"$root/www/index.html"
 
+    # The shell traps SIGTERM: as PID 1, a bare httpd would ignore it, and every stop and
+    # every rollout of the app would wait out its 10 s grace period before the kill.
     tar --numeric-owner --owner=0 --group=0 -C "$root" -cf - . |
         docker -H "$host" import \
             --change 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' \
-            --change 'CMD ["sh", "-c", "exec httpd -f -p ${PORT:-8080} -h /www"]' \
+            --change 'CMD ["sh", "-c", "trap \"exit 0\" TERM INT; httpd -f -p ${PORT:-8080} -h /www & wait"]' \
             --message "Miasma test image: static busybox + /www/index.html" \
             - "$tag" >&2
     log "built $tag in $(awk -v s="$started" -v e="$(date +%s.%N)" \

@@ -14,6 +14,7 @@ from miasma.v1 import apps_pb2
 
 from miasma_grpc.domain.errors import InvalidArgument
 from miasma_grpc.domain.events import EventKind, PortEvent, Progress, SnapshotComplete, WatchItem
+from miasma_grpc.domain.logs import MAX_TAIL, LogLine, LogNotice, Stream
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
     App,
@@ -327,3 +328,52 @@ def event_to_proto(event: PortEvent) -> apps_pb2.PortEvent:
         message=event.message,
         time=_timestamp(event.time),
     )
+
+
+LOG_STREAM_TO_PROTO = {
+    Stream.STDOUT: apps_pb2.LOG_STREAM_STDOUT,
+    Stream.STDERR: apps_pb2.LOG_STREAM_STDERR,
+}
+
+
+def _nanos(value: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=value // 1_000_000_000, nanos=value % 1_000_000_000)
+
+
+def log_item_to_proto(item: LogLine | LogNotice) -> apps_pb2.ReadLogsResponse:
+    """A line or a notice of a log stream."""
+    if isinstance(item, LogNotice):
+        notice = apps_pb2.LogNotice(
+            message=item.message, source=item.source, time=_nanos(item.time)
+        )
+        return apps_pb2.ReadLogsResponse(notice=notice)
+    line = apps_pb2.LogLine(
+        time=_nanos(item.time),
+        stream=LOG_STREAM_TO_PROTO[item.stream],
+        text=item.text,
+        truncated=item.truncated,
+        source=item.source,
+    )
+    return apps_pb2.ReadLogsResponse(line=line)
+
+
+@dataclass(frozen=True)
+class LogsQuery:
+    """What a ReadLogs request asks for, checked."""
+
+    tail: int
+    since: int | None
+    follow: bool
+
+
+def logs_query_from_proto(request: apps_pb2.ReadLogsRequest) -> LogsQuery:
+    """The checked query of a ReadLogs request (:class:`InvalidArgument` naming the field)."""
+    if not 0 <= request.tail_lines <= MAX_TAIL:
+        raise InvalidArgument.field("tail_lines", f"must be 0 (all) to {MAX_TAIL:,}")
+    since = None
+    if request.HasField("since_time"):
+        stamp = request.since_time
+        if stamp.seconds < 0 or not 0 <= stamp.nanos < 1_000_000_000:
+            raise InvalidArgument.field("since_time", "must be a time after 1970")
+        since = stamp.seconds * 1_000_000_000 + stamp.nanos
+    return LogsQuery(tail=request.tail_lines, since=since, follow=request.follow)

@@ -19,6 +19,8 @@ from miasma_grpc.api.convert import (
     edit_from_proto,
     encode_page_token,
     list_filter_from_proto,
+    log_item_to_proto,
+    logs_query_from_proto,
     page_size,
     stop_grace_from_proto,
     volume_edit_from_proto,
@@ -35,6 +37,7 @@ from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
 from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields, PortEdit
 from miasma_grpc.events import EventHub
+from miasma_grpc.logs import AppLogs
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -75,9 +78,16 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
 class AppServicer(apps_pb2_grpc.AppServiceServicer):
     """gRPC adapter over :class:`AppManager`."""
 
-    def __init__(self, manager: AppManager, hub: EventHub, settings: Settings) -> None:
+    def __init__(
+        self,
+        manager: AppManager,
+        hub: EventHub,
+        settings: Settings,
+        logs: AppLogs | None = None,
+    ) -> None:
         self.manager = manager
         self.hub = hub
+        self.logs = logs or AppLogs(manager)
         self.settings = settings
         self.replies = AppReplies(manager, settings.public_host)
 
@@ -265,6 +275,20 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             )
             async for item in items:
                 yield watch_item_to_proto(item)
+        except MiasmaError as exc:
+            status = to_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def ReadLogs(
+        self, request: apps_pb2.ReadLogsRequest, context: Context
+    ) -> AsyncIterator[apps_pb2.ReadLogsResponse]:
+        """Stream an app's output (docs/logs.md); not bounded by --rpc-timeout."""
+        try:
+            name = parse_resource_name(request.name)
+            query = logs_query_from_proto(request)
+            items = self.logs.read(name, tail=query.tail, since=query.since, follow=query.follow)
+            async for item in items:
+                yield log_item_to_proto(item)
         except MiasmaError as exc:
             status = to_status(exc)
             await context.abort(status.code, status.details, status.trailing_metadata)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from miasma_grpc.domain.logs import LogLine, LogSource
 from miasma_grpc.domain.models import DEFAULT_STOP_GRACE, App, Observed, Port
 from miasma_grpc.domain.volumes import VolumeInfo
 
@@ -98,6 +99,18 @@ class Runtime(Protocol):
         """Names of apps whose Docker objects changed, as Docker reports it, until the
         stream breaks (:class:`Unavailable`). Yields ``""`` first, once it is open: what
         happened before then is to be read by a full look (:meth:`survey`)."""
+        ...
+
+    async def log_source(self, app: App) -> LogSource | None:
+        """Where the app's output is read from now (its current container, or its
+        service); None when Docker has nothing of it."""
+        ...
+
+    def logs(
+        self, source: LogSource, *, tail: int, since: int | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        """The last ``tail`` lines (0: all) of ``source`` written at or after ``since``
+        (ns since the epoch), then, with ``follow``, new lines until it stops."""
         ...
 
 

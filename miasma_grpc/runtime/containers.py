@@ -36,6 +36,7 @@ from typing import Any
 from aiodocker.containers import DockerContainer
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
+from miasma_grpc.domain.logs import LogLine, LogSource
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
     App,
@@ -52,6 +53,7 @@ from miasma_grpc.runtime.docker import (
     docker_errors,
     ensure_image,
 )
+from miasma_grpc.runtime.logs import read_logs
 from miasma_grpc.runtime.networks import ensure_network
 from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 
@@ -243,6 +245,31 @@ class DockerContainerRuntime(DockerVolumes):
                 if name and action in CONTAINER_CHANGES:
                     yield str(name)
         raise Unavailable("Docker's event stream ended")
+
+    async def log_source(self, app: App) -> LogSource | None:
+        """The app's container: the running one (of its current spec first), else the one
+        made last; None when it has none."""
+        containers = await self._containers(app.name)
+        if not containers:
+            return None
+        want = self._hash(app)
+        best = max(
+            containers,
+            key=lambda c: (
+                _running(c),
+                _labels(c).get(LABEL_SPEC) == want,
+                int(_field(c, "Created") or 0),
+            ),
+        )
+        return LogSource(best.id, _running(best))
+
+    def logs(
+        self, source: LogSource, *, tail: int, since: int | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        """The container's output (docs/logs.md)."""
+        return read_logs(
+            self.docker, "containers", source.ident, tail=tail, since=since, follow=follow
+        )
 
     # -- internals -----------------------------------------------------------
 

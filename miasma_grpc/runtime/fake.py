@@ -10,11 +10,13 @@ on the next call. The real runtimes are tested against a real engine.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from miasma_grpc.domain.errors import FailedPrecondition, NotFound, RuntimeFailure, Unavailable
+from miasma_grpc.domain.logs import LogLine, LogSource, Stream
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
     App,
@@ -60,6 +62,11 @@ class FakeRuntime:
     fired: Failure = None  # the failure the last armed call raised
     refusals: int = 0
     applies: int = 0  # calls of apply that got through
+    # Per container ID (f"{app}-{generation}"), the lines it wrote; a new generation per
+    # apply that changes what runs, as Docker makes a new container.
+    output: dict[str, list[LogLine]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    written: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def arm(self, failure: Failure) -> None:
         """Make the next apply/restart fail as ``failure`` says (once)."""
@@ -98,9 +105,14 @@ class FakeRuntime:
                     uid=app.uid if mount.image_path else "",
                     image_path=mount.image_path,
                 )
-        self.deployed[app.name] = Deployed(
+        deployed = Deployed(
             app.image, app.command, app.bindings, app.container_env, app.desired_state, mounts
         )
+        before = self.deployed.get(app.name)
+        if before is None or replace(before, desired_state=deployed.desired_state) != deployed:
+            self.generations[app.name] = self.generations.get(app.name, 0) + 1  # not on a stop
+        self.deployed[app.name] = deployed
+        await self._wake_readers()  # a follow of the container it replaced ends
         observed = await self.observe(app)
         if self.node and mounts and not app.constraints and observed.running:
             return Observed(observed.running, observed.total, node=app.node or self.node)
@@ -117,6 +129,7 @@ class FakeRuntime:
         """Forget the app (its volumes stay)."""
         self.removed.append(name)
         self.deployed.pop(name, None)
+        await self._wake_readers()
 
     async def survey(self, apps: Sequence[App]) -> Survey:
         """Apps that have a recorded deployment; none is taken as in sync (all converge)."""
@@ -140,6 +153,57 @@ class FakeRuntime:
         while (name := await self.events.get()) is not None:
             yield name
         raise Unavailable("fake Docker's event stream ended")
+
+    def container(self, name: str) -> str:
+        """The ID of the app's current (fake) container."""
+        return f"{name}-{self.generations.get(name, 0)}"
+
+    async def write(self, name: str, text: str, stream: Stream = Stream.STDOUT) -> LogLine:
+        """The app's current container writes a line of ``text`` now."""
+        source = self.container(name)
+        lines = self.output.setdefault(source, [])
+        after = lines[-1].time + 1 if lines else 0
+        line = LogLine(max(time.time_ns(), after), stream, text, source[:12])
+        lines.append(line)
+        await self._wake_readers()
+        return line
+
+    async def _wake_readers(self) -> None:
+        async with self.written:
+            self.written.notify_all()
+
+    async def log_source(self, app: App) -> LogSource | None:
+        """The current container, running unless the app is stopped; None before any."""
+        deployed = self.deployed.get(app.name)
+        if deployed is None:
+            return None
+        running = deployed.desired_state is DesiredState.RUNNING
+        return LogSource(self.container(app.name), running)
+
+    async def logs(
+        self, source: LogSource, *, tail: int, since: int | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        """Lines of ``source`` as Docker gives them; a follow ends when the app's current
+        container is another one (or it stops)."""
+        lines = self.output.setdefault(source.ident, [])
+        kept = [line for line in lines if since is None or line.time >= since]
+        sent = len(lines) - len(kept[-tail:] if tail else kept)
+        name = source.ident.rpartition("-")[0]
+        while True:
+            while sent < len(lines):
+                sent += 1
+                yield lines[sent - 1]
+            deployed = self.deployed.get(name)
+            if (
+                not follow
+                or self.container(name) != source.ident
+                or deployed is None
+                or deployed.desired_state is DesiredState.STOPPED
+            ):
+                return
+            async with self.written:
+                if sent == len(lines):  # checked under the lock: no wake-up is missed
+                    await self.written.wait()
 
     async def delete_volumes(self, app: App, keep: Collection[str] = ()) -> tuple[str, ...]:
         """Delete the volumes made for ``app`` (as the Docker runtimes do)."""

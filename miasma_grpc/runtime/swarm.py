@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from miasma_grpc.domain.errors import RuntimeFailure
+from miasma_grpc.domain.logs import LogLine, LogSource
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
     App,
@@ -44,6 +45,7 @@ from miasma_grpc.runtime.docker import (
     docker_errors,
     image_unavailable,
 )
+from miasma_grpc.runtime.logs import read_logs
 from miasma_grpc.runtime.networks import ensure_network
 from miasma_grpc.runtime.volumes import DockerVolumes, mount_spec
 
@@ -175,6 +177,19 @@ class DockerSwarmRuntime(DockerVolumes):
                 if now.get(name) != seen.get(name):
                     yield name
             seen = now
+
+    async def log_source(self, app: App) -> LogSource | None:
+        """The app's service: Docker merges the output of its tasks, new ones included."""
+        service = await self._service(app.name)
+        return None if service is None else LogSource(str(service["ID"]), running=True)
+
+    def logs(
+        self, source: LogSource, *, tail: int, since: int | None, follow: bool
+    ) -> AsyncIterator[LogLine]:
+        """The service's output, each line from its task (docs/logs.md)."""
+        return read_logs(
+            self.docker, "services", source.ident, tail=tail, since=since, follow=follow
+        )
 
     async def _task_states(self) -> dict[str, frozenset[tuple[str, str, str]]]:
         """Per app, its tasks as (ID, state, desired state): one listing of each kind."""

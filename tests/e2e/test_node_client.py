@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import subprocess
 from collections.abc import Callable
@@ -66,6 +67,7 @@ def test_node_client_suite_passes_and_leaves_its_app_published_in_docker(
         f"server log:\n{server.log()}"
     )
     assert "# fail 0" in result.stdout
+    assert re.search(r"^ok \d+ - logs:", result.stdout, re.MULTILINE), "the logs test did not run"
     container = the_container(server.docker_host, server.instance, app)
     assert container.published == {"80/tcp": port}
     assert container.env["PORT"] == "80"

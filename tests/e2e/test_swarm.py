@@ -399,3 +399,47 @@ def test_data_on_the_worker_stays_there_through_a_port_edit(
     assert edited.node == worker.node_id
     assert http_get(8094, address=worker.address) == token
     assert volume in docker(worker.host, "volume", "ls", "-q").split()
+
+
+def test_logs_of_a_service_name_its_task_and_a_follow_spans_a_rollout(
+    client: MiasmaClient, server: ServerProcess, test_image: str
+) -> None:
+    """A service's output, stdout and stderr apart, each line from its task; a follow goes
+    on to the task of a rollout and says so."""
+    talker = ["sh", "-c", "trap 'exit 0' TERM; while :; do echo \"out $GEN\"; "
+              "echo \"err $GEN\" >&2; sleep 0.2 & wait $!; done"]  # fmt: skip
+    client.create_app("talker", test_image, command=talker, env={"GEN": "1"})
+    got: list[apps_pb2.ReadLogsResponse] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        with MiasmaClient(server.address, timeout=60) as reader:
+            stream = reader.read_logs("talker", follow=True)
+            for response in stream:
+                got.append(response)
+                if stop.is_set():
+                    stream.close()
+                    return
+
+    def lines() -> list[apps_pb2.LogLine]:
+        return [r.line for r in got if r.HasField("line")]
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    try:
+        wait_for(lambda: {"out 1", "err 1"} <= {line.text for line in lines()}, "gen 1 lines")
+        streams = {line.text: line.stream for line in lines()}
+        assert streams["out 1"] == apps_pb2.LOG_STREAM_STDOUT
+        assert streams["err 1"] == apps_pb2.LOG_STREAM_STDERR
+        tasks = json.loads(docker(server.docker_host, "service", "ps", "-q", "--no-trunc",
+                                  "--format", "json", f"{server.instance}-talker"))  # fmt: skip
+        assert {line.source for line in lines()} == {tasks["ID"][:12]}
+        client.update_app("talker", env={"GEN": "2"})
+        wait_for(lambda: "out 2" in {line.text for line in lines()}, "the new task's lines", 60)
+        notices = [r.notice for r in got if r.HasField("notice")]
+        new_task = {line.source for line in lines() if line.text == "out 2"}
+        assert [n.source for n in notices] == list(new_task)  # (the old task may still talk)
+        assert new_task != {tasks["ID"][:12]}
+    finally:
+        stop.set()
+        follower.join(timeout=30)

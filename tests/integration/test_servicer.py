@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_grpc.api.registry import add_app_service
@@ -17,6 +17,7 @@ from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.errors import RuntimeFailure
+from miasma_grpc.domain.logs import Stream
 from miasma_grpc.events import EventHub
 from miasma_grpc.runtime.fake import FakeRuntime
 
@@ -268,3 +269,29 @@ async def test_a_page_token_is_for_the_filters_it_was_made_with(
     assert (bad_group.details() or "").startswith("app.group")
     assert [a.name for a in (await stub.ListApps(apps_pb2.ListAppsRequest())).apps] == [
         "apps/a1", "apps/a2", "apps/a3", "apps/b1"]  # fmt: skip
+
+
+async def test_read_logs_sends_lines_and_refuses_bad_input_naming_the_field(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, runtime: FakeRuntime
+) -> None:
+    await create(stub, "web")
+    await runtime.write("web", "hello")
+    await runtime.write("web", "boom", Stream.STDERR)
+    read = stub.ReadLogs(apps_pb2.ReadLogsRequest(name="apps/web", tail_lines=1))
+    [reply] = [response async for response in read]
+    assert (reply.line.text, reply.line.stream) == ("boom", apps_pb2.LOG_STREAM_STDERR)
+    assert reply.line.source == runtime.container("web")[:12]
+
+    bad = {
+        "tail_lines": apps_pb2.ReadLogsRequest(name="apps/web", tail_lines=-1),
+        "name": apps_pb2.ReadLogsRequest(name="web"),
+        "since_time": apps_pb2.ReadLogsRequest(
+            name="apps/web", since_time=timestamp_pb2.Timestamp(seconds=-5)
+        ),
+    }
+    for field, request in bad.items():
+        error = await refused(anext(aiter(stub.ReadLogs(request))))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.details() or "").startswith(field)
+    missing = await refused(anext(aiter(stub.ReadLogs(apps_pb2.ReadLogsRequest(name="apps/x")))))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND

@@ -38,6 +38,8 @@ import {
   ListVolumesRequest,
   type ListVolumesResponse,
   PortEventKind,
+  ReadLogsRequest,
+  type ReadLogsResponse,
   RestartAppRequest,
   type RestartAppResponse,
   StartAppRequest,
@@ -78,8 +80,23 @@ export type MiasmaStreamOptions = MiasmaCallOptions & { signal?: AbortSignal };
  * Leaving the loop, `cancel()` or the signal ends the call; iteration then
  * stops quietly. Any other end of the stream is thrown as a MiasmaError.
  */
-export interface PortEventStream extends AsyncIterable<WatchPortEventsResponse> {
+export type PortEventStream = ResponseStream<WatchPortEventsResponse>;
+
+/** A server stream (a log read): iterate it, or cancel it. */
+export interface ResponseStream<T> extends AsyncIterable<T> {
   cancel(): void;
+}
+
+/** Options of {@link MiasmaClient.logs}. */
+export interface LogsOptions {
+  /** The last this many lines (0 or absent: all). */
+  tail?: number;
+  /** Only lines written at or after this time. */
+  since?: Date;
+  /** Keep the stream open and yield new lines (and notices) as they come. */
+  follow?: boolean;
+  /** Ends the read: the iteration returns. */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link MiasmaClient.watch}. */
@@ -195,7 +212,70 @@ export class MiasmaClient {
       this.metadata(),
       callOptions,
     );
-    return new CallStream(call, signal);
+    return new CallStream<WatchPortEventsResponse>(call, signal);
+  }
+
+  /** Open one ReadLogs stream; see {@link logs} for a follow that survives server restarts. */
+  readLogs(request: DeepPartial<ReadLogsRequest>, options: MiasmaStreamOptions = {}): ResponseStream<ReadLogsResponse> {
+    const { signal, ...callOptions } = options;
+    const method = AppServiceService.readLogs;
+    const call = this.stub.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      ReadLogsRequest.fromPartial(request),
+      this.metadata(),
+      callOptions,
+    );
+    return new CallStream<ReadLogsResponse>(call, signal);
+  }
+
+  /**
+   * The output of `app` ("web" or "apps/web") as ReadLogsResponses: `line`
+   * (time, stdout or stderr, text, the container or task that wrote it) or,
+   * along a follow, `notice` (it moved to a new container). With `follow`,
+   * a stream broken by UNAVAILABLE (server restart) is reopened from the last
+   * line's time; lines of that millisecond already yielded are not yielded
+   * again. Other errors are thrown as MiasmaError. Stop with `break` or the signal.
+   */
+  async *logs(app: string, options: LogsOptions = {}): AsyncGenerator<ReadLogsResponse, void, undefined> {
+    const { signal, follow = false } = options;
+    const name = app.startsWith("apps/") ? app : `apps/${app}`;
+    let request: DeepPartial<ReadLogsRequest> = { name, tailLines: options.tail ?? 0, sinceTime: options.since, follow };
+    let lastTime: number | undefined;
+    let atLastTime = new Set<string>(); // lines of the last millisecond, to skip on a reopen
+    let delay = WATCH_FIRST_DELAY_MS;
+    while (!signal?.aborted) {
+      try {
+        for await (const response of this.readLogs(request, { signal })) {
+          delay = WATCH_FIRST_DELAY_MS;
+          const line = response.line;
+          if (line?.time !== undefined) {
+            const key = `${line.source} ${line.stream} ${line.text}`;
+            const time = line.time.getTime();
+            if (time === lastTime && atLastTime.has(key)) {
+              continue;
+            }
+            if (time !== lastTime) {
+              lastTime = time;
+              atLastTime = new Set();
+            }
+            atLastTime.add(key);
+          }
+          yield response;
+        }
+        return;
+      } catch (caught) {
+        if (!follow || !(caught instanceof MiasmaError) || caught.code !== status.UNAVAILABLE) {
+          throw caught;
+        }
+      }
+      request = { ...request, tailLines: 0, sinceTime: lastTime === undefined ? request.sinceTime : new Date(lastTime) };
+      if (!(await pause(delay, signal))) {
+        return;
+      }
+      delay = Math.min(delay * 2, WATCH_MAX_DELAY_MS);
+    }
   }
 
   /**
@@ -279,12 +359,12 @@ export class MiasmaClient {
   }
 }
 
-/** A grpc-js response stream as a PortEventStream. */
-class CallStream implements PortEventStream {
+/** A grpc-js response stream as an async iterable that can be cancelled. */
+class CallStream<T> implements ResponseStream<T> {
   private cancelled = false;
 
   constructor(
-    private readonly call: ClientReadableStream<WatchPortEventsResponse>,
+    private readonly call: ClientReadableStream<T>,
     signal: AbortSignal | undefined,
   ) {
     // The iterator reports errors; without a listener an unread one would crash the process.
@@ -304,10 +384,10 @@ class CallStream implements PortEventStream {
     this.call.cancel();
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<WatchPortEventsResponse, void, undefined> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
     try {
       for await (const response of this.call) {
-        yield response as WatchPortEventsResponse;
+        yield response as T;
       }
     } catch (error) {
       if (!this.cancelled) {

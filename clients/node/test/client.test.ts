@@ -9,7 +9,16 @@
  */
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { type App, DesiredState, MiasmaClient, MiasmaError, type PortBinding, status } from "../src";
+import {
+  type App,
+  DesiredState,
+  type LogLine,
+  LogStream,
+  MiasmaClient,
+  MiasmaError,
+  type PortBinding,
+  status,
+} from "../src";
 import { freePorts, IMAGE, uniqueName } from "./support";
 
 const KEPT_APP = process.env.MIASMA_TEST_APP;
@@ -245,4 +254,41 @@ test("volumes: mounted on create, swapped atomically by editApp, kept or deleted
     (await client.listVolumes({})).volumes.filter((v) => v.name.startsWith(name)),
     [],
   );
+});
+
+test("logs: the last lines, stdout and stderr apart, then a follow until aborted", async () => {
+  const name = uniqueName("node-logs");
+  const talker = "trap 'exit 0' TERM; i=0; while :; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.1 & wait $!; done";
+  await createApp(name, { command: ["sh", "-c", talker] });
+  let lines: LogLine[] = [];
+  for (let tries = 0; lines.length < 4 && tries < 100; tries++) {
+    lines = [];
+    for await (const response of client.logs(name, { tail: 4 })) {
+      if (response.line) {
+        lines.push(response.line);
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(lines.length, 4);
+  for (const line of lines) {
+    const expected = line.text.startsWith("err") ? LogStream.LOG_STREAM_STDERR : LogStream.LOG_STREAM_STDOUT;
+    assert.equal(line.stream, expected, line.text);
+    assert.equal(line.source.length, 12);
+  }
+
+  const stop = new AbortController();
+  const followed: string[] = [];
+  for await (const response of client.logs(`apps/${name}`, { follow: true, since: new Date(), signal: stop.signal })) {
+    if (response.line) {
+      followed.push(response.line.text);
+    }
+    if (followed.length >= 6) {
+      stop.abort();
+    }
+  }
+  assert.equal(followed.length, 6);
+  const outs = followed.filter((text) => text.startsWith("out")).map((text) => Number(text.split(" ")[1]));
+  assert.deepEqual(outs, [...outs].sort((a, b) => a - b));
+  await expectError(client.logs("no-such-app").next(), status.NOT_FOUND);
 });

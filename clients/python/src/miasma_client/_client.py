@@ -21,6 +21,7 @@ from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_client import _operations as ops
 from miasma_client._errors import MiasmaError, from_rpc_error
+from miasma_client._logs import Since, logs_async, logs_blocking
 from miasma_client._settings import Settings, resolve
 from miasma_client._status import app_status
 from miasma_client._watch import watch_async, watch_blocking
@@ -225,6 +226,16 @@ class MiasmaClient(_Connection):
         """
         return watch_blocking(self, app, since, resume)
 
+    def read_logs(
+        self, app: str, *, tail: int = 0, since: Since = None, follow: bool = False
+    ) -> Generator[apps_pb2.ReadLogsResponse]:
+        """The app's output: its last ``tail`` lines (0: all) written since ``since`` (a
+        time, or a ``timedelta`` ago), then, with ``follow``, new lines as they come and
+        notices (``response.notice``) when it moves to a new container. A follow reopens
+        by itself after UNAVAILABLE, from just after the last line; close the generator
+        to stop."""
+        return logs_blocking(self, app, tail, since, follow)
+
     def wait_settled(self, name: str, timeout: float = 60.0) -> apps_pb2.App:
         """Poll until the app runs, has stopped or has failed (or ``timeout`` passes)."""
         deadline = time.monotonic() + timeout
@@ -332,6 +343,12 @@ class AsyncMiasmaClient(_Connection):
     ) -> AsyncGenerator[apps_pb2.WatchPortEventsResponse]:
         """Async twin of :meth:`MiasmaClient.watch_port_events` (``async for``)."""
         return watch_async(self, app, since, resume)
+
+    def read_logs(
+        self, app: str, *, tail: int = 0, since: Since = None, follow: bool = False
+    ) -> AsyncGenerator[apps_pb2.ReadLogsResponse]:
+        """Async twin of :meth:`MiasmaClient.read_logs` (``async for``)."""
+        return logs_async(self, app, tail, since, follow)
 
     async def wait_settled(self, name: str) -> apps_pb2.App:
         """Poll until the app runs, has stopped or has failed; bound it with ``asyncio.timeout``."""

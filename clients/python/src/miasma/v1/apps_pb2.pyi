@@ -170,6 +170,24 @@ PORT_EVENT_KIND_ROLLOUT_PENDING: PortEventKind.ValueType  # 7
 """Docker is unreachable; the change is applied when it returns."""
 Global___PortEventKind: _TypeAlias = PortEventKind  # noqa: Y015
 
+class _LogStream:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogStreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogStream.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_STREAM_UNSPECIFIED: _LogStream.ValueType  # 0
+    LOG_STREAM_STDOUT: _LogStream.ValueType  # 1
+    LOG_STREAM_STDERR: _LogStream.ValueType  # 2
+
+class LogStream(_LogStream, metaclass=_LogStreamEnumTypeWrapper):
+    """Which output of the app a line was written to."""
+
+LOG_STREAM_UNSPECIFIED: LogStream.ValueType  # 0
+LOG_STREAM_STDOUT: LogStream.ValueType  # 1
+LOG_STREAM_STDERR: LogStream.ValueType  # 2
+Global___LogStream: _TypeAlias = LogStream  # noqa: Y015
+
 @_typing.final
 class Port(_message.Message):
     """A port number with its protocol, as in "5432" or "5353/udp"."""
@@ -1458,3 +1476,135 @@ class WatchPortEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___WatchPortEventsResponse: _TypeAlias = WatchPortEventsResponse  # noqa: Y015
+
+@_typing.final
+class ReadLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    SINCE_TIME_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"apps/{app}"."""
+    tail_lines: _builtins.int
+    """Only the last this many lines (of the container, or of each swarm task,
+    the app runs now); 0: every line Docker keeps. At most 100,000.
+    """
+    follow: _builtins.bool
+    """After those, keep sending new lines until the client cancels."""
+    @_builtins.property
+    def since_time(self) -> _timestamp_pb2.Timestamp:
+        """Only lines written at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tail_lines: _builtins.int = ...,
+        since_time: _timestamp_pb2.Timestamp | None = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "name", b"name", "since_time", b"since_time", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadLogsRequest: _TypeAlias = ReadLogsRequest  # noqa: Y015
+
+@_typing.final
+class LogLine(_message.Message):
+    """One line of an app's output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    stream: Global___LogStream.ValueType
+    text: _builtins.str
+    """The line without its newline; bytes that are not UTF-8 are replaced."""
+    truncated: _builtins.bool
+    """The line was longer than 16 KiB and is cut there (Docker itself splits
+    lines at 16 KiB: a longer one comes as several).
+    """
+    source: _builtins.str
+    """The container (or swarm task) that wrote it: a 12-character ID."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When Docker read it."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        stream: Global___LogStream.ValueType = ...,
+        text: _builtins.str = ...,
+        truncated: _builtins.bool = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "stream", b"stream", "text", b"text", "time", b"time", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogLine: _TypeAlias = LogLine  # noqa: Y015
+
+@_typing.final
+class LogNotice(_message.Message):
+    """Said along a follow: it moved to another container or task, or waits for one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    source: _builtins.str
+    """The container (or task) the next lines come from; empty while none runs."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        source: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "source", b"source", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogNotice: _TypeAlias = LogNotice  # noqa: Y015
+
+@_typing.final
+class ReadLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def line(self) -> Global___LogLine: ...
+    @_builtins.property
+    def notice(self) -> Global___LogNotice: ...
+    def __init__(
+        self,
+        *,
+        line: Global___LogLine | None = ...,
+        notice: Global___LogNotice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "notice", b"notice", "payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "notice", b"notice", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["line", "notice"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___ReadLogsResponse: _TypeAlias = ReadLogsResponse  # noqa: Y015

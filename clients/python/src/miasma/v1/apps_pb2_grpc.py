@@ -109,6 +109,11 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsResponse.FromString,
                 _registered_method=True)
+        self.ReadLogs = channel.unary_stream(
+                '/miasma.v1.AppService/ReadLogs',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.ReadLogsRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.ReadLogsResponse.FromString,
+                _registered_method=True)
 
 
 class AppServiceServicer:
@@ -235,6 +240,17 @@ class AppServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadLogs(self, request, context):
+        """Streams an app's output, stdout and stderr told apart: its last lines,
+        then, with follow, new lines as they come. A follow goes on across the
+        containers (or swarm tasks) a rollout or a repair replaces, and says so
+        with a notice; it ends when the app is deleted. Not bounded by the
+        server's call limit; a slow reader slows the stream, never the server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AppServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -307,6 +323,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.WatchPortEvents,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsResponse.SerializeToString,
+            ),
+            'ReadLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadLogs,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.ReadLogsRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.ReadLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -692,6 +713,33 @@ class AppService:
             '/miasma.v1.AppService/WatchPortEvents',
             miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.WatchPortEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/miasma.v1.AppService/ReadLogs',
+            miasma_dot_v1_dot_apps__pb2.ReadLogsRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.ReadLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

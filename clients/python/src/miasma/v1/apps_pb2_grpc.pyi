@@ -88,6 +88,13 @@ class AppServiceStub:
     shutdown ends streams with UNAVAILABLE: resume from the last revision seen
     (metadata "resume_revision").
     """
+    ReadLogs: _grpc.UnaryStreamMultiCallable[_apps_pb2.ReadLogsRequest, _apps_pb2.ReadLogsResponse]
+    """Streams an app's output, stdout and stderr told apart: its last lines,
+    then, with follow, new lines as they come. A follow goes on across the
+    containers (or swarm tasks) a rollout or a repair replaces, and says so
+    with a notice; it ends when the app is deleted. Not bounded by the
+    server's call limit; a slow reader slows the stream, never the server.
+    """
 
 @_typing.type_check_only
 class AppServiceAsyncStub(AppServiceStub):
@@ -148,6 +155,13 @@ class AppServiceAsyncStub(AppServiceStub):
     above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
     shutdown ends streams with UNAVAILABLE: resume from the last revision seen
     (metadata "resume_revision").
+    """
+    ReadLogs: _aio.UnaryStreamMultiCallable[_apps_pb2.ReadLogsRequest, _apps_pb2.ReadLogsResponse]  # type: ignore[assignment]
+    """Streams an app's output, stdout and stderr told apart: its last lines,
+    then, with follow, new lines as they come. A follow goes on across the
+    containers (or swarm tasks) a rollout or a repair replaces, and says so
+    with a notice; it ends when the app is deleted. Not bounded by the
+    server's call limit; a slow reader slows the stream, never the server.
     """
 
 class AppServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -290,6 +304,19 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         above the server's is OUT_OF_RANGE with reason REVISION_AHEAD. Server
         shutdown ends streams with UNAVAILABLE: resume from the last revision seen
         (metadata "resume_revision").
+        """
+
+    @_abc_1.abstractmethod
+    def ReadLogs(
+        self,
+        request: _apps_pb2.ReadLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_apps_pb2.ReadLogsResponse], _abc.AsyncIterator[_apps_pb2.ReadLogsResponse]]:
+        """Streams an app's output, stdout and stderr told apart: its last lines,
+        then, with follow, new lines as they come. A follow goes on across the
+        containers (or swarm tasks) a rollout or a repair replaces, and says so
+        with a notice; it ends when the app is deleted. Not bounded by the
+        server's call limit; a slow reader slows the stream, never the server.
         """
 
 def add_AppServiceServicer_to_server(servicer: AppServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -102,3 +103,32 @@ def app_option() -> Callable[[F], F]:
 def json_option() -> Callable[[F], F]:
     """``--json``: machine-readable output on stdout."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class SinceType(click.ParamType[datetime | timedelta, Any]):
+    """``10m``, ``2h``, ``90s``, ``1d`` (that long ago) or an ISO 8601 time."""
+
+    name = "10m|TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime | timedelta:
+        """Parse, or fail with the accepted forms."""
+        if isinstance(value, datetime | timedelta):
+            return value
+        text = str(value).strip()
+        number, unit = text[:-1], text[-1:]
+        if unit in SINCE_UNITS and number.replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(number) * SINCE_UNITS[unit])
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither a duration (10m, 2h, 90s, 1d) nor a time "
+                      "(2026-12-01T10:00:00Z)", param, ctx)  # fmt: skip
+        return when if when.tzinfo else when.astimezone()  # a naive time is local
+
+
+SINCE = SinceType()

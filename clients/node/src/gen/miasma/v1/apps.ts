@@ -297,6 +297,46 @@ export function portEventKindToJSON(object: PortEventKind): string {
   }
 }
 
+/** Which output of the app a line was written to. */
+export enum LogStream {
+  LOG_STREAM_UNSPECIFIED = 0,
+  LOG_STREAM_STDOUT = 1,
+  LOG_STREAM_STDERR = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function logStreamFromJSON(object: any): LogStream {
+  switch (object) {
+    case 0:
+    case "LOG_STREAM_UNSPECIFIED":
+      return LogStream.LOG_STREAM_UNSPECIFIED;
+    case 1:
+    case "LOG_STREAM_STDOUT":
+      return LogStream.LOG_STREAM_STDOUT;
+    case 2:
+    case "LOG_STREAM_STDERR":
+      return LogStream.LOG_STREAM_STDERR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return LogStream.UNRECOGNIZED;
+  }
+}
+
+export function logStreamToJSON(object: LogStream): string {
+  switch (object) {
+    case LogStream.LOG_STREAM_UNSPECIFIED:
+      return "LOG_STREAM_UNSPECIFIED";
+    case LogStream.LOG_STREAM_STDOUT:
+      return "LOG_STREAM_STDOUT";
+    case LogStream.LOG_STREAM_STDERR:
+      return "LOG_STREAM_STDERR";
+    case LogStream.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A port number with its protocol, as in "5432" or "5353/udp". */
 export interface Port {
   /** 1-65535. */
@@ -766,6 +806,51 @@ export interface WatchPortEventsResponse {
   event?: PortEvent | undefined;
   snapshotComplete?: SnapshotComplete | undefined;
   progress?: Progress | undefined;
+}
+
+export interface ReadLogsRequest {
+  /** "apps/{app}". */
+  name: string;
+  /**
+   * Only the last this many lines (of the container, or of each swarm task,
+   * the app runs now); 0: every line Docker keeps. At most 100,000.
+   */
+  tailLines: number;
+  /** Only lines written at or after this time. */
+  sinceTime:
+    | Date
+    | undefined;
+  /** After those, keep sending new lines until the client cancels. */
+  follow: boolean;
+}
+
+/** One line of an app's output. */
+export interface LogLine {
+  /** When Docker read it. */
+  time: Date | undefined;
+  stream: LogStream;
+  /** The line without its newline; bytes that are not UTF-8 are replaced. */
+  text: string;
+  /**
+   * The line was longer than 16 KiB and is cut there (Docker itself splits
+   * lines at 16 KiB: a longer one comes as several).
+   */
+  truncated: boolean;
+  /** The container (or swarm task) that wrote it: a 12-character ID. */
+  source: string;
+}
+
+/** Said along a follow: it moved to another container or task, or waits for one. */
+export interface LogNotice {
+  message: string;
+  /** The container (or task) the next lines come from; empty while none runs. */
+  source: string;
+  time: Date | undefined;
+}
+
+export interface ReadLogsResponse {
+  line?: LogLine | undefined;
+  notice?: LogNotice | undefined;
 }
 
 function createBasePort(): Port {
@@ -5219,6 +5304,452 @@ export const WatchPortEventsResponse: MessageFns<WatchPortEventsResponse> = {
   },
 };
 
+function createBaseReadLogsRequest(): ReadLogsRequest {
+  return { name: "", tailLines: 0, sinceTime: undefined, follow: false };
+}
+
+export const ReadLogsRequest: MessageFns<ReadLogsRequest> = {
+  encode(message: ReadLogsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.tailLines !== 0) {
+      writer.uint32(16).int32(message.tailLines);
+    }
+    if (message.sinceTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.sinceTime), writer.uint32(26).fork()).join();
+    }
+    if (message.follow !== false) {
+      writer.uint32(32).bool(message.follow);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadLogsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadLogsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tailLines = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sinceTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadLogsRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      tailLines: isSet(object.tailLines)
+        ? globalThis.Number(object.tailLines)
+        : isSet(object.tail_lines)
+        ? globalThis.Number(object.tail_lines)
+        : 0,
+      sinceTime: isSet(object.sinceTime)
+        ? fromJsonTimestamp(object.sinceTime)
+        : isSet(object.since_time)
+        ? fromJsonTimestamp(object.since_time)
+        : undefined,
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+    };
+  },
+
+  toJSON(message: ReadLogsRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.tailLines !== 0) {
+      obj.tailLines = Math.round(message.tailLines);
+    }
+    if (message.sinceTime !== undefined) {
+      obj.sinceTime = message.sinceTime.toISOString();
+    }
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadLogsRequest>): ReadLogsRequest {
+    return ReadLogsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadLogsRequest>): ReadLogsRequest {
+    const message = createBaseReadLogsRequest();
+    message.name = object.name ?? "";
+    message.tailLines = object.tailLines ?? 0;
+    message.sinceTime = object.sinceTime ?? undefined;
+    message.follow = object.follow ?? false;
+    return message;
+  },
+};
+
+function createBaseLogLine(): LogLine {
+  return { time: undefined, stream: 0, text: "", truncated: false, source: "" };
+}
+
+export const LogLine: MessageFns<LogLine> = {
+  encode(message: LogLine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(10).fork()).join();
+    }
+    if (message.stream !== 0) {
+      writer.uint32(16).int32(message.stream);
+    }
+    if (message.text !== "") {
+      writer.uint32(26).string(message.text);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(32).bool(message.truncated);
+    }
+    if (message.source !== "") {
+      writer.uint32(42).string(message.source);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogLine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogLine();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stream = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogLine {
+    return {
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      stream: isSet(object.stream) ? logStreamFromJSON(object.stream) : 0,
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+    };
+  },
+
+  toJSON(message: LogLine): unknown {
+    const obj: any = {};
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.stream !== 0) {
+      obj.stream = logStreamToJSON(message.stream);
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LogLine>): LogLine {
+    return LogLine.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LogLine>): LogLine {
+    const message = createBaseLogLine();
+    message.time = object.time ?? undefined;
+    message.stream = object.stream ?? 0;
+    message.text = object.text ?? "";
+    message.truncated = object.truncated ?? false;
+    message.source = object.source ?? "";
+    return message;
+  },
+};
+
+function createBaseLogNotice(): LogNotice {
+  return { message: "", source: "", time: undefined };
+}
+
+export const LogNotice: MessageFns<LogNotice> = {
+  encode(message: LogNotice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.message !== "") {
+      writer.uint32(10).string(message.message);
+    }
+    if (message.source !== "") {
+      writer.uint32(18).string(message.source);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogNotice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogNotice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogNotice {
+    return {
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+    };
+  },
+
+  toJSON(message: LogNotice): unknown {
+    const obj: any = {};
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LogNotice>): LogNotice {
+    return LogNotice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LogNotice>): LogNotice {
+    const message = createBaseLogNotice();
+    message.message = object.message ?? "";
+    message.source = object.source ?? "";
+    message.time = object.time ?? undefined;
+    return message;
+  },
+};
+
+function createBaseReadLogsResponse(): ReadLogsResponse {
+  return { line: undefined, notice: undefined };
+}
+
+export const ReadLogsResponse: MessageFns<ReadLogsResponse> = {
+  encode(message: ReadLogsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.line !== undefined) {
+      LogLine.encode(message.line, writer.uint32(10).fork()).join();
+    }
+    if (message.notice !== undefined) {
+      LogNotice.encode(message.notice, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadLogsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadLogsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.line = LogLine.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.notice = LogNotice.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadLogsResponse {
+    return {
+      line: isSet(object.line) ? LogLine.fromJSON(object.line) : undefined,
+      notice: isSet(object.notice) ? LogNotice.fromJSON(object.notice) : undefined,
+    };
+  },
+
+  toJSON(message: ReadLogsResponse): unknown {
+    const obj: any = {};
+    if (message.line !== undefined) {
+      obj.line = LogLine.toJSON(message.line);
+    }
+    if (message.notice !== undefined) {
+      obj.notice = LogNotice.toJSON(message.notice);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadLogsResponse>): ReadLogsResponse {
+    return ReadLogsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadLogsResponse>): ReadLogsResponse {
+    const message = createBaseReadLogsResponse();
+    message.line = (object.line !== undefined && object.line !== null) ? LogLine.fromPartial(object.line) : undefined;
+    message.notice = (object.notice !== undefined && object.notice !== null)
+      ? LogNotice.fromPartial(object.notice)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * AppService runs apps on Docker with Heroku-style port management.
  *
@@ -5398,6 +5929,22 @@ export const AppServiceService = {
       Buffer.from(WatchPortEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WatchPortEventsResponse => WatchPortEventsResponse.decode(value),
   },
+  /**
+   * Streams an app's output, stdout and stderr told apart: its last lines,
+   * then, with follow, new lines as they come. A follow goes on across the
+   * containers (or swarm tasks) a rollout or a repair replaces, and says so
+   * with a notice; it ends when the app is deleted. Not bounded by the
+   * server's call limit; a slow reader slows the stream, never the server.
+   */
+  readLogs: {
+    path: "/miasma.v1.AppService/ReadLogs" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ReadLogsRequest): Buffer => Buffer.from(ReadLogsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadLogsRequest => ReadLogsRequest.decode(value),
+    responseSerialize: (value: ReadLogsResponse): Buffer => Buffer.from(ReadLogsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReadLogsResponse => ReadLogsResponse.decode(value),
+  },
 } as const;
 
 export interface AppServiceServer extends UntypedServiceImplementation {
@@ -5455,6 +6002,14 @@ export interface AppServiceServer extends UntypedServiceImplementation {
    * (metadata "resume_revision").
    */
   watchPortEvents: handleServerStreamingCall<WatchPortEventsRequest, WatchPortEventsResponse>;
+  /**
+   * Streams an app's output, stdout and stderr told apart: its last lines,
+   * then, with follow, new lines as they come. A follow goes on across the
+   * containers (or swarm tasks) a rollout or a repair replaces, and says so
+   * with a notice; it ends when the app is deleted. Not bounded by the
+   * server's call limit; a slow reader slows the stream, never the server.
+   */
+  readLogs: handleServerStreamingCall<ReadLogsRequest, ReadLogsResponse>;
 }
 
 export interface AppServiceClient extends Client {
@@ -5702,6 +6257,19 @@ export interface AppServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchPortEventsResponse>;
+  /**
+   * Streams an app's output, stdout and stderr told apart: its last lines,
+   * then, with follow, new lines as they come. A follow goes on across the
+   * containers (or swarm tasks) a rollout or a repair replaces, and says so
+   * with a notice; it ends when the app is deleted. Not bounded by the
+   * server's call limit; a slow reader slows the stream, never the server.
+   */
+  readLogs(request: ReadLogsRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadLogsResponse>;
+  readLogs(
+    request: ReadLogsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ReadLogsResponse>;
 }
 
 export const AppServiceClient = makeGenericClientConstructor(AppServiceService, "miasma.v1.AppService") as unknown as {

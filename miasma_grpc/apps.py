@@ -23,10 +23,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from miasma_grpc.domain.allocator import PortLedger, TargetChooser
+from miasma_grpc.domain.env import EnvEdit, check_env
 from miasma_grpc.domain.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     RuntimeFailure,
@@ -42,10 +44,9 @@ from miasma_grpc.domain.models import (
     Observed,
     RolloutState,
     Volume,
-    is_reserved_env_name,
 )
 from miasma_grpc.domain.names import validate_app_name, validate_group
-from miasma_grpc.domain.placement import validate_constraints
+from miasma_grpc.domain.placement import PlacementEdit, validate_constraints
 from miasma_grpc.domain.ports import (
     CREATE_FIELDS,
     EditFields,
@@ -71,7 +72,6 @@ from miasma_grpc.store.sqlite import SqliteStore, Transaction, now
 
 log = logging.getLogger(__name__)
 
-MAX_ENV = 256
 MAX_STOP_GRACE = 3600.0  # seconds
 MAX_REQUEST_ID = 128
 NOT_SEEN = Observed()  # an app Docker has not reported on
@@ -146,14 +146,27 @@ class AppManager:
         group: str | None = None,
         desired: DesiredState | None = None,
         rollout: RolloutState | None = None,
+        hidden: bool | None = None,
     ) -> tuple[int, list[App]]:
         """A page of apps in name order, and the revision it was read at; only those of
         ``group``, of ``desired`` state, whose latest change stands at ``rollout``, where
         given."""
         keep = None if rollout is None else lambda app: self.observed_state(app).rollout is rollout
         return await self.store.list_page(
-            after=after, limit=limit, group=group, desired=desired, keep=keep
+            after=after, limit=limit, group=group, desired=desired, hidden=hidden, keep=keep
         )
+
+    def _placement(self, constraints: Sequence[str], field: str) -> tuple[str, ...]:
+        """Checked constraints; refused when this runtime cannot honour them (one engine)."""
+        checked = validate_constraints(constraints, field)
+        if checked and self.runtime.mode == "container":
+            raise FailedPrecondition(
+                f"{field}: placement constraints choose a swarm node; this server runs the "
+                "container runtime (one engine) and cannot honour them",
+                reason="SWARM_ONLY",
+                violations=[FieldViolation(field, "needs the swarm runtime")],
+            )
+        return checked
 
     def runs_as_asked(self, app: App) -> bool:
         """Whether Docker last reported ``app`` running as many replicas as it should."""
@@ -230,6 +243,7 @@ class AppManager:
         volumes: Sequence[Volume] = (),
         stop_grace: float = DEFAULT_STOP_GRACE,
         group: str = "",
+        hidden: bool = False,
         validate_only: bool = False,
         request_id: str = "",
     ) -> App:
@@ -241,7 +255,7 @@ class AppManager:
         validate_group(group)
         _validate_request_id(request_id)
         _validate_spec(image, command, env or {}, stop_grace)
-        placement = validate_constraints(constraints)
+        placement = self._placement(constraints, "app.constraints")
         mounts = validate_volumes(volumes, "app.volumes", allow_bind=self.allow_bind_mounts)
         await self._refresh_host_ports()
         async with self.locks.hold(name):
@@ -263,6 +277,7 @@ class AppManager:
                     volumes=mounts,
                     stop_grace=stop_grace,
                     group=group,
+                    hidden=hidden,
                     uid=new_uid(),
                     create_time=stamp,
                     update_time=stamp,
@@ -292,16 +307,25 @@ class AppManager:
         *,
         ports: PortEdit = PortEdit(),
         volumes: VolumeEdit = VolumeEdit(),
+        env: EnvEdit = EnvEdit(),
+        placement: PlacementEdit = PlacementEdit(),
+        group: str | None = None,
+        hidden: bool | None = None,
         validate_only: bool = False,
         etag: str = "",
         request_id: str = "",
     ) -> EditResult:
-        """Add/remove ports and volumes atomically; see docs/design.md §1 and docs/volumes.md.
+        """Add/remove ports and volumes, set/unset variables, atomically; see docs/design.md
+        §1 and docs/volumes.md.
 
         A retry of an edit already made (same ``request_id``) changes nothing and returns
         the app as it is.
         """
         _validate_request_id(request_id)
+        if group is not None:
+            validate_group(group)
+        if placement.add:
+            self._placement(placement.add, "add_constraints")
         await self._refresh_host_ports()
         async with self.locks.hold(name):
             async with self.store.transaction() as tx:
@@ -309,7 +333,15 @@ class AppManager:
                     return EditResult(tx.get_app(name), ())
                 old = tx.get_app(name)
                 _check_etag(old, etag)
-                planned = replace(old, bindings=self._plan(name, old.bindings, ports))
+                planned = replace(
+                    old,
+                    bindings=self._plan(name, old.bindings, ports),
+                    constraints=placement.applied_to(old.constraints),
+                    group=old.group if group is None else group,
+                    hidden=old.hidden if hidden is None else hidden,
+                )
+                if env:
+                    planned = replace(planned, env=env.applied_to(old.env))
                 if volumes:
                     planned = replace(
                         planned,
@@ -327,14 +359,16 @@ class AppManager:
                     return EditResult(old, ())
                 revision = tx.next_revision()
                 stopped = old.desired_state is DesiredState.STOPPED
+                # Nothing for Docker in a stopped app, or in a change of group or visibility
+                # alone: this revision is applied as stored (unless a rollout is still owed:
+                # Docker was away).
+                bookkeeping = stopped or _bookkeeping(old, planned)
                 new = replace(
                     planned,
                     revision=revision,
                     update_time=now(),
-                    # A stopped app has nothing to roll out: this revision is applied as stored
-                    # (unless the stop itself is still owed: Docker was away).
                     applied_revision=(
-                        revision if stopped and not old.rollout_owed else old.applied_revision
+                        revision if bookkeeping and not old.rollout_owed else old.applied_revision
                     ),
                 )
                 tx.update_app(new)
@@ -347,7 +381,7 @@ class AppManager:
                     )
                     if stopped:
                         tx.release_ports_except(name, published_ports(new.bindings))
-            if new.desired_state is DesiredState.RUNNING:
+            if new.rollout_owed and new.desired_state is DesiredState.RUNNING:
                 new = await self._rollout(old, new)
             return EditResult(new, diff_bindings(old.bindings, new.bindings))
 
@@ -358,16 +392,18 @@ class AppManager:
         image: str | None = None,
         command: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
+        env_edit: EnvEdit | None = None,
         constraints: Sequence[str] | None = None,
         volumes: Sequence[Volume] | None = None,
         stop_grace: float | None = None,
         group: str | None = None,
+        hidden: bool | None = None,
         etag: str = "",
         request_id: str = "",
     ) -> App:
-        """Change image, command, env, constraints, volumes, the stop grace period or the
-        group (``None`` leaves a field as it is). A retry (same ``request_id``) changes
-        nothing."""
+        """Change image, command, env (all of it, or ``env_edit``'s variables), constraints,
+        volumes, the stop grace period or the group (``None`` leaves a field as it is). A
+        retry (same ``request_id``) changes nothing."""
         _validate_request_id(request_id)
         if group is not None:
             validate_group(group)
@@ -385,11 +421,14 @@ class AppManager:
                     constraints=(
                         old.constraints
                         if constraints is None
-                        else validate_constraints(constraints)
+                        else self._placement(constraints, "app.constraints")
                     ),
                     stop_grace=old.stop_grace if stop_grace is None else stop_grace,
                     group=old.group if group is None else group,
+                    hidden=old.hidden if hidden is None else hidden,
                 )
+                if env_edit is not None:
+                    new = replace(new, env=env_edit.applied_to(new.env, "app.env"))
                 _validate_spec(new.image, new.command, new.env, new.stop_grace)
                 if volumes is not None:
                     mounts = validate_volumes(
@@ -401,8 +440,9 @@ class AppManager:
                     )
                 if new == old:
                     return old
-                # Only the group: nothing for Docker to do (unless a rollout is owed anyway).
-                bookkeeping = replace(new, group=old.group) == old and not old.rollout_owed
+                # Only the group or visibility: nothing for Docker to do (unless a rollout is
+                # owed anyway).
+                bookkeeping = _bookkeeping(old, new) and not old.rollout_owed
                 new = replace(new, revision=tx.next_revision(), update_time=now())
                 if bookkeeping:
                     new = replace(new, applied_revision=new.revision)
@@ -688,6 +728,11 @@ def _check_etag(app: App, etag: str) -> None:
         )
 
 
+def _bookkeeping(old: App, new: App) -> bool:
+    """Whether ``new`` differs from ``old`` only in what Docker never sees."""
+    return replace(new, group=old.group, hidden=old.hidden) == old
+
+
 def _validate_spec(
     image: str, command: Sequence[str], env: Mapping[str, str], stop_grace: float
 ) -> None:
@@ -697,21 +742,6 @@ def _validate_spec(
             "app.stop_grace",
             f"must be between 0 and {MAX_STOP_GRACE:g} seconds, got {stop_grace:g}",
         )
-    if len(env) > MAX_ENV:
-        raise InvalidArgument.field("app.env", f"at most {MAX_ENV} variables")
-    for key in env:
-        if is_reserved_env_name(key):
-            raise InvalidArgument.field(
-                f"app.env[{key}]",
-                f"{key} is set by Miasma from the app's target ports and cannot be overridden; "
-                "change the ports with EditPorts instead",
-                reason="RESERVED_ENV",
-            )
-        if not key or "=" in key or "\x00" in key:
-            raise InvalidArgument.field(f"app.env[{key}]", "not a valid variable name")
-        if "\x00" in env[key]:
-            raise InvalidArgument.field(
-                f"app.env[{key}]", "values may not contain NUL characters (Docker cannot pass them)"
-            )
+    check_env(env)
     if any("\x00" in arg for arg in command):
         raise InvalidArgument.field("app.command", "arguments may not contain NUL characters")

@@ -12,9 +12,9 @@ import aiodocker
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from miasma_grpc.api.auth import TokenAuth
+from miasma_grpc.api.reflection import enable_reflection
 from miasma_grpc.api.registry import APP_SERVICE, add_app_service
 from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
@@ -153,9 +153,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         add_app_service(AppServicer(manager, hub, settings, logs), server)
         health_servicer = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         credentials = server_credentials(settings)
         port = (
             server.add_secure_port(settings.listen, credentials)

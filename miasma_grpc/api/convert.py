@@ -210,6 +210,7 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         uid=app.uid,
         node=app.node,
         group=app.group,
+        hidden=app.hidden,
     )
 
 
@@ -243,13 +244,20 @@ class ListFilter:
     group: str | None = None
     desired: DesiredState | None = None
     rollout: RolloutState | None = None
+    show_hidden: bool = False
+
+    @property
+    def hidden(self) -> bool | None:
+        """Hidden apps are left out (False) unless asked for (None: both)."""
+        return None if self.show_hidden else False
 
     @property
     def key(self) -> str:
         """What a page token is bound to: the next page must be asked with the same."""
         if self == ListFilter():
             return ""
-        return f"{self.group or ''}|{self.desired or ''}|{self.rollout or ''}"
+        key = f"{self.group or ''}|{self.desired or ''}|{self.rollout or ''}"
+        return key + ("|hidden" if self.show_hidden else "")
 
 
 def list_filter_from_proto(request: apps_pb2.ListAppsRequest) -> ListFilter:
@@ -266,7 +274,8 @@ def list_filter_from_proto(request: apps_pb2.ListAppsRequest) -> ListFilter:
         rollout = PROTO_TO_ROLLOUT.get(request.rollout)
         if rollout is None:
             raise InvalidArgument.field("rollout", f"unknown rollout state value {request.rollout}")
-    return ListFilter(validate_group(request.group, "group") or None, desired, rollout)
+    group = validate_group(request.group, "group") or None
+    return ListFilter(group, desired, rollout, request.show_hidden)
 
 
 def encode_page_token(last_name: str, query: str = "") -> str:

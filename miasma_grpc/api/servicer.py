@@ -32,9 +32,11 @@ from miasma_grpc.api.errors import to_status
 from miasma_grpc.api.replies import AppReplies
 from miasma_grpc.apps import AppManager, EditResult
 from miasma_grpc.config import Settings
+from miasma_grpc.domain.env import EnvEdit, env_edit_from_mask
 from miasma_grpc.domain.errors import DeadlineExceeded, InvalidArgument, MiasmaError
 from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
+from miasma_grpc.domain.placement import PlacementEdit
 from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields, PortEdit
 from miasma_grpc.events import EventHub
 from miasma_grpc.logs import AppLogs
@@ -43,7 +45,9 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[["AppServicer", Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 
-UPDATABLE = ("image", "command", "env", "constraints", "volumes", "stop_grace", "group")
+UPDATABLE = (
+    "image", "command", "env", "constraints", "volumes", "stop_grace", "group", "hidden"
+)  # fmt: skip
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -114,6 +118,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             volumes=volumes_from_proto(request.app.volumes),
             stop_grace=stop_grace_from_proto(request.app),
             group=request.app.group,
+            hidden=request.app.hidden,
             validate_only=request.validate_only,
             request_id=request.request_id,
         )
@@ -141,6 +146,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             group=where.group,
             desired=where.desired,
             rollout=where.rollout,
+            hidden=where.hidden,
         )
         token = encode_page_token(apps[limit - 1].name, where.key) if len(apps) > limit else ""
         return self.replies.list_apps(apps[:limit], token, revision)
@@ -149,12 +155,13 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     async def UpdateApp(
         self, request: apps_pb2.UpdateAppRequest, context: Context
     ) -> apps_pb2.UpdateAppResponse:
-        """Change image, command, env, constraints, volumes, the stop grace period or the
-        group, as selected by the field mask."""
+        """Change image, command, env (whole, or ``env.KEY`` one by one), constraints,
+        volumes, the stop grace period or the group, as selected by the field mask."""
         name = parse_resource_name(request.app.name, "app.name")
         paths = list(request.update_mask.paths) or set_fields(request.app)
+        env_edit = env_edit_from_mask(paths, request.app.env)
         for index, path in enumerate(paths):
-            if path not in UPDATABLE:
+            if path not in UPDATABLE and not path.startswith("env."):
                 raise InvalidArgument.field(
                     f"update_mask.paths[{index}]",
                     f"{path!r} cannot be updated; updatable fields are {', '.join(UPDATABLE)} "
@@ -165,10 +172,12 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             image=request.app.image if "image" in paths else None,
             command=list(request.app.command) if "command" in paths else None,
             env=dict(request.app.env) if "env" in paths else None,
+            env_edit=env_edit,
             constraints=list(request.app.constraints) if "constraints" in paths else None,
             volumes=volumes_from_proto(request.app.volumes) if "volumes" in paths else None,
             stop_grace=stop_grace_from_proto(request.app) if "stop_grace" in paths else None,
             group=request.app.group if "group" in paths else None,
+            hidden=request.app.hidden if "hidden" in paths else None,
             etag=request.app.etag,
             request_id=request.request_id,
         )
@@ -230,11 +239,17 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     async def EditApp(
         self, request: apps_pb2.EditAppRequest, context: Context
     ) -> apps_pb2.EditAppResponse:
-        """Add/remove ports and volumes in one atomic change."""
+        """Add/remove ports and volumes, set/unset variables, in one atomic change."""
         result = await self.manager.edit(
             parse_resource_name(request.name),
             ports=_port_edit(request),
             volumes=volume_edit_from_proto(request.add_volumes, request.remove_volumes),
+            env=EnvEdit(dict(request.set_env), tuple(request.unset_env)),
+            placement=PlacementEdit(
+                tuple(request.add_constraints), tuple(request.remove_constraints)
+            ),
+            group=request.group if request.HasField("group") else None,
+            hidden=request.hidden if request.HasField("hidden") else None,
             validate_only=request.validate_only,
             etag=request.etag,
             request_id=request.request_id,
@@ -322,7 +337,7 @@ def set_fields(app: apps_pb2.App) -> list[str]:
     is left as it is, never cleared."""
     paths = [
         path
-        for path in ("image", "command", "env", "constraints", "volumes", "group")
+        for path in ("image", "command", "env", "constraints", "volumes", "group", "hidden")
         if getattr(app, path)
     ]
     if app.HasField("stop_grace"):

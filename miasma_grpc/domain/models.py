@@ -202,6 +202,7 @@ class App:
     uid: str = ""
     node: str = ""  # swarm: the node the app's data lives on (empty: not pinned)
     group: str = ""  # the user's grouping of apps (Miasma's --group); empty: none
+    hidden: bool = False  # left out of listings unless asked for (Miasma's --hidden)
 
     @property
     def rollout_owed(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from miasma_grpc.domain.errors import InvalidArgument
 
@@ -29,3 +30,27 @@ def validate_constraints(values: Iterable[str], field: str = "app.constraints") 
     if len(result) > MAX_CONSTRAINTS:
         raise InvalidArgument.field(field, f"at most {MAX_CONSTRAINTS} constraints")
     return tuple(result)
+
+
+@dataclass(frozen=True)
+class PlacementEdit:
+    """Constraints to add and to remove, in one change (``apps:edit
+    --add-placement-constraint`` / ``--rm-placement-constraint``)."""
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def applied_to(self, constraints: tuple[str, ...]) -> tuple[str, ...]:
+        """``constraints`` without those removed, then with those added (each once);
+        removing one the app does not have is :class:`InvalidArgument`."""
+        removed = validate_constraints(self.remove, "remove_constraints")
+        for index, constraint in enumerate(removed):
+            if constraint not in constraints:
+                raise InvalidArgument.field(
+                    f"remove_constraints[{index}]",
+                    f"the app has no constraint {constraint!r} (it has "
+                    f"{', '.join(constraints) or 'none'})",
+                )
+        kept = [c for c in constraints if c not in removed]
+        added = [c for c in validate_constraints(self.add, "add_constraints") if c not in kept]
+        return validate_constraints([*kept, *dict.fromkeys(added)], "add_constraints")

@@ -102,4 +102,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN group_name TEXT NOT NULL DEFAULT '';
     """,
+    # 8: apps left out of listings unless asked for (Miasma's --hidden).
+    """
+    ALTER TABLE apps ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0 CHECK (hidden IN (0, 1));
+    """,
 )

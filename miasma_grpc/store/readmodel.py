@@ -30,6 +30,7 @@ class CommittedApps:
         self._names: list[str] = []  # sorted
         self._by_group: Index = {}
         self._by_state: Index = {}
+        self._by_hidden: Index = {}
 
     def __len__(self) -> int:
         return len(self._apps)
@@ -42,11 +43,12 @@ class CommittedApps:
         self.revision = revision
         self._apps = {app.name: app for app in apps}
         self._names = sorted(self._apps)
-        self._by_group, self._by_state = {}, {}
+        self._by_group, self._by_state, self._by_hidden = {}, {}, {}
         for name in self._names:  # in name order: appending keeps each list sorted
             app = self._apps[name]
             self._by_group.setdefault(app.group, []).append(name)
             self._by_state.setdefault(app.desired_state, []).append(name)
+            self._by_hidden.setdefault(app.hidden, []).append(name)
 
     def commit(self, revision: int, changed: Mapping[str, App | None]) -> None:
         """Take in one committed transaction's apps (``None``: deleted)."""
@@ -61,6 +63,7 @@ class CommittedApps:
                 self._apps[name] = app
             _refile(self._by_group, name, _key(old, "group"), _key(app, "group"))
             _refile(self._by_state, name, _key(old, "desired_state"), _key(app, "desired_state"))
+            _refile(self._by_hidden, name, _key(old, "hidden"), _key(app, "hidden"))
         self.revision = max(self.revision, revision)
 
     def get(self, name: str) -> App:
@@ -77,17 +80,17 @@ class CommittedApps:
         *,
         group: str | None = None,
         desired: DesiredState | None = None,
+        hidden: bool | None = None,
         keep: Callable[[App], bool] | None = None,
     ) -> list[App]:
         """Apps in name order after ``after``, at most ``limit`` of them; only those of
-        ``group``, of ``desired`` state and that ``keep`` keeps, where given."""
-        names = self._names
-        if group is not None:
-            names = self._by_group.get(group, [])
-        if desired is not None and len(by_state := self._by_state.get(desired, [])) < len(names):
-            names = by_state
+        ``group``, of ``desired`` state, ``hidden`` or not, and that ``keep`` keeps, where
+        given."""
+        filters = ((self._by_hidden, hidden), (self._by_group, group), (self._by_state, desired))
+        given = [index.get(key, []) for index, key in filters if key is not None]
+        names = min(given, key=len, default=self._names)  # the shortest list to walk
         start = bisect.bisect_right(names, after) if after else 0
-        if group is None and desired is None and keep is None:
+        if len(given) <= 1 and keep is None:  # the list is the whole filter
             stop = len(names) if limit is None or limit < 0 else start + limit
             return [self._apps[name] for name in names[start:stop]]
         found: list[App] = []
@@ -98,6 +101,7 @@ class CommittedApps:
             if (
                 (group is None or app.group == group)
                 and (desired is None or app.desired_state is desired)
+                and (hidden is None or app.hidden is hidden)
                 and (keep is None or keep(app))
             ):
                 found.append(app)

@@ -146,11 +146,15 @@ class SqliteStore:
         limit: int,
         group: str | None = None,
         desired: DesiredState | None = None,
+        hidden: bool | None = None,
         keep: Callable[[App], bool] | None = None,
     ) -> tuple[int, list[App]]:
         """The current revision and a page of apps in name order, as of that revision (only
-        those of ``group``, of ``desired`` state and that ``keep`` keeps, where given)."""
-        page = self._committed.page(after, limit, group=group, desired=desired, keep=keep)
+        those of ``group``, of ``desired`` state, ``hidden`` or not and that ``keep`` keeps,
+        where given)."""
+        page = self._committed.page(
+            after, limit, group=group, desired=desired, hidden=hidden, keep=keep
+        )
         return self._committed.revision, page
 
     async def snapshot(self, app: str | None = None) -> tuple[int, list[App]]:

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -302,6 +303,15 @@ def test_reflection_lists_the_services(server: ServerProcess) -> None:
         assert {"miasma.v1.AppService", "grpc.health.v1.Health"} <= services
         found = database.FindFileContainingSymbol("miasma.v1.AppService")
         assert found.name == "miasma/v1/apps.proto"
+        # grpc.reflection.v1, what grpcurl and newer tools ask first: the same messages.
+        v1 = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        [reply] = list(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        listed = {service.name for service in reply.list_services_response.service}
+        assert {"miasma.v1.AppService", "grpc.health.v1.Health"} <= listed
 
 
 def test_health_reports_docker_reachability(

@@ -47,6 +47,7 @@ class Cli:
             args = args[1:]
         result = subprocess.run(
             [MIASMA, *args],
+            stdin=subprocess.DEVNULL,  # not a terminal: nothing asks
             capture_output=True,
             text=True,
             timeout=180,
@@ -228,7 +229,7 @@ def test_bad_input_gets_one_line_and_changes_nothing(cli: Cli, server: ServerPro
     assert "'abc' is not a port" in line
     result = cli.run("apps:edit -a web --add-published-ports 70000", ok=False)
     line = one_line_error(result)
-    assert result.returncode == 1
+    assert result.returncode == 3  # invalid input (README "Exit codes")
     assert "--add-published-ports" in line
     assert "70000" in line
     assert "INVALID_ARGUMENT" in line
@@ -336,13 +337,67 @@ def test_connect_saves_the_server_and_env_and_flags_override_it(
     result = cli.run(f"connect {server.address} --auth s3cret")
     assert "Connected to Miasma" in result.stdout
     path = tmp_path / "config" / "miasma" / "config.json"
-    assert json.loads(path.read_text()) == {"server": server.address, "token": "s3cret"}
+    saved = {"server": server.address, "tokens": {server.address: "s3cret"}}
+    assert json.loads(path.read_text()) == saved
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert cli.json("apps") == []
     elsewhere = f"127.0.0.1:{free_port()}"
     line = one_line_error(cli.run("apps", ok=False, env={"MIASMA_SERVER": elsewhere}))
     assert f"cannot reach Miasma at {elsewhere}" in line
     cli.run(["--server", server.address, "apps"], env={"MIASMA_SERVER": elsewhere})
+
+
+def test_exit_codes_say_what_failed_and_json_errors_are_json(cli: Cli) -> None:
+    """Not found 4, conflict 5, invalid 3, unavailable 6, bad command line 2; with --json the
+    error is one JSON object on stderr; apps:delete --if-exists of no app succeeds."""
+    cli.create("web")
+    codes = {
+        "apps:show -a nope": 4,
+        "apps:delete -a nope": 4,
+        "ports:watch -a nope": 4,  # at once, not a wait for an app that never comes
+        f"apps:create web -i {cli.image}": 5,
+        "env:set -a web 'BAD KEY=1'": 3,
+        "apps:edit -a web --add-published-ports abc": 2,  # the command line itself
+        f"--server 127.0.0.1:{free_port()} apps": 6,
+    }
+    for command, code in codes.items():
+        result = cli.run(command, ok=False)
+        assert result.returncode == code, f"{command}: {result.returncode} {result.stderr}"
+    assert "BAD KEY" in cli.run("env:set -a web 'BAD KEY=1'", ok=False).stderr
+
+    failed = cli.run("apps:show -a nope --json", ok=False)
+    error = json.loads(failed.stderr)["error"]
+    assert (error["code"], error["reason"], error["exit_code"]) == ("NOT_FOUND", "APP_NOT_FOUND", 4)
+    assert failed.stdout == ""
+    invalid = json.loads(cli.run("apps:create Bad -i x --json", ok=False).stderr)["error"]
+    assert invalid["code"] == "INVALID_ARGUMENT"
+    assert [v["field"] for v in invalid["field_violations"]] == ["app_id"]
+
+    assert "nothing to delete" in cli.run("apps:delete -a nope --if-exists").stdout
+    assert cli.run("miasma").stdout.startswith("Usage: miasma")  # `miasma` alone: help, exit 0
+    stopped = cli.run(f"apps:create idle -i {cli.image} --stopped").stdout
+    assert "Created idle." in stopped
+    assert "Open" not in stopped
+    cli.run("apps:delete -a web --if-exists")
+    assert containers(cli.server.docker_host, cli.server.instance, "web") == []
+
+
+def test_a_token_saved_for_one_server_is_never_sent_to_another(
+    make_server: Callable[..., ServerProcess], tmp_path: Path, test_image: str
+) -> None:
+    """Two servers that take the same token: after `connect A --auth`, `connect B` (no
+    --auth) is refused by B, since A's token stays A's; exit code 7 says why."""
+    a, b = (make_server(published_range=r, environment={"MIASMA_ACCESS_TOKEN": "s3cret"})
+            for r in ("15001-15499", "15500-15999"))  # fmt: skip
+    cli = Cli(a, tmp_path / "config", test_image)
+    del cli.env["MIASMA_SERVER"]
+    cli.run(f"connect {a.address} --auth s3cret")
+    refused = cli.run(f"connect {b.address}", ok=False)
+    assert refused.returncode == 7, refused.stderr
+    assert "UNAUTHENTICATED" in refused.stderr
+    cli.run(f"connect {b.address} --auth s3cret")
+    cli.run(f"connect {a.address}")  # A's token was kept for A
+    assert cli.json("apps") == []
 
 
 def test_connect_refuses_an_unreachable_server(cli: Cli, tmp_path: Path) -> None:
@@ -396,3 +451,26 @@ def test_ports_watch_prints_changes_live(cli: Cli, server: ServerProcess) -> Non
     [message] = [json.loads(line) for line in lines.splitlines()]
     assert message["event"]["kind"] == "PORT_EVENT_KIND_ROLLOUT_APPLIED"
     assert int(message["event"]["revision"]) > revision
+
+
+def test_apps_edit_group_hidden_and_placement_as_miasmas_cli(
+    cli: Cli, server: ServerProcess
+) -> None:
+    """`--group`, `--hidden`/`--visible` (listed again by `apps --all`), and placement
+    constraints, which the container runtime refuses rather than ignores."""
+    cli.create("proxy")
+    before = the_container(server.docker_host, server.instance, "proxy")
+    cli.run("apps:edit -a proxy --group infra --hidden")
+    assert cli.json("apps") == []
+    every = cli.json("apps --all")
+    assert isinstance(every, list)
+    assert [(a["name"], a["group"], a["hidden"]) for a in every] == [("apps/proxy", "infra", True)]
+    assert "Hidden" in cli.run("apps:show -a proxy").stdout
+    assert the_container(server.docker_host, server.instance, "proxy").id == before.id
+    cli.run("apps:edit -a proxy --visible")
+    infra = cli.json("apps -g infra")
+    assert isinstance(infra, list)
+    assert [a["name"] for a in infra] == ["apps/proxy"]
+    refused = cli.run("apps:edit -a proxy --add-placement-constraint node.labels.zone==a", ok=False)
+    assert refused.returncode == 5
+    assert "swarm" in refused.stderr

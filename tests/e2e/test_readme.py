@@ -62,7 +62,7 @@ def run(
     args = [a.replace(DOCUMENTED_ADDRESS, server.address) for a in args]
     return subprocess.run(
         [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=180, env=env,
-        check=False,
+        check=False, stdin=subprocess.DEVNULL,  # not a terminal: apps:delete does not ask
     )  # fmt: skip
 
 

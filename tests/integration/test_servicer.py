@@ -295,3 +295,136 @@ async def test_read_logs_sends_lines_and_refuses_bad_input_naming_the_field(
         assert (error.details() or "").startswith(field)
     missing = await refused(anext(aiter(stub.ReadLogs(apps_pb2.ReadLogsRequest(name="apps/x")))))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_env_is_set_and_unset_one_variable_at_a_time_atomically(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, runtime: FakeRuntime
+) -> None:
+    """EditApp set_env/unset_env and UpdateApp "env.KEY" leave the other variables; what
+    the app runs changes with them."""
+    await create(stub, "web", env={"GREETING": "hi", "EMPTY": "", "OLD": "x"})
+    edited = await stub.EditApp(
+        apps_pb2.EditAppRequest(name="apps/web", set_env={"NEW": "1"}, unset_env=["OLD", "NONE"])
+    )
+    assert dict(edited.app.env) == {"GREETING": "hi", "EMPTY": "", "NEW": "1"}
+    assert runtime.deployed["web"].env["NEW"] == "1"
+    assert "OLD" not in runtime.deployed["web"].env
+
+    mask = field_mask_pb2.FieldMask(paths=["env.GREETING", "env.EMPTY", "env.`a.b`"])
+    app = apps_pb2.App(name="apps/web", env={"GREETING": "hello", "a.b": "dotted"})
+    updated = (await stub.UpdateApp(apps_pb2.UpdateAppRequest(app=app, update_mask=mask))).app
+    assert dict(updated.env) == {"GREETING": "hello", "NEW": "1", "a.b": "dotted"}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"set_env": {"BAD KEY": "1"}}, "set_env[BAD KEY]"),
+        ({"set_env": {"PORT": "80"}}, "set_env[PORT]"),
+        ({"set_env": {"1ST": "1"}}, "set_env[1ST]"),
+        ({"set_env": {"A": "x\x00y"}}, "set_env[A]"),
+        ({"unset_env": ["PORT_2"]}, "unset_env[0]"),
+        ({"set_env": {"A": "1"}, "unset_env": ["B", "A"]}, "unset_env[1]"),
+    ],
+)
+async def test_bad_env_edits_are_refused_naming_the_field_and_change_nothing(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, request_fields: dict[str, Any], field: str
+) -> None:
+    before = await create(stub, "web", env={"A": "0", "B": "0"})
+    error = await refused(stub.EditApp(apps_pb2.EditAppRequest(name="apps/web", **request_fields)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith(field)
+    after = (await stub.GetApp(apps_pb2.GetAppRequest(name="apps/web"))).app
+    assert (after.etag, dict(after.env)) == (before.etag, {"A": "0", "B": "0"})
+
+
+async def test_env_edits_with_a_stale_etag_are_aborted(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """Two env:edit sessions: the second to save is refused, not merged over the first."""
+    before = await create(stub, "web", env={"A": "0"})
+    await stub.EditApp(
+        apps_pb2.EditAppRequest(name="apps/web", set_env={"A": "1"}, etag=before.etag)
+    )
+    error = await refused(
+        stub.EditApp(apps_pb2.EditAppRequest(name="apps/web", set_env={"A": "2"}, etag=before.etag))
+    )
+    assert error.code() == grpc.StatusCode.ABORTED
+    after = (await stub.GetApp(apps_pb2.GetAppRequest(name="apps/web"))).app
+    assert dict(after.env) == {"A": "1"}
+
+
+async def test_update_mask_cannot_replace_and_edit_env_at_once_and_names_are_checked(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    await create(stub, "web", env={"A": "0"})
+    for paths, field in ((["env", "env.A"], "update_mask.paths[0]"),
+                         (["image", "env.BAD KEY"], "update_mask.paths[1]")):  # fmt: skip
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        app = apps_pb2.App(name="apps/web", image=IMAGE, env={"A": "1"})
+        error = await refused(stub.UpdateApp(apps_pb2.UpdateAppRequest(app=app, update_mask=mask)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.details() or "").startswith(field)
+
+
+async def test_hidden_apps_are_left_out_of_listings_unless_asked_for(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, runtime: FakeRuntime
+) -> None:
+    """Hiding or showing an app (or moving it to a group) is bookkeeping: no Docker call."""
+    await create(stub, "proxy", hidden=True)
+    await create(stub, "web")
+
+    async def listed(**request: Any) -> list[str]:
+        page = await stub.ListApps(apps_pb2.ListAppsRequest(**request))
+        return [app.name for app in page.apps]
+
+    assert await listed() == ["apps/web"]
+    assert await listed(show_hidden=True) == ["apps/proxy", "apps/web"]
+    applies = runtime.applies
+    shown = await stub.EditApp(apps_pb2.EditAppRequest(name="apps/proxy", hidden=False))
+    assert not shown.app.hidden
+    assert await listed() == ["apps/proxy", "apps/web"]
+    grouped = await stub.EditApp(apps_pb2.EditAppRequest(name="apps/web", group="front"))
+    assert grouped.app.group == "front"
+    assert grouped.app.observed.rollout == apps_pb2.ROLLOUT_STATE_APPLIED
+    ungrouped = await stub.EditApp(apps_pb2.EditAppRequest(name="apps/web", group=""))
+    assert ungrouped.app.group == ""
+    assert runtime.applies == applies
+    first = await stub.ListApps(apps_pb2.ListAppsRequest(page_size=1, show_hidden=True))
+    error = await refused(stub.ListApps(apps_pb2.ListAppsRequest(page_token=first.next_page_token)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # a token is for its filters
+
+
+async def test_placement_constraints_are_added_and_removed_one_by_one(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, runtime: FakeRuntime
+) -> None:
+    await create(stub, "web", constraints=["node.labels.zone==a"])
+    edited = await stub.EditApp(
+        apps_pb2.EditAppRequest(
+            name="apps/web",
+            add_constraints=["node.hostname != db1", "node.labels.zone==a"],
+            remove_constraints=["node.labels.zone==a"],
+        )
+    )
+    assert list(edited.app.constraints) == ["node.hostname!=db1", "node.labels.zone==a"]
+    error = await refused(
+        stub.EditApp(apps_pb2.EditAppRequest(name="apps/web", remove_constraints=["a==b"]))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("remove_constraints[0]")
+
+
+@pytest.mark.parametrize("runtime", [FakeRuntime(mode="container")])
+async def test_the_container_runtime_refuses_placement_constraints(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, runtime: FakeRuntime
+) -> None:
+    """One engine has no nodes to choose: constraints are refused, not silently ignored."""
+    error = await refused(create(stub, "web", constraints=["node.labels.zone==a"]))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (error.details() or "").startswith("app.constraints")
+    await create(stub, "web")
+    error = await refused(
+        stub.EditApp(apps_pb2.EditAppRequest(name="apps/web", add_constraints=["a==b"]))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "swarm" in (error.details() or "")

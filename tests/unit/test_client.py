@@ -108,7 +108,8 @@ def test_out_of_range_numbers_reach_the_server() -> None:
 def test_settings_precedence_flags_over_env_over_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The config file is the base, MIASMA_* env overrides it, explicit values override both."""
+    """The config file is the base, MIASMA_* env overrides it, explicit values override both;
+    a saved token goes only to the server it was saved for."""
     monkeypatch.setenv("MIASMA_CONFIG", str(tmp_path / "config.json"))
     for name in ("MIASMA_SERVER", "MIASMA_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -116,17 +117,37 @@ def test_settings_precedence_flags_over_env_over_file(
     save_file(Settings(server="file:1", token="from-file"))
     assert resolve() == Settings(server="file:1", token="from-file")
     monkeypatch.setenv("MIASMA_SERVER", "env:2")
-    assert resolve() == Settings(server="env:2", token="from-file")
-    assert resolve(server="flag:3", token=None) == Settings(server="flag:3", token="from-file")
+    assert resolve() == Settings(server="env:2")  # not file:1's token
+    assert resolve(server="flag:3", token=None) == Settings(server="flag:3")
+    assert resolve(server="file:1") == Settings(server="file:1", token="from-file")
+    monkeypatch.setenv("MIASMA_TOKEN", "env-token")  # given for this shell: used as given
+    assert resolve(server="flag:3") == Settings(server="flag:3", token="env-token")
+
+
+def test_tokens_are_kept_per_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`connect A --auth a`, then `connect B`: B gets no token, A keeps its own; a file of
+    the older shape (one token) is read as its server's."""
+    path = tmp_path / "config.json"
+    monkeypatch.setenv("MIASMA_CONFIG", str(path))
+    for name in ("MIASMA_SERVER", "MIASMA_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    save_file(Settings(server="a:1", token="a-token"))
+    assert resolve(server="b:2") == Settings(server="b:2")
+    save_file(resolve(server="b:2"))
+    assert resolve() == Settings(server="b:2")
+    assert resolve(server="a:1").token == "a-token"
+    path.write_text(json.dumps({"server": "old:1", "token": "old-token"}))
+    assert resolve() == Settings(server="old:1", token="old-token")
+    assert resolve(server="b:2").token == ""
 
 
 def test_saved_config_is_private_and_holds_only_what_was_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file may hold a token, so only its owner can read it."""
+    """The file holds tokens, so only its owner can read it."""
     path = save_file(Settings(server="h:1", token="t"), tmp_path / "miasma" / "config.json")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text()) == {"server": "h:1", "token": "t"}
+    assert json.loads(path.read_text()) == {"server": "h:1", "tokens": {"h:1": "t"}}
 
 
 def test_token_travels_as_bearer_metadata_and_tls_is_opt_in() -> None:

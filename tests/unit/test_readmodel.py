@@ -49,7 +49,7 @@ GROUPS = ("", "web", "data")
 STATES = (DesiredState.RUNNING, DesiredState.STOPPED)
 change = st.one_of(
     st.none(),  # deleted
-    st.tuples(st.sampled_from(GROUPS), st.sampled_from(STATES)),  # (group, desired state)
+    st.tuples(st.sampled_from(GROUPS), st.sampled_from(STATES), st.booleans()),  # + hidden
 )
 
 
@@ -57,35 +57,38 @@ change = st.one_of(
     st.lists(st.tuples(st.sampled_from("abcdefgh"), change), max_size=40),
     st.sampled_from((None, *GROUPS)),
     st.sampled_from((None, *STATES)),
+    st.sampled_from((None, False, True)),
     st.sampled_from("-abcdefgh"),
     st.integers(min_value=1, max_value=4),
 )
 def test_filtered_pages_are_the_filter_of_every_app(
-    steps: list[tuple[str, tuple[str, DesiredState] | None]],
+    steps: list[tuple[str, tuple[str, DesiredState, bool] | None]],
     group: str | None,
     desired: DesiredState | None,
+    hidden: bool | None,
     after: str,
     limit: int,
 ) -> None:
-    """Whatever the commits (apps moving between groups and states, deleted, back), a
-    filtered page from the indexes is the same as filtering every app in name order; after
-    a reload from scratch too."""
+    """Whatever the commits (apps moving between groups and states, hidden and shown,
+    deleted, back), a filtered page from the indexes is the same as filtering every app in
+    name order; after a reload from scratch too."""
     model = CommittedApps()
     for revision, (name, spec) in enumerate(steps, start=1):
         new = None if spec is None else replace(app(name, revision), group=spec[0],
-                                                desired_state=spec[1])  # fmt: skip
+                                                desired_state=spec[1], hidden=spec[2])  # fmt: skip
         model.commit(revision, {name: new})
     every = model.page()
     expected = [
         a for a in every
         if (group is None or a.group == group) and (desired is None or a.desired_state is desired)
-        and a.name > after.strip("-")
+        and (hidden is None or a.hidden is hidden) and a.name > after.strip("-")
     ][:limit]  # fmt: skip
-    got = model.page(after.strip("-"), limit, group=group, desired=desired)
+    query = {"group": group, "desired": desired, "hidden": hidden}
+    got = model.page(after.strip("-"), limit, **query)  # type: ignore[arg-type]
     assert got == expected
     reloaded = CommittedApps()
     reloaded.load(model.revision, every)
-    assert reloaded.page(after.strip("-"), limit, group=group, desired=desired) == expected
+    assert reloaded.page(after.strip("-"), limit, **query) == expected  # type: ignore[arg-type]
 
 
 def test_a_filter_given_by_the_caller_sees_only_candidates_of_the_index() -> None:

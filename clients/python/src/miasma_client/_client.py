@@ -189,6 +189,7 @@ class MiasmaClient(_Connection):
         group: str = "",
         desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
         rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+        show_hidden: bool = False,
     ) -> Iterator[apps_pb2.App]:
         """Every app in name order (only those of ``group``, with ``desired_state``, whose
         latest change stands at ``rollout``, where given), fetched a page at a time."""
@@ -196,7 +197,12 @@ class MiasmaClient(_Connection):
         while True:
             page = self.run(
                 ops.list_apps_page(
-                    page_size, token, group=group, desired_state=desired_state, rollout=rollout
+                    page_size,
+                    token,
+                    group=group,
+                    desired_state=desired_state,
+                    rollout=rollout,
+                    show_hidden=show_hidden,
                 )
             )
             yield from page.apps
@@ -209,9 +215,14 @@ class MiasmaClient(_Connection):
         group: str = "",
         desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
         rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+        show_hidden: bool = False,
     ) -> list[apps_pb2.App]:
         """Every app in name order (or those the filters keep, as :meth:`iter_apps`)."""
-        return list(self.iter_apps(group=group, desired_state=desired_state, rollout=rollout))
+        return list(
+            self.iter_apps(
+                group=group, desired_state=desired_state, rollout=rollout, show_hidden=show_hidden
+            )
+        )
 
     def watch_port_events(
         self, app: str | None = None, *, since: int = 0, resume: bool = True
@@ -312,6 +323,7 @@ class AsyncMiasmaClient(_Connection):
         group: str = "",
         desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
         rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+        show_hidden: bool = False,
     ) -> AsyncIterator[apps_pb2.App]:
         """Every app in name order (only those of ``group``, with ``desired_state``, whose
         latest change stands at ``rollout``, where given), fetched a page at a time."""
@@ -319,7 +331,12 @@ class AsyncMiasmaClient(_Connection):
         while True:
             page = await self.run(
                 ops.list_apps_page(
-                    page_size, token, group=group, desired_state=desired_state, rollout=rollout
+                    page_size,
+                    token,
+                    group=group,
+                    desired_state=desired_state,
+                    rollout=rollout,
+                    show_hidden=show_hidden,
                 )
             )
             for app in page.apps:
@@ -333,9 +350,12 @@ class AsyncMiasmaClient(_Connection):
         group: str = "",
         desired_state: DesiredState = apps_pb2.DESIRED_STATE_UNSPECIFIED,
         rollout: RolloutState = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+        show_hidden: bool = False,
     ) -> list[apps_pb2.App]:
         """Every app in name order (or those the filters keep, as :meth:`iter_apps`)."""
-        filtered = self.iter_apps(group=group, desired_state=desired_state, rollout=rollout)
+        filtered = self.iter_apps(
+            group=group, desired_state=desired_state, rollout=rollout, show_hidden=show_hidden
+        )
         return [app async for app in filtered]
 
     def watch_port_events(

@@ -59,6 +59,7 @@ def create_app(
     volumes: Iterable[VolumeLike] = (),
     stop_grace: float | None = None,
     group: str = "",
+    hidden: bool = False,
     stopped: bool = False,
     validate_only: bool = False,
     request_id: str | None = None,
@@ -70,7 +71,8 @@ def create_app(
     app on swarm nodes (``"node.labels.zone==a"``). ``volumes`` are
     ``"pgdata:/var/lib/postgresql/data"`` strings or ``Volume`` messages;
     ``stop_grace`` is the seconds a stop waits before SIGKILL (10 by default);
-    ``group`` lists the app with others (``list_apps(group=...)``).
+    ``group`` lists the app with others (``list_apps(group=...)``); a ``hidden``
+    one is listed only when asked (``list_apps(show_hidden=True)``).
     """
     state = apps_pb2.DESIRED_STATE_STOPPED if stopped else apps_pb2.DESIRED_STATE_RUNNING
     request = apps_pb2.CreateAppRequest(
@@ -84,6 +86,7 @@ def create_app(
             volumes=parse_volumes(volumes),
             stop_grace=_duration(stop_grace),
             group=group,
+            hidden=hidden,
         ),
         published_ports=parse_ports(published_ports),
         target_ports=parse_ports(target_ports),
@@ -105,13 +108,15 @@ def list_apps_page(
     group: str = "",
     desired_state: apps_pb2.DesiredState.ValueType = apps_pb2.DESIRED_STATE_UNSPECIFIED,
     rollout: apps_pb2.RolloutState.ValueType = apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
+    show_hidden: bool = False,
 ) -> Operation[apps_pb2.ListAppsResponse]:
     """One page of apps in name order, and the token of the next page; only those of
     ``group``, with ``desired_state``, whose latest change stands at ``rollout`` (for
-    example ``ROLLOUT_STATE_FAILED``), where given."""
+    example ``ROLLOUT_STATE_FAILED``), where given; hidden apps only with
+    ``show_hidden``."""
     request = apps_pb2.ListAppsRequest(
         page_size=page_size, page_token=page_token, group=group,
-        desired_state=desired_state, rollout=rollout,
+        desired_state=desired_state, rollout=rollout, show_hidden=show_hidden,
     )  # fmt: skip
     return Operation("ListApps", request, _whole)
 
@@ -122,6 +127,8 @@ def update_app(
     image: str | None = None,
     command: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    set_env: Mapping[str, str] | None = None,
+    unset_env: Iterable[str] = (),
     constraints: Sequence[str] | None = None,
     volumes: Iterable[VolumeLike] | None = None,
     stop_grace: float | None = None,
@@ -131,26 +138,36 @@ def update_app(
     """Change only the fields given; a running app is rolled out again (not for a change
     of ``group`` alone; ``group=""`` takes the app out of its group).
 
-    ``volumes`` replaces the app's volumes (``edit_app`` adds and removes).
+    ``env`` replaces the whole env; ``set_env`` and ``unset_env`` change only the
+    variables they name (in the same change as the rest). ``command=[]`` goes back
+    to the image's default command. ``volumes`` replaces the app's volumes
+    (``edit_app`` adds and removes).
     """
     changes = {
         "image": image, "command": command, "env": env, "constraints": constraints,
         "volumes": volumes, "stop_grace": stop_grace, "group": group,
     }  # fmt: skip
     paths = [path for path, value in changes.items() if value is not None]
+    paths += [_env_path(key) for key in [*(set_env or {}), *unset_env]]
     if not paths:
         # An empty mask means "the default fields" to the server: never send one by accident.
-        raise ValueError(f"update_app needs at least one of {', '.join(changes)}")
+        raise ValueError(f"update_app needs at least one of {', '.join(changes)}, set_env")
     app = apps_pb2.App(
-        name=resource_name(name), image=image or "", command=command, env=env,
-        constraints=constraints, volumes=parse_volumes(volumes or ()),
-        stop_grace=_duration(stop_grace), group=group or "",
+        name=resource_name(name), image=image or "", command=command,
+        env={**(env or {}), **(set_env or {})}, constraints=constraints,
+        volumes=parse_volumes(volumes or ()), stop_grace=_duration(stop_grace),
+        group=group or "",
     )  # fmt: skip
     mask = field_mask_pb2.FieldMask(paths=paths)
     request = apps_pb2.UpdateAppRequest(
         app=app, update_mask=mask, request_id=_request_id(request_id)
     )
     return Operation("UpdateApp", request, _app)
+
+
+def _env_path(key: str) -> str:
+    """The update mask path of one variable (AIP-161: back-quoted unless a plain name)."""
+    return f"env.{key}" if key.replace("_", "a").isalnum() else f"env.`{key}`"
 
 
 def delete_app(
@@ -220,14 +237,23 @@ def edit_app(
     remove_target: Iterable[PortLike] = (),
     add_volumes: Iterable[VolumeLike] = (),
     remove_volumes: Iterable[VolumeLike] = (),
+    set_env: Mapping[str, str] | None = None,
+    unset_env: Iterable[str] = (),
+    add_constraints: Iterable[str] = (),
+    remove_constraints: Iterable[str] = (),
+    group: str | None = None,
+    hidden: bool | None = None,
     validate_only: bool = False,
     etag: str = "",
     request_id: str | None = None,
 ) -> Operation[apps_pb2.EditAppResponse]:
-    """Add or remove ports and volumes in one atomic change (removals first).
+    """Add or remove ports and volumes, set or unset variables, in one atomic change
+    (removals first).
 
     Volumes are ``"SOURCE:TARGET[:ro]"`` strings or ``Volume`` messages; a
-    removal may name the target alone (``"/data"``).
+    removal may name the target alone (``"/data"``). ``set_env`` leaves the
+    variables it does not name as they are. ``group`` and ``hidden`` change only
+    when given (``group=""`` takes the app out of its group).
     """
     request = apps_pb2.EditAppRequest(
         name=resource_name(name),
@@ -237,6 +263,12 @@ def edit_app(
         remove_target_ports=parse_ports(remove_target),
         add_volumes=parse_volumes(add_volumes),
         remove_volumes=parse_volumes(remove_volumes, target_only=True),
+        set_env=set_env or {},
+        unset_env=list(unset_env),
+        add_constraints=list(add_constraints),
+        remove_constraints=list(remove_constraints),
+        group=group,
+        hidden=hidden,
         validate_only=validate_only,
         etag=etag,
         request_id=_request_id(request_id),

@@ -90,7 +90,8 @@ def config_path() -> Path:
 
 
 def load_file(path: Path | None = None) -> dict[str, Any]:
-    """The saved settings (empty when nothing was saved yet)."""
+    """The saved settings (empty when nothing was saved yet); ``tokens`` maps each server
+    a token was saved for to it."""
     path = path or config_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -100,15 +101,29 @@ def load_file(path: Path | None = None) -> dict[str, Any]:
         raise SettingsError(f"cannot read the config file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise SettingsError(f"the config file {path} does not hold a JSON object")
-    known = {f.name for f in dataclasses.fields(Settings)}
-    return {key: value for key, value in data.items() if key in known}
+    saved = data.get("tokens")
+    tokens = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
+    if data.get("token") and data.get("server"):  # the older file: one token, its server's
+        tokens = {str(data["server"]): str(data["token"])} | tokens
+    known = {f.name for f in dataclasses.fields(Settings)} - {"token"}
+    return {key: value for key, value in data.items() if key in known} | {"tokens": tokens}
 
 
 def save_file(settings: Settings, path: Path | None = None) -> Path:
-    """Write ``settings`` (owner-only, since it may hold a token); returns the path."""
+    """Write ``settings`` (owner-only, since it holds tokens); its token is kept for its
+    server only, beside those saved for other servers. Returns the path."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {k: v for k, v in dataclasses.asdict(settings).items() if v not in ("", False)}
+    tokens = dict(load_file(path).get("tokens", {}))
+    if settings.token:
+        tokens[settings.server] = settings.token
+    data: dict[str, Any] = {
+        k: v
+        for k, v in dataclasses.asdict(settings).items()
+        if v not in ("", False) and k != "token"
+    }
+    if tokens:
+        data["tokens"] = tokens
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -121,9 +136,15 @@ def save_file(settings: Settings, path: Path | None = None) -> Path:
 def resolve(**overrides: Any) -> Settings:
     """Settings from the config file, then the environment, then ``overrides``.
 
-    ``None`` in ``overrides`` means "not given" and falls through.
+    ``None`` in ``overrides`` means "not given" and falls through. A token saved
+    by ``connect`` is used only for the server it was saved for: never sent to
+    another one.
     """
-    values: dict[str, Any] = load_file()
+    saved = load_file()
+    tokens: dict[str, str] = saved.pop("tokens", {})
+    values: dict[str, Any] = saved
     values |= {field: os.environ[env] for field, env in ENVIRONMENT.items() if os.environ.get(env)}
     values |= {key: value for key, value in overrides.items() if value is not None}
+    if "token" not in values:
+        values["token"] = tokens.get(values.get("server", DEFAULT_SERVER), "")
     return Settings(**values)

@@ -394,6 +394,7 @@ class App(_message.Message):
     UID_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    HIDDEN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "apps/{app}"; {app} is a DNS label."""
     image: _builtins.str
@@ -420,6 +421,10 @@ class App(_message.Message):
     """The group the app belongs to (Miasma's --group), for listing apps together
     (ListAppsRequest.group); empty: none. 1-63 letters, digits, spaces, '.',
     '_' or '-', starting and ending with a letter or digit.
+    """
+    hidden: _builtins.bool
+    """Left out of ListApps unless it asks for hidden apps (Miasma's --hidden: an
+    app that serves others, such as a proxy). Changes nothing in Docker.
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -490,10 +495,11 @@ class App(_message.Message):
         uid: _builtins.str = ...,
         node: _builtins.str = ...,
         group: _builtins.str = ...,
+        hidden: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "stop_grace", b"stop_grace", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "image", b"image", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "hidden", b"hidden", "image", b"image", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -617,6 +623,7 @@ class ListAppsRequest(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
     ROLLOUT_FIELD_NUMBER: _builtins.int
+    SHOW_HIDDEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many apps (default 50, maximum 1000)."""
     page_token: _builtins.str
@@ -629,6 +636,8 @@ class ListAppsRequest(_message.Message):
     """Only the apps whose latest change stands so (ObservedState.rollout), for
     example FAILED for the apps that need a look; unspecified: any.
     """
+    show_hidden: _builtins.bool
+    """Hidden apps too (App.hidden); without it they are left out."""
     def __init__(
         self,
         *,
@@ -637,10 +646,11 @@ class ListAppsRequest(_message.Message):
         group: _builtins.str = ...,
         desired_state: Global___DesiredState.ValueType = ...,
         rollout: Global___RolloutState.ValueType = ...,
+        show_hidden: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "group", b"group", "page_size", b"page_size", "page_token", b"page_token", "rollout", b"rollout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "group", b"group", "page_size", b"page_size", "page_token", b"page_token", "rollout", b"rollout", "show_hidden", b"show_hidden"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -696,8 +706,11 @@ class UpdateAppRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Which of image, command, env, constraints, volumes, stop_grace, group to change
-        (a named field left empty is cleared). Without a mask, the fields the
+        """Which of image, command, env, constraints, volumes, stop_grace, group, hidden
+        to change
+        (a named field left empty is cleared: an empty command is the image's
+        default). "env.KEY" (AIP-161; "env.`KEY`" for a name with dots) changes one
+        variable: set to its value in app.env, removed when app.env has none. Without a mask, the fields the
         request sets (non-empty) are changed and the others left as they are
         (AIP-134); a request that sets none is INVALID_ARGUMENT.
         """
@@ -1039,6 +1052,26 @@ Global___EditPortsResponse: _TypeAlias = EditPortsResponse  # noqa: Y015
 class EditAppRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SetEnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     ADD_PUBLISHED_PORTS_FIELD_NUMBER: _builtins.int
     REMOVE_PUBLISHED_PORTS_FIELD_NUMBER: _builtins.int
@@ -1049,6 +1082,12 @@ class EditAppRequest(_message.Message):
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SET_ENV_FIELD_NUMBER: _builtins.int
+    UNSET_ENV_FIELD_NUMBER: _builtins.int
+    ADD_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    REMOVE_CONSTRAINTS_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    HIDDEN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"apps/{app}"."""
     validate_only: _builtins.bool
@@ -1060,6 +1099,10 @@ class EditAppRequest(_message.Message):
     last day) is not made again; the reply is the app as it is. Use a new one
     (a UUID) per change; at most 128 printable characters.
     """
+    group: _builtins.str
+    """A new group (App.group); "" takes the app out of its group. Unset: unchanged."""
+    hidden: _builtins.bool
+    """Hide or show the app in listings (App.hidden). Unset: unchanged."""
     @_builtins.property
     def add_published_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
         """As in EditPortsRequest."""
@@ -1082,6 +1125,29 @@ class EditAppRequest(_message.Message):
         data stays in the volume.
         """
 
+    @_builtins.property
+    def set_env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Variables to set, or change, leaving the others as they are (`miasma
+        env:set`). A name is a letter or '_', then letters, digits, '_', '.' or
+        '-'; PORT and PORT_<n> are Miasma's.
+        """
+
+    @_builtins.property
+    def unset_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Variables to remove (`miasma env:unset`); one the app does not have is
+        ignored. A name may not be in set_env as well.
+        """
+
+    @_builtins.property
+    def add_constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Placement constraints to add ("node.labels.zone==a"; swarm runtime only:
+        FAILED_PRECONDITION in the container runtime).
+        """
+
+    @_builtins.property
+    def remove_constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Placement constraints to remove (each must be one the app has)."""
+
     def __init__(
         self,
         *,
@@ -1095,12 +1161,25 @@ class EditAppRequest(_message.Message):
         validate_only: _builtins.bool = ...,
         etag: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        set_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        unset_env: _abc.Iterable[_builtins.str] | None = ...,
+        add_constraints: _abc.Iterable[_builtins.str] | None = ...,
+        remove_constraints: _abc.Iterable[_builtins.str] | None = ...,
+        group: _builtins.str | None = ...,
+        hidden: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_group", b"_group", "_hidden", b"_hidden", "group", b"group", "hidden", b"hidden"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "name", b"name", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "request_id", b"request_id", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group", b"_group", "_hidden", b"_hidden", "add_constraints", b"add_constraints", "add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "group", b"group", "hidden", b"hidden", "name", b"name", "remove_constraints", b"remove_constraints", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "request_id", b"request_id", "set_env", b"set_env", "unset_env", b"unset_env", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__group: _TypeAlias = _typing.Literal["group"]  # noqa: Y015
+    _WhichOneofArgType__group: _TypeAlias = _typing.Literal["_group", b"_group"]  # noqa: Y015
+    _WhichOneofReturnType__hidden: _TypeAlias = _typing.Literal["hidden"]  # noqa: Y015
+    _WhichOneofArgType__hidden: _TypeAlias = _typing.Literal["_hidden", b"_hidden"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__group) -> _WhichOneofReturnType__group | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hidden) -> _WhichOneofReturnType__hidden | None: ...
 
 Global___EditAppRequest: _TypeAlias = EditAppRequest  # noqa: Y015
 

@@ -189,8 +189,9 @@ class AppServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EditApp(self, request, context):
-        """Adds or removes ports and volumes in one atomic change (what `miasma
-        apps:edit` sends): EditPorts plus volumes.
+        """Adds or removes ports and volumes, sets or unsets variables, in one atomic
+        change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+        volumes and env.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,8 +59,9 @@ class AppServiceStub:
     EditPorts: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]
     """Adds or removes published and target ports, atomically."""
     EditApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]
-    """Adds or removes ports and volumes in one atomic change (what `miasma
-    apps:edit` sends): EditPorts plus volumes.
+    """Adds or removes ports and volumes, sets or unsets variables, in one atomic
+    change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+    volumes and env.
     """
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_apps_pb2.ListVolumesRequest, _apps_pb2.ListVolumesResponse]
     """Lists the named volumes Miasma made, with the apps that mount them; those
@@ -127,8 +128,9 @@ class AppServiceAsyncStub(AppServiceStub):
     EditPorts: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]  # type: ignore[assignment]
     """Adds or removes published and target ports, atomically."""
     EditApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]  # type: ignore[assignment]
-    """Adds or removes ports and volumes in one atomic change (what `miasma
-    apps:edit` sends): EditPorts plus volumes.
+    """Adds or removes ports and volumes, sets or unsets variables, in one atomic
+    change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+    volumes and env.
     """
     ListVolumes: _aio.UnaryUnaryMultiCallable[_apps_pb2.ListVolumesRequest, _apps_pb2.ListVolumesResponse]  # type: ignore[assignment]
     """Lists the named volumes Miasma made, with the apps that mount them; those
@@ -252,8 +254,9 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _apps_pb2.EditAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.EditAppResponse, _abc.Awaitable[_apps_pb2.EditAppResponse]]:
-        """Adds or removes ports and volumes in one atomic change (what `miasma
-        apps:edit` sends): EditPorts plus volumes.
+        """Adds or removes ports and volumes, sets or unsets variables, in one atomic
+        change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+        volumes and env.
         """
 
     @_abc_1.abstractmethod

@@ -7,13 +7,15 @@ exits non-zero with a one-line message when something fails.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
+from miasma_client._errors import MiasmaError
 from miasma_client._ports import format_port
 from miasma_client._settings import DEFAULT_SERVER, config_path, save_file
-from miasma_client.cli import _apps, _logs, _volumes, _watch
+from miasma_client.cli import _apps, _env, _logs, _volumes, _watch
 from miasma_client.cli._context import CliError, State, pass_state
 from miasma_client.cli._params import json_option
 from miasma_client.cli._render import err, out, print_json
@@ -98,25 +100,49 @@ def server_info(state: State, as_json: bool) -> None:
             out.print(f"{label:16} {value}")
 
 
-for command in [*_apps.COMMANDS, _logs.logs, *_volumes.COMMANDS, _watch.watch]:
+for command in [*_apps.COMMANDS, *_env.COMMANDS, _logs.logs, *_volumes.COMMANDS, _watch.watch]:
     cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``miasma`` script: errors become one line on stderr."""
+    """Entry point of the ``miasma`` script: errors become one line on stderr (a JSON
+    object with ``--json``), and an exit code that says what kind (README "Exit codes")."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     try:
-        result = cli.main(args=argv, prog_name="miasma", standalone_mode=False)
+        result = cli.main(args=args, prog_name="miasma", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `miasma` alone: its help, no error
+        print(exc.format_message())
+        return 0
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        err.print(f"Error: {exc.format_message()}{hint}", markup=False)
-        return exc.exit_code
+        return _fail(f"{exc.format_message()}{hint}", exc.exit_code, as_json)
+    except CliError as exc:
+        return _fail(exc.format_message(), exc.status, as_json, exc.error)
     except click.ClickException as exc:
-        err.print(f"Error: {exc.format_message()}", markup=False)
-        return exc.exit_code
+        return _fail(exc.format_message(), exc.exit_code, as_json)
     except click.Abort:
-        err.print("Aborted.")
-        return 130
+        return _fail("Aborted.", 130, as_json)
     return result if isinstance(result, int) else 0
+
+
+def _fail(message: str, code: int, as_json: bool, error: MiasmaError | None = None) -> int:
+    """Say what failed on stderr; the exit code."""
+    if not as_json:
+        err.print("Aborted." if code == 130 else f"Error: {message}", markup=False)
+        return code
+    detail: dict[str, object] = {"message": message, "exit_code": code}
+    if error is not None:
+        detail |= {
+            "code": error.code.name,
+            "reason": error.reason,
+            "field_violations": [
+                {"field": v.field, "description": v.description} for v in error.violations
+            ],
+            "resource": error.resource,
+        }
+    print(json.dumps({"error": detail}, ensure_ascii=False), file=sys.stderr)
+    return code
 
 
 __all__ = ["CliError", "cli", "main"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
+import grpc
 from miasma.v1 import apps_pb2
 
 from miasma_client._client import MiasmaClient
+from miasma_client._errors import MiasmaError
 from miasma_client._status import AppStatus, app_status
-from miasma_client.cli._context import CliError, State, pass_state
+from miasma_client.cli._context import EXIT_NOT_LIVE, CliError, State, pass_state
 from miasma_client.cli._params import (
     ENV,
     VOLUME,
@@ -39,13 +41,14 @@ from miasma_client.cli._render import (
 @click.option(
     "--failing", is_flag=True, help="Only the apps whose latest change failed (need a look)."
 )
+@click.option("-A", "--all", "show_all", is_flag=True, help="Hidden apps too.")
 @json_option()
 @pass_state
-def list_apps(state: State, group: str, failing: bool, as_json: bool) -> None:
-    """List apps: status, name, URLs and running/total."""
+def list_apps(state: State, group: str, failing: bool, show_all: bool, as_json: bool) -> None:
+    """List apps: status, name, URLs and running/total (hidden ones with --all)."""
     rollout = apps_pb2.ROLLOUT_STATE_FAILED if failing else apps_pb2.ROLLOUT_STATE_UNSPECIFIED
     with state.client() as client:
-        apps = client.list_apps(group=group, rollout=rollout)
+        apps = client.list_apps(group=group, rollout=rollout, show_hidden=show_all)
     if as_json:
         print_json(apps)
     elif apps:
@@ -71,17 +74,19 @@ def show(state: State, app: str, as_json: bool) -> None:
         show_app(found, volumes)
 
 
-def _settle(client: MiasmaClient, app: apps_pb2.App, timeout: float) -> apps_pb2.App:
+def settle(client: MiasmaClient, app: apps_pb2.App, timeout: float) -> apps_pb2.App:
     """Wait (with a spinner on a terminal) until the rollout is live or failed."""
     if not app_status(app).settled:
         with err.status(f"Waiting for {short_name(app)} to be live…"):
             app = client.wait_settled(app.name, timeout=timeout)
     status = app_status(app)
     if status is AppStatus.FAILED:
-        raise CliError(f"{short_name(app)} failed: {app.observed.last_error}")
+        raise CliError(f"{short_name(app)} failed: {app.observed.last_error}", EXIT_NOT_LIVE)
     if not status.settled:
         detail = f": {app.observed.last_error}" if app.observed.last_error else ""
-        raise CliError(f"{short_name(app)} is still {status} after {timeout:g}s{detail}")
+        raise CliError(
+            f"{short_name(app)} is still {status} after {timeout:g}s{detail}", EXIT_NOT_LIVE
+        )
     return app
 
 
@@ -162,14 +167,14 @@ def create(
             stop_grace=stop_grace, group=group, stopped=stopped, validate_only=dry_run,
         )  # fmt: skip
         if wait and not dry_run:
-            app = _settle(client, app, wait_timeout)
+            app = settle(client, app, wait_timeout)
     if as_json:
         print_json(app)
         return
     verb = "Would create" if dry_run else "Created"
     out.print(f"{verb} {name}.")
     out.print(slots_table(app.bindings))
-    if app.urls and not dry_run:
+    if app.urls and not dry_run and app.desired_state != apps_pb2.DESIRED_STATE_STOPPED:
         out.print(f"Open {', '.join(app.urls)}")
 
 
@@ -178,9 +183,17 @@ def create(
 @ports_option(
     "--add-published-ports", help="Publish on this host port (repeatable, comma lists ok)."
 )
-@ports_option("--rm-published-ports", help="Go back to a random published port for this one.")
+@ports_option(
+    "--rm-published-ports",
+    help="Forget this published port: Miasma picks one for its slot; a slot left with "
+    "nothing explicit is removed, and the later slots move up (PORT_3 becomes PORT_2).",
+)
 @ports_option("--add-target-ports", help="Use this port inside the container (repeatable).")
-@ports_option("--rm-target-ports", help="Go back to a random target port for this one.")
+@ports_option(
+    "--rm-target-ports",
+    help="Forget this target port: Miasma picks one for its slot; a slot left with nothing "
+    "explicit is removed, and the later slots move up.",
+)
 @click.option(
     "--add-volume", type=VOLUME, multiple=True,
     help="Mount SOURCE:TARGET[:ro] (a named volume, or a host path if the server allows).",
@@ -188,6 +201,19 @@ def create(
 @click.option(
     "--rm-volume", type=VOLUME_OR_TARGET, multiple=True,
     help="Unmount SOURCE:TARGET (or just /TARGET); the volume and its data stay.",
+)  # fmt: skip
+@click.option(
+    "--add-placement-constraint", "add_constraint", multiple=True, metavar="KEY==VALUE",
+    help="Swarm: run the app only on nodes that match, e.g. node.labels.zone==a (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--rm-placement-constraint", "rm_constraint", multiple=True, metavar="KEY==VALUE",
+    help="Swarm: drop one of the app's placement constraints (repeatable).",
+)  # fmt: skip
+@click.option("-g", "--group", help="Move the app to this group ('' takes it out of its group).")
+@click.option(
+    "--hidden/--visible", default=None,
+    help="Leave the app out of `miasma apps` (shown by `apps --all`), or list it again.",
 )  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @wait_option
@@ -203,12 +229,16 @@ def edit(
     rm_target_ports: tuple[list[apps_pb2.Port], ...],
     add_volume: tuple[apps_pb2.Volume, ...],
     rm_volume: tuple[apps_pb2.Volume, ...],
+    add_constraint: tuple[str, ...],
+    rm_constraint: tuple[str, ...],
+    group: str | None,
+    hidden: bool | None,
     dry_run: bool,
     wait: bool,
     wait_timeout: float,
     as_json: bool,
 ) -> None:
-    """Add or remove an app's published and target ports, and its volumes, in one change.
+    """Change an app's ports, volumes, placement, group or visibility, in one change.
 
     \b
     Ports pair up by order: the first published port goes with the first
@@ -217,17 +247,21 @@ def edit(
       miasma apps:edit -a example --add-published-ports 8081,8082
       miasma apps:edit -a dns --add-published-ports 5353/udp
       miasma apps:edit -a postgres --add-volume pgdata:/var/lib/postgresql/data
+      miasma apps:edit -a db --add-placement-constraint node.labels.disk==ssd
+      miasma apps:edit -a traefik --group infra --hidden
     """
     with state.client() as client:
         reply = client.edit_app(
             app, add_published=flatten(add_published_ports),
             remove_published=flatten(rm_published_ports), add_target=flatten(add_target_ports),
             remove_target=flatten(rm_target_ports), add_volumes=add_volume,
-            remove_volumes=rm_volume, validate_only=dry_run,
+            remove_volumes=rm_volume, add_constraints=add_constraint,
+            remove_constraints=rm_constraint, group=group, hidden=hidden, validate_only=dry_run,
         )  # fmt: skip
         edited = reply.app
-        if wait and not dry_run and (reply.changes or add_volume or rm_volume):
-            edited = _settle(client, edited, wait_timeout)
+        rolled_out = reply.changes or add_volume or rm_volume or add_constraint or rm_constraint
+        if wait and not dry_run and rolled_out:  # not for a group or visibility alone
+            edited = settle(client, edited, wait_timeout)
     if as_json:
         reply.app.CopyFrom(edited)
         print_json(reply)
@@ -247,8 +281,13 @@ def edit(
 @click.option("-i", "--image", help="Run this image from now on.")
 @click.option(
     "-e", "--env", "env", type=ENV, multiple=True,
-    help="Environment variable (repeatable); the given set replaces the app's env.",
+    help="Set this variable (repeatable); the app's others stay (see --replace-env).",
 )  # fmt: skip
+@click.option(
+    "--replace-env", is_flag=True,
+    help="The -e variables replace the app's whole env (none given: it is emptied).",
+)  # fmt: skip
+@click.option("--default-command", is_flag=True, help="Go back to the image's own command.")
 @constraint_option
 @click.option("--no-constraints", is_flag=True, help="Remove every placement constraint.")
 @stop_grace_option()
@@ -262,6 +301,8 @@ def update(
     app: str,
     image: str | None,
     env: tuple[tuple[str, str], ...],
+    replace_env: bool,
+    default_command: bool,
     constraint: tuple[str, ...],
     no_constraints: bool,
     stop_grace: float | None,
@@ -272,22 +313,28 @@ def update(
 ) -> None:
     """Change an app's image, env, command, placement or stop grace; it is rolled out again.
 
-    Only what is given changes; its ports and volumes stay as they are.
+    Only what is given changes; its ports and volumes stay as they are. `-e`
+    sets variables and leaves the others (`env:unset` removes one).
     """
     if constraint and no_constraints:
         raise click.UsageError("--constraint and --no-constraints contradict each other")
+    if command and default_command:
+        raise click.UsageError("a command and --default-command contradict each other")
     constraints = () if no_constraints else (constraint or None)
-    if (image, stop_grace, constraints) == (None, None, None) and not env and not command:
+    new_command = () if default_command else (command or None)
+    if (image, stop_grace, constraints, new_command) == (None,) * 4 and not (env or replace_env):
         raise click.UsageError(
-            "nothing to change: give --image, --env, --constraint, --stop-grace or a command"
+            "nothing to change: give --image, --env, --constraint, --stop-grace, a command "
+            "or --default-command"
         )
     with state.client() as client:
         updated = client.update_app(
-            app, image=image, env=dict(env) if env else None, command=command or None,
+            app, image=image, env=dict(env) if replace_env else None,
+            set_env=None if replace_env else dict(env), command=new_command,
             constraints=constraints, stop_grace=stop_grace,
         )  # fmt: skip
         if wait:
-            updated = _settle(client, updated, wait_timeout)
+            updated = settle(client, updated, wait_timeout)
     if as_json:
         print_json(updated)
     else:
@@ -323,24 +370,34 @@ def _lifecycle(name: str, summary: str, past: str) -> click.Command:
     "--delete-volumes", is_flag=True,
     help="Also delete the volumes Miasma made for the app, and their data.",
 )  # fmt: skip
-@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting volumes.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask first (on a terminal it asks).")
+@click.option("--if-exists", is_flag=True, help="An app that does not exist is not an error.")
 @json_option()
 @pass_state
-def delete(state: State, app: str, delete_volumes: bool, yes: bool, as_json: bool) -> None:
+def delete(
+    state: State, app: str, delete_volumes: bool, yes: bool, if_exists: bool, as_json: bool
+) -> None:
     """Delete an app, its container and its ports; its volumes (and data) stay unless
     --delete-volumes. `miasma volumes` lists volumes left behind."""
     with state.client() as client:
-        if delete_volumes and not yes:
-            doomed = [v.name for v in client.list_volumes(app) if v.created_for == f"apps/{app}"]
-            if not sys.stdin.isatty():
-                raise click.UsageError(
-                    "--delete-volumes deletes data: confirm with --yes when not on a terminal"
-                )
-            listed = ", ".join(doomed) or "none found now"
-            click.confirm(
-                f"Delete app {app} and its volumes ({listed}) with all their data?", abort=True
-            )
-        reply = client.delete_app(app, delete_volumes=delete_volumes)
+        try:
+            client.get_app(app)
+        except MiasmaError as exc:
+            if if_exists and exc.code is grpc.StatusCode.NOT_FOUND:
+                if as_json:
+                    print_json(apps_pb2.DeleteAppResponse())
+                else:
+                    out.print(f"{app} does not exist: nothing to delete.")
+                return
+            raise
+        if not yes:
+            _confirm_delete(client, app, delete_volumes)
+        try:
+            reply = client.delete_app(app, delete_volumes=delete_volumes)
+        except MiasmaError as exc:  # deleted meanwhile
+            if not (if_exists and exc.code is grpc.StatusCode.NOT_FOUND):
+                raise
+            reply = apps_pb2.DeleteAppResponse()
         kept = [v.name for v in client.list_volumes() if v.created_for == f"apps/{app}"]
     if as_json:
         print_json(reply)
@@ -350,6 +407,23 @@ def delete(state: State, app: str, delete_volumes: bool, yes: bool, as_json: boo
         out.print(f"Deleted volumes: {', '.join(reply.deleted_volumes)}")
     if kept:
         out.print(f"Kept its volumes: {', '.join(kept)} (`miasma volumes:rm NAME` deletes one).")
+
+
+def _confirm_delete(client: MiasmaClient, app: str, delete_volumes: bool) -> None:
+    """Ask on a terminal; off one, deleting data needs --yes (deleting the app does not)."""
+    if not sys.stdin.isatty():
+        if delete_volumes:
+            raise click.UsageError(
+                "--delete-volumes deletes data: confirm with --yes when not on a terminal"
+            )
+        return
+    if delete_volumes:
+        doomed = [v.name for v in client.list_volumes(app) if v.created_for == f"apps/{app}"]
+        listed = ", ".join(doomed) or "none found now"
+        question = f"Delete app {app} and its volumes ({listed}) with all their data?"
+    else:
+        question = f"Delete app {app}? (its volumes stay)"
+    click.confirm(question, abort=True)
 
 
 COMMANDS = [

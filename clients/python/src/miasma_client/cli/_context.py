@@ -14,9 +14,43 @@ from miasma_client._client import MiasmaClient
 from miasma_client._errors import MiasmaError
 from miasma_client._settings import Settings, SettingsError, resolve
 
+# Exit codes, by what went wrong (README "Exit codes"); 2 is click's bad command line.
+EXIT_FAILED = 1  # anything else: the server's own failure, a rollout that failed
+EXIT_INVALID = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_UNAVAILABLE = 6
+EXIT_UNAUTHENTICATED = 7
+EXIT_NOT_LIVE = 8  # the change is made, but the app did not come up (or not yet)
+EXIT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_INVALID,
+    grpc.StatusCode.OUT_OF_RANGE: EXIT_INVALID,
+    grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: EXIT_CONFLICT,
+    grpc.StatusCode.ABORTED: EXIT_CONFLICT,
+    grpc.StatusCode.FAILED_PRECONDITION: EXIT_CONFLICT,
+    grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_UNAUTHENTICATED,
+}
+
 
 class CliError(click.ClickException):
-    """A failure the user should read: printed as one line, exit code 1."""
+    """A failure the user should read: printed as one line; its exit code says what kind,
+    and ``error`` is the server's (for ``--json``)."""
+
+    def __init__(
+        self, message: str, exit_code: int = EXIT_FAILED, error: MiasmaError | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = exit_code  # click's exit_code is a class variable
+        self.error = error
+
+    @classmethod
+    def of(cls, error: MiasmaError, server: str) -> CliError:
+        """The CLI's error for a failed call."""
+        return cls(describe(error, server), EXIT_CODES.get(error.code, EXIT_FAILED), error)
 
 
 @dataclass
@@ -31,7 +65,7 @@ class State:
         try:
             return resolve(**(self.overrides | more))
         except SettingsError as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(str(exc), EXIT_INVALID) from None
 
     @contextmanager
     def client(self, settings: Settings | None = None) -> Iterator[MiasmaClient]:
@@ -41,9 +75,9 @@ class State:
             with MiasmaClient(settings=settings, timeout=self.timeout) as client:
                 yield client
         except MiasmaError as exc:
-            raise CliError(describe(exc, settings.server)) from None
+            raise CliError.of(exc, settings.server) from None
         except SettingsError as exc:
-            raise CliError(str(exc)) from None
+            raise CliError(str(exc), EXIT_INVALID) from None
 
 
 # Request fields -> the CLI flags that fill them, so errors name what the user typed.
@@ -59,17 +93,20 @@ FLAGS = {
     "app.volumes": "--volume",
     "app.stop_grace": "--stop-grace",
     "app.image": "--image",
-    "app.env": "--env",
+    "app.env": "--env {key}",
+    "set_env": "{key}",
+    "unset_env": "KEY",
     "app_id": "NAME",
 }
-_FIELD = re.compile(r"^(?P<field>[a-z_.]+)(?:\[\d+\])?")
+_FIELD = re.compile(r"^(?P<field>[a-z_.]+)(?:\[(?P<key>[^\]]*)\])?")
 
 
 def _with_flags(error: MiasmaError) -> str:
     text = str(error)
     match = _FIELD.match(text)
     if match and match["field"] in FLAGS:
-        text = FLAGS[match["field"]] + text[match.end() :]
+        flag = FLAGS[match["field"]].format(key=match["key"] or "").strip()
+        text = flag + text[match.end() :]
     return text
 
 

@@ -153,6 +153,8 @@ def show_app(app: apps_pb2.App, made: Iterable[apps_pb2.VolumeInfo] = ()) -> Non
     summary.add_row("Name", short_name(app))
     if app.group:
         summary.add_row("Group", app.group)
+    if app.hidden:
+        summary.add_row("Hidden", "yes (listed by `miasma apps --all`)")
     summary.add_row("Image", app.image)
     summary.add_row("Command", " ".join(app.command) or "(image default)")
     summary.add_row(

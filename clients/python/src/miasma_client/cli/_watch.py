@@ -37,6 +37,8 @@ def watch(state: State, app: str | None, since: int, max_events: int | None, as_
     """
     counted = 0
     with state.client() as client:
+        if app is not None:
+            client.get_app(app)  # NOT_FOUND now, rather than waiting for an app never made
         try:
             for response in client.watch_port_events(app, since=since):
                 if as_json:

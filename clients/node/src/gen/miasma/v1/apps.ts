@@ -482,6 +482,11 @@ export interface App {
    * '_' or '-', starting and ending with a letter or digit.
    */
   group: string;
+  /**
+   * Left out of ListApps unless it asks for hidden apps (Miasma's --hidden: an
+   * app that serves others, such as a proxy). Changes nothing in Docker.
+   */
+  hidden: boolean;
 }
 
 export interface App_EnvEntry {
@@ -537,6 +542,8 @@ export interface ListAppsRequest {
    * example FAILED for the apps that need a look; unspecified: any.
    */
   rollout: RolloutState;
+  /** Hidden apps too (App.hidden); without it they are left out. */
+  showHidden: boolean;
 }
 
 export interface ListAppsResponse {
@@ -558,8 +565,11 @@ export interface UpdateAppRequest {
     | App
     | undefined;
   /**
-   * Which of image, command, env, constraints, volumes, stop_grace, group to change
-   * (a named field left empty is cleared). Without a mask, the fields the
+   * Which of image, command, env, constraints, volumes, stop_grace, group, hidden
+   * to change
+   * (a named field left empty is cleared: an empty command is the image's
+   * default). "env.KEY" (AIP-161; "env.`KEY`" for a name with dots) changes one
+   * variable: set to its value in app.env, removed when app.env has none. Without a mask, the fields the
    * request sets (non-empty) are changed and the others left as they are
    * (AIP-134); a request that sets none is INVALID_ARGUMENT.
    */
@@ -697,6 +707,35 @@ export interface EditAppRequest {
    * (a UUID) per change; at most 128 printable characters.
    */
   requestId: string;
+  /**
+   * Variables to set, or change, leaving the others as they are (`miasma
+   * env:set`). A name is a letter or '_', then letters, digits, '_', '.' or
+   * '-'; PORT and PORT_<n> are Miasma's.
+   */
+  setEnv: { [key: string]: string };
+  /**
+   * Variables to remove (`miasma env:unset`); one the app does not have is
+   * ignored. A name may not be in set_env as well.
+   */
+  unsetEnv: string[];
+  /**
+   * Placement constraints to add ("node.labels.zone==a"; swarm runtime only:
+   * FAILED_PRECONDITION in the container runtime).
+   */
+  addConstraints: string[];
+  /** Placement constraints to remove (each must be one the app has). */
+  removeConstraints: string[];
+  /** A new group (App.group); "" takes the app out of its group. Unset: unchanged. */
+  group?:
+    | string
+    | undefined;
+  /** Hide or show the app in listings (App.hidden). Unset: unchanged. */
+  hidden?: boolean | undefined;
+}
+
+export interface EditAppRequest_SetEnvEntry {
+  key: string;
+  value: string;
 }
 
 export interface EditAppResponse {
@@ -1417,6 +1456,7 @@ function createBaseApp(): App {
     uid: "",
     node: "",
     group: "",
+    hidden: false,
   };
 }
 
@@ -1475,6 +1515,9 @@ export const App: MessageFns<App> = {
     }
     if (message.group !== "") {
       writer.uint32(146).string(message.group);
+    }
+    if (message.hidden !== false) {
+      writer.uint32(152).bool(message.hidden);
     }
     return writer;
   },
@@ -1639,6 +1682,14 @@ export const App: MessageFns<App> = {
             message.group = reader.string();
             continue;
           }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.hidden = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1706,6 +1757,7 @@ export const App: MessageFns<App> = {
       uid: isSet(object.uid) ? globalThis.String(object.uid) : "",
       node: isSet(object.node) ? globalThis.String(object.node) : "",
       group: isSet(object.group) ? globalThis.String(object.group) : "",
+      hidden: isSet(object.hidden) ? globalThis.Boolean(object.hidden) : false,
     };
   },
 
@@ -1771,6 +1823,9 @@ export const App: MessageFns<App> = {
     if (message.group !== "") {
       obj.group = message.group;
     }
+    if (message.hidden !== false) {
+      obj.hidden = message.hidden;
+    }
     return obj;
   },
 
@@ -1809,6 +1864,7 @@ export const App: MessageFns<App> = {
     message.uid = object.uid ?? "";
     message.node = object.node ?? "";
     message.group = object.group ?? "";
+    message.hidden = object.hidden ?? false;
     return message;
   },
 };
@@ -2269,7 +2325,7 @@ export const GetAppResponse: MessageFns<GetAppResponse> = {
 };
 
 function createBaseListAppsRequest(): ListAppsRequest {
-  return { pageSize: 0, pageToken: "", group: "", desiredState: 0, rollout: 0 };
+  return { pageSize: 0, pageToken: "", group: "", desiredState: 0, rollout: 0, showHidden: false };
 }
 
 export const ListAppsRequest: MessageFns<ListAppsRequest> = {
@@ -2288,6 +2344,9 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
     }
     if (message.rollout !== 0) {
       writer.uint32(40).int32(message.rollout);
+    }
+    if (message.showHidden !== false) {
+      writer.uint32(48).bool(message.showHidden);
     }
     return writer;
   },
@@ -2345,6 +2404,14 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
             message.rollout = reader.int32() as any;
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.showHidden = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2376,6 +2443,11 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
         ? desiredStateFromJSON(object.desired_state)
         : 0,
       rollout: isSet(object.rollout) ? rolloutStateFromJSON(object.rollout) : 0,
+      showHidden: isSet(object.showHidden)
+        ? globalThis.Boolean(object.showHidden)
+        : isSet(object.show_hidden)
+        ? globalThis.Boolean(object.show_hidden)
+        : false,
     };
   },
 
@@ -2396,6 +2468,9 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
     if (message.rollout !== 0) {
       obj.rollout = rolloutStateToJSON(message.rollout);
     }
+    if (message.showHidden !== false) {
+      obj.showHidden = message.showHidden;
+    }
     return obj;
   },
 
@@ -2409,6 +2484,7 @@ export const ListAppsRequest: MessageFns<ListAppsRequest> = {
     message.group = object.group ?? "";
     message.desiredState = object.desiredState ?? 0;
     message.rollout = object.rollout ?? 0;
+    message.showHidden = object.showHidden ?? false;
     return message;
   },
 };
@@ -3714,6 +3790,12 @@ function createBaseEditAppRequest(): EditAppRequest {
     validateOnly: false,
     etag: "",
     requestId: "",
+    setEnv: {},
+    unsetEnv: [],
+    addConstraints: [],
+    removeConstraints: [],
+    group: undefined,
+    hidden: undefined,
   };
 }
 
@@ -3748,6 +3830,24 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     }
     if (message.requestId !== "") {
       writer.uint32(82).string(message.requestId);
+    }
+    globalThis.Object.entries(message.setEnv).forEach(([key, value]: [string, string]) => {
+      EditAppRequest_SetEnvEntry.encode({ key: key as any, value }, writer.uint32(90).fork()).join();
+    });
+    for (const v of message.unsetEnv) {
+      writer.uint32(98).string(v!);
+    }
+    for (const v of message.addConstraints) {
+      writer.uint32(106).string(v!);
+    }
+    for (const v of message.removeConstraints) {
+      writer.uint32(114).string(v!);
+    }
+    if (message.group !== undefined) {
+      writer.uint32(122).string(message.group);
+    }
+    if (message.hidden !== undefined) {
+      writer.uint32(128).bool(message.hidden);
     }
     return writer;
   },
@@ -3845,6 +3945,57 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            const entry11 = EditAppRequest_SetEnvEntry.decode(reader, reader.uint32());
+            if (entry11.value !== undefined) {
+              message.setEnv[entry11.key] = entry11.value;
+            }
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.unsetEnv.push(reader.string());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.addConstraints.push(reader.string());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.removeConstraints.push(reader.string());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.hidden = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3901,6 +4052,50 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      setEnv: isObject(object.setEnv)
+        ? (globalThis.Object.entries(object.setEnv) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.set_env)
+        ? (globalThis.Object.entries(object.set_env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      unsetEnv: globalThis.Array.isArray(object?.unsetEnv)
+        ? object.unsetEnv.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.unset_env)
+        ? object.unset_env.map((e: any) => globalThis.String(e))
+        : [],
+      addConstraints: globalThis.Array.isArray(object?.addConstraints)
+        ? object.addConstraints.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.add_constraints)
+        ? object.add_constraints.map((e: any) => globalThis.String(e))
+        : [],
+      removeConstraints: globalThis.Array.isArray(object?.removeConstraints)
+        ? object.removeConstraints.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.remove_constraints)
+        ? object.remove_constraints.map((e: any) => globalThis.String(e))
+        : [],
+      group: isSet(object.group) ? globalThis.String(object.group) : undefined,
+      hidden: isSet(object.hidden) ? globalThis.Boolean(object.hidden) : undefined,
     };
   },
 
@@ -3936,6 +4131,30 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.setEnv) {
+      const entries = globalThis.Object.entries(message.setEnv) as [string, string][];
+      if (entries.length > 0) {
+        obj.setEnv = {};
+        entries.forEach(([k, v]) => {
+          obj.setEnv[k] = v;
+        });
+      }
+    }
+    if (message.unsetEnv?.length) {
+      obj.unsetEnv = message.unsetEnv;
+    }
+    if (message.addConstraints?.length) {
+      obj.addConstraints = message.addConstraints;
+    }
+    if (message.removeConstraints?.length) {
+      obj.removeConstraints = message.removeConstraints;
+    }
+    if (message.group !== undefined) {
+      obj.group = message.group;
+    }
+    if (message.hidden !== undefined) {
+      obj.hidden = message.hidden;
+    }
     return obj;
   },
 
@@ -3954,6 +4173,105 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     message.validateOnly = object.validateOnly ?? false;
     message.etag = object.etag ?? "";
     message.requestId = object.requestId ?? "";
+    message.setEnv = (globalThis.Object.entries(object.setEnv ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.unsetEnv = object.unsetEnv?.map((e) => e) || [];
+    message.addConstraints = object.addConstraints?.map((e) => e) || [];
+    message.removeConstraints = object.removeConstraints?.map((e) => e) || [];
+    message.group = object.group ?? undefined;
+    message.hidden = object.hidden ?? undefined;
+    return message;
+  },
+};
+
+function createBaseEditAppRequest_SetEnvEntry(): EditAppRequest_SetEnvEntry {
+  return { key: "", value: "" };
+}
+
+export const EditAppRequest_SetEnvEntry: MessageFns<EditAppRequest_SetEnvEntry> = {
+  encode(message: EditAppRequest_SetEnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EditAppRequest_SetEnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEditAppRequest_SetEnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EditAppRequest_SetEnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: EditAppRequest_SetEnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EditAppRequest_SetEnvEntry>): EditAppRequest_SetEnvEntry {
+    return EditAppRequest_SetEnvEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EditAppRequest_SetEnvEntry>): EditAppRequest_SetEnvEntry {
+    const message = createBaseEditAppRequest_SetEnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -5853,8 +6171,9 @@ export const AppServiceService = {
     responseDeserialize: (value: Buffer): EditPortsResponse => EditPortsResponse.decode(value),
   },
   /**
-   * Adds or removes ports and volumes in one atomic change (what `miasma
-   * apps:edit` sends): EditPorts plus volumes.
+   * Adds or removes ports and volumes, sets or unsets variables, in one atomic
+   * change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+   * volumes and env.
    */
   editApp: {
     path: "/miasma.v1.AppService/EditApp" as const,
@@ -5970,8 +6289,9 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   /** Adds or removes published and target ports, atomically. */
   editPorts: handleUnaryCall<EditPortsRequest, EditPortsResponse>;
   /**
-   * Adds or removes ports and volumes in one atomic change (what `miasma
-   * apps:edit` sends): EditPorts plus volumes.
+   * Adds or removes ports and volumes, sets or unsets variables, in one atomic
+   * change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+   * volumes and env.
    */
   editApp: handleUnaryCall<EditAppRequest, EditAppResponse>;
   /**
@@ -6161,8 +6481,9 @@ export interface AppServiceClient extends Client {
     callback: (error: ServiceError | null, response: EditPortsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Adds or removes ports and volumes in one atomic change (what `miasma
-   * apps:edit` sends): EditPorts plus volumes.
+   * Adds or removes ports and volumes, sets or unsets variables, in one atomic
+   * change (what `miasma apps:edit` and `env:set` send): EditPorts plus
+   * volumes and env.
    */
   editApp(
     request: EditAppRequest,

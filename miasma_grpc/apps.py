@@ -398,6 +398,7 @@ class AppManager:
         stop_grace: float | None = None,
         group: str | None = None,
         hidden: bool | None = None,
+        image_digest: str | None = None,
         etag: str = "",
         request_id: str = "",
     ) -> App:
@@ -416,6 +417,14 @@ class AppManager:
                 new = replace(
                     old,
                     image=old.image if image is None else image,
+                    # Pinned by an upgrade; a new reference is its tag again.
+                    image_digest=(
+                        image_digest
+                        if image_digest is not None
+                        else old.image_digest
+                        if image in (None, old.image)
+                        else ""
+                    ),
                     command=old.command if command is None else tuple(command),
                     env=old.env if env is None else dict(env),
                     constraints=(
@@ -450,6 +459,21 @@ class AppManager:
                 if request_id:
                     tx.remember_request(request_id, name)
             return new if bookkeeping else await self._rollout(old, new)
+
+    async def upgrade(self, name: str) -> tuple[App, bool]:
+        """Pull the app's image again; roll it out only if the registry had another image
+        (the app is then pinned to it: App.image_digest). The app, and whether it changed.
+
+        The pull runs outside the app's lock (it may take minutes); the change is made
+        with the etag read before it, so a change made meanwhile is ABORTED, not lost.
+        """
+        app = await self.get(name)
+        running = app.image_digest or await self.runtime.image_id(app.image)
+        pulled = await self.runtime.pull(app.image)
+        pin = self.runtime.pin(pulled)
+        if pin == app.image_digest or (not app.image_digest and pulled.id == running):
+            return app, False
+        return await self.update(name, image_digest=pin, etag=app.etag), True
 
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
         """Start or stop an app; ports are kept either way."""

@@ -44,7 +44,6 @@ readonly PGDATA_DIR=/var/lib/postgresql/data
 # between runs then rebuild instead of reusing a stale image.
 readonly RECIPE=1
 readonly RECIPE_LABEL=miasma.test-image.recipe
-readonly POLICY_RC=/usr/sbin/policy-rc.d
 
 log() { printf 'postgres-image: %s\n' "$*" >&2; }
 die() {
@@ -64,7 +63,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Paths to delete and the policy-rc.d to put back when the script exits, however it exits.
 CLEANUP_PATHS=()
-POLICY_STATE=""  # "" (untouched), "absent" (ours is there, none before) or a backup path
 cleanup() {
     restore_policy_rc
     if [ "${#CLEANUP_PATHS[@]}" -gt 0 ]; then
@@ -76,43 +74,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- packages ---------------------------------------------------------------------------
-
-# Installing postgresql-15 runs its postinst, which creates the cluster 15/main and starts
-# it through invoke-rc.d (or systemctl) on 5432. A policy-rc.d that exits 101 ("action
-# forbidden") stops the start; it is in place only for the apt-get run and the previous
-# policy-rc.d (if any) is put back afterwards, even if apt-get fails.
-forbid_service_starts() {
-    local backup
-    if [ -e "$POLICY_RC" ] || [ -L "$POLICY_RC" ]; then
-        backup="$(as_root mktemp "$POLICY_RC.miasma-backup.XXXXXX")"
-        as_root mv -f "$POLICY_RC" "$backup"
-        POLICY_STATE="$backup"
-    else
-        POLICY_STATE=absent
-    fi
-    printf '#!/bin/sh\n# Written by Miasma'\''s postgres-image.sh for one apt-get run.\nexit 101\n' |
-        as_root tee "$POLICY_RC" >/dev/null
-    as_root chmod 0755 "$POLICY_RC"
-}
-
-restore_policy_rc() {
-    case "$POLICY_STATE" in
-    "") return 0 ;;
-    absent) as_root rm -f "$POLICY_RC" || log "could not remove $POLICY_RC" ;;
-    *) as_root mv -f "$POLICY_STATE" "$POLICY_RC" || log "could not restore $POLICY_RC from $POLICY_STATE" ;;
-    esac
-    POLICY_STATE=""
-}
-
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "cannot install $*: apt-get not found"
-    log "apt-get update"
-    # 9>&-: nothing apt-get starts may hold on to the build lock.
-    as_root apt-get update >&2 9>&-
-    log "apt-get install -y $*"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
-        >&2 9>&-
-}
 
 # Installs, in one apt-get run, what is missing: the docker CLI, a static busybox, the
 # PostgreSQL 15 server (its psql comes with it, from postgresql-client-15).

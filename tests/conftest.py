@@ -14,6 +14,7 @@ from miasma.v1 import apps_pb2_grpc
 from scripts import engine, swarm
 from tests import docker_cli
 from tests.engines import throwaway_engine
+from tests.registry import running_registry
 from tests.server import ServerProcess
 
 ENGINE_DIR = Path(os.environ.get("MIASMA_TEST_ENGINE_DIR", "/tmp/miasma-test-engine"))
@@ -127,3 +128,10 @@ def stub(server: ServerProcess) -> Iterator[apps_pb2_grpc.AppServiceStub]:
 def postgres_image(docker_host: str) -> str:
     """A PostgreSQL 15 image built from Debian's packages (scripts/postgres-image.sh)."""
     return engine.ensure_postgres_image(docker_host)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``127.0.0.1:PORT`` of a Docker registry on loopback (tests/registry.py)."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address

@@ -211,6 +211,7 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         node=app.node,
         group=app.group,
         hidden=app.hidden,
+        image_digest=app.image_digest,
     )
 
 

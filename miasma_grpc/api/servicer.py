@@ -294,6 +294,19 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             status = to_status(exc)
             await context.abort(status.code, status.details, status.trailing_metadata)
 
+    async def UpgradeApp(
+        self, request: apps_pb2.UpgradeAppRequest, context: Context
+    ) -> apps_pb2.UpgradeAppResponse:
+        """Pull the app's image again; roll it out if it changed. Not bounded by
+        --rpc-timeout, as a pull may take minutes: the pull has its own limit (5 minutes,
+        runtime/docker.py PULL_TIMEOUT) and a rollout waits at most for the app to come up."""
+        try:
+            app, changed = await self.manager.upgrade(parse_resource_name(request.name))
+        except MiasmaError as exc:
+            status = to_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        return apps_pb2.UpgradeAppResponse(app=self._proto(app), changed=changed)
+
     async def ReadLogs(
         self, request: apps_pb2.ReadLogsRequest, context: Context
     ) -> AsyncIterator[apps_pb2.ReadLogsResponse]:

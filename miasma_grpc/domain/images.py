@@ -7,6 +7,7 @@ The grammar is the one Docker's ``distribution/reference`` package uses:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from miasma_grpc.domain.errors import InvalidArgument
 
@@ -32,3 +33,11 @@ def validate_image(image: str, field: str = "app.image") -> str:
             reason="INVALID_IMAGE",
         )
     return image
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """An image as a pull left it: its ID, and its digest in the registry (if any)."""
+
+    id: str
+    repo_digest: str = ""  # "registry/repo@sha256:…"

@@ -203,6 +203,9 @@ class App:
     node: str = ""  # swarm: the node the app's data lives on (empty: not pinned)
     group: str = ""  # the user's grouping of apps (Miasma's --group); empty: none
     hidden: bool = False  # left out of listings unless asked for (Miasma's --hidden)
+    # The image as apps:upgrade last pulled it ("sha256:…", or "repo@sha256:…" on a swarm):
+    # what runs, rather than whatever the tag points at on the engine. Empty: the tag.
+    image_digest: str = ""
 
     @property
     def rollout_owed(self) -> bool:

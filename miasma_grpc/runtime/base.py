@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from miasma_grpc.domain.images import PulledImage
 from miasma_grpc.domain.logs import LogLine, LogSource
 from miasma_grpc.domain.models import DEFAULT_STOP_GRACE, App, Observed, Port
 from miasma_grpc.domain.volumes import VolumeInfo
@@ -99,6 +100,18 @@ class Runtime(Protocol):
         """Names of apps whose Docker objects changed, as Docker reports it, until the
         stream breaks (:class:`Unavailable`). Yields ``""`` first, once it is open: what
         happened before then is to be read by a full look (:meth:`survey`)."""
+        ...
+
+    async def image_id(self, image: str) -> str:
+        """The ID of ``image`` on the engine now; "" when it has none."""
+        ...
+
+    async def pull(self, image: str) -> PulledImage:
+        """Pull ``image`` from its registry even if the engine has it (an upgrade)."""
+        ...
+
+    def pin(self, pulled: PulledImage) -> str:
+        """What an app upgraded to ``pulled`` is to run (App.image_digest)."""
         ...
 
     async def log_source(self, app: App) -> LogSource | None:

@@ -36,6 +36,7 @@ from typing import Any
 from aiodocker.containers import DockerContainer
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
+from miasma_grpc.domain.images import PulledImage
 from miasma_grpc.domain.logs import LogLine, LogSource
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
@@ -91,6 +92,8 @@ def spec_hash(app: App, network: str, publish_address: str = DEFAULT_PUBLISH_ADD
         spec["stop_grace"] = _seconds(app.stop_grace)
     if publish_address != DEFAULT_PUBLISH_ADDRESS:  # --publish-address changed: re-bind
         spec["publish_address"] = publish_address
+    if app.image_digest:  # an upgrade pulled a new image for the tag
+        spec["image_digest"] = app.image_digest
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -263,6 +266,10 @@ class DockerContainerRuntime(DockerVolumes):
         )
         return LogSource(best.id, _running(best))
 
+    def pin(self, pulled: PulledImage) -> str:
+        """What an app upgraded to ``pulled`` runs: its ID on this engine."""
+        return pulled.id
+
     def logs(
         self, source: LogSource, *, tail: int, since: int | None, follow: bool
     ) -> AsyncIterator[LogLine]:
@@ -283,7 +290,7 @@ class DockerContainerRuntime(DockerVolumes):
             )
 
     async def _replace(self, app: App, want: str, stale: list[DockerContainer]) -> None:
-        image = await ensure_image(self.docker, app.image)
+        image = await ensure_image(self.docker, app.image_digest or app.image)
         mounts = app_mounts(app, declared_volumes(image), self.instance)
         await self.check_mountable(mounts)
         network = await self._ensure_network()
@@ -400,7 +407,7 @@ class DockerContainerRuntime(DockerVolumes):
             for b in app.bindings
         }
         config: dict[str, Any] = {
-            "Image": app.image,
+            "Image": app.image_digest or app.image,  # the image an upgrade pulled, if any
             "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
             "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name, LABEL_SPEC: want},
             "ExposedPorts": exposed,

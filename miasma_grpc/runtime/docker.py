@@ -12,6 +12,7 @@ import aiodocker
 import aiohttp
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
+from miasma_grpc.domain.images import PulledImage
 
 UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
 # Everything a call to the engine may raise besides a refusal it answered with.
@@ -109,3 +110,33 @@ class DockerClient:
         if self._docker is None:
             raise RuntimeError("runtime is not open")
         return self._docker
+
+    async def image_id(self, image: str) -> str:
+        """The ID of ``image`` on this engine now; "" when it has none."""
+        try:
+            async with docker_errors(f"inspect image {image!r}"):
+                return str((await self.docker.images.inspect(image))["Id"])
+        except RuntimeFailure as exc:
+            if exc.docker_status == 404:
+                return ""
+            raise
+
+    async def pull(self, image: str) -> PulledImage:
+        """Pull ``image`` from its registry even if this engine has it (an upgrade);
+        ``image_unavailable`` when the pull fails or takes longer than ``PULL_TIMEOUT``."""
+        timeout = PULL_TIMEOUT
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit, docker_errors(f"pull image {image!r}"):
+                await self.docker.images.pull(image)
+        except RuntimeFailure as exc:
+            raise image_unavailable(image, exc.message) from exc
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise
+            raise image_unavailable(image, f"the pull took longer than {timeout:g} s") from exc
+        async with docker_errors(f"inspect image {image!r}"):
+            shown = await self.docker.images.inspect(image)
+        repo = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+        digests = [str(d) for d in shown.get("RepoDigests") or [] if str(d).startswith(repo + "@")]
+        return PulledImage(str(shown["Id"]), digests[0] if digests else "")

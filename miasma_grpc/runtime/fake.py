@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from miasma_grpc.domain.errors import FailedPrecondition, NotFound, RuntimeFailure, Unavailable
+from miasma_grpc.domain.images import PulledImage
 from miasma_grpc.domain.logs import LogLine, LogSource, Stream
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
@@ -66,6 +67,10 @@ class FakeRuntime:
     # apply that changes what runs, as Docker makes a new container.
     output: dict[str, list[LogLine]] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
+    # Images by ID on the (fake) engine, and what a pull of a reference gets from its
+    # registry (a reference missing there: the pull fails).
+    image_ids: dict[str, str] = field(default_factory=dict)
+    registry: dict[str, str] = field(default_factory=dict)
     written: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def arm(self, failure: Failure) -> None:
@@ -106,8 +111,9 @@ class FakeRuntime:
                     image_path=mount.image_path,
                 )
         deployed = Deployed(
-            app.image, app.command, app.bindings, app.container_env, app.desired_state, mounts
-        )
+            app.image_digest or app.image, app.command, app.bindings, app.container_env,
+            app.desired_state, mounts,
+        )  # fmt: skip
         before = self.deployed.get(app.name)
         if before is None or replace(before, desired_state=deployed.desired_state) != deployed:
             self.generations[app.name] = self.generations.get(app.name, 0) + 1  # not on a stop
@@ -153,6 +159,24 @@ class FakeRuntime:
         while (name := await self.events.get()) is not None:
             yield name
         raise Unavailable("fake Docker's event stream ended")
+
+    async def image_id(self, image: str) -> str:
+        """The ID ``image`` has on the engine ("" when none)."""
+        return self.image_ids.get(image, "")
+
+    async def pull(self, image: str) -> PulledImage:
+        """What the registry has for ``image`` (a RuntimeFailure when it has nothing)."""
+        self._maybe_fail(image, "pull")
+        if image not in self.registry:
+            raise RuntimeFailure(f"fake registry has no {image!r}", reason="IMAGE_PULL_FAILED")
+        self.image_ids[image] = self.registry[image]
+        return PulledImage(
+            self.registry[image], f"{image.rsplit(':', 1)[0]}@{self.registry[image]}"
+        )
+
+    def pin(self, pulled: PulledImage) -> str:
+        """The image ID, as the container runtime pins."""
+        return pulled.id
 
     def container(self, name: str) -> str:
         """The ID of the app's current (fake) container."""

@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from miasma_grpc.domain.errors import RuntimeFailure
+from miasma_grpc.domain.images import PulledImage
 from miasma_grpc.domain.logs import LogLine, LogSource
 from miasma_grpc.domain.models import (
     DEFAULT_STOP_GRACE,
@@ -64,6 +65,7 @@ FAILED_STATES = {"rejected", "failed"}
 ENDED_STATES = {"complete", "shutdown", "failed", "rejected", "remove", "orphaned"}
 RELEASE_MARGIN = 30.0  # seconds beyond an app's grace period for its tasks to end
 SpecDict = dict[str, Any]
+LABEL_IMAGE = "io.miasma.image"  # on a service's containers: the image an upgrade pinned
 
 
 class DockerSwarmRuntime(DockerVolumes):
@@ -178,6 +180,11 @@ class DockerSwarmRuntime(DockerVolumes):
                     yield name
             seen = now
 
+    def pin(self, pulled: PulledImage) -> str:
+        """What an app upgraded to ``pulled`` runs: its registry digest, which every node
+        can pull (the ID where the image has none: this node only)."""
+        return pulled.repo_digest or pulled.id
+
     async def log_source(self, app: App) -> LogSource | None:
         """The app's service: Docker merges the output of its tasks, new ones included."""
         service = await self._service(app.name)
@@ -212,10 +219,13 @@ class DockerSwarmRuntime(DockerVolumes):
         force = 0
         if current is not None:
             force = int(current["Spec"]["TaskTemplate"].get("ForceUpdate", 0))
+        labels = {LABEL_MANAGED: self.instance, LABEL_APP: app.name}
+        if app.image_digest:  # pinned by an upgrade: a change of it is a rollout
+            labels[LABEL_IMAGE] = app.image_digest
         container: SpecDict = {
-            "Image": app.image,
+            "Image": app.image_digest or app.image,
             "Env": [f"{k}={v}" for k, v in sorted(app.container_env.items())],
-            "Labels": {LABEL_MANAGED: self.instance, LABEL_APP: app.name},
+            "Labels": labels,
             "StopGracePeriod": round(app.stop_grace * 1e9),
             "Mounts": [mount_spec(m, app, self.instance) for m in mounts],
         }
@@ -442,6 +452,7 @@ def _essential(spec: Mapping[str, Any]) -> tuple[Any, ...]:
     ports = spec.get("EndpointSpec", {}).get("Ports") or []
     return (
         str(container.get("Image", "")).split("@")[0],
+        (container.get("Labels") or {}).get(LABEL_IMAGE, ""),
         tuple(sorted(container.get("Env") or [])),
         tuple(
             sorted(

@@ -106,4 +106,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0 CHECK (hidden IN (0, 1));
     """,
+    # 9: the image an upgrade pulled, pinned (empty: the tag).
+    """
+    ALTER TABLE apps ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';
+    """,
 )

@@ -12,7 +12,7 @@ from miasma_grpc.domain.models import App, Binding, DesiredState, Protocol, Publ
 
 APP_COLUMNS = (
     "name, image, command, env, desired_state, revision, create_time, update_time, constraints, "
-    "applied_revision, volumes, stop_grace, uid, node, group_name, hidden"
+    "applied_revision, volumes, stop_grace, uid, node, group_name, hidden, image_digest"
 )
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in APP_COLUMNS.split(", "))
 _BINDING_COLUMNS_OF_B = (
@@ -90,6 +90,7 @@ def app_row(app: App) -> tuple[Any, ...]:
         app.node,
         app.group,
         int(app.hidden),
+        app.image_digest,
     )
 
 
@@ -134,6 +135,7 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
         node=row["node"],
         group=row["group_name"],
         hidden=bool(row["hidden"]),
+        image_digest=row["image_digest"],
     )
 
 

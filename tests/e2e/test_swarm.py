@@ -25,6 +25,7 @@ from scripts import swarm
 from tests.conftest import DATA_COMMAND, DATA_SCRIPT, HTTPD_COMMAND
 from tests.docker_cli import (
     Service,
+    build,
     copy_image,
     docker,
     http_get,
@@ -443,3 +444,29 @@ def test_logs_of_a_service_name_its_task_and_a_follow_spans_a_rollout(
     finally:
         stop.set()
         follower.join(timeout=30)
+
+
+def test_upgrade_pins_the_service_to_the_new_digest(
+    client: MiasmaClient, server: ServerProcess, registry: str, test_image: str
+) -> None:
+    """A new image pushed under the app's tag: the service is updated to it, by its digest in
+    the registry (which every node can pull), and serves it; the same image changes nothing."""
+    host = server.docker_host
+    reference = f"{registry}/swarm-upgrade/web:1"
+    build(host, reference, f"FROM {test_image}\nRUN echo v1 > /www/index.html\n")
+    first = docker(host, "image", "inspect", "-f", "{{.Id}}", reference).strip()
+    docker(host, "push", reference)
+    client.create_app("web", reference, published_ports=["8095/host"])
+    wait_for(lambda: http_get(8095).strip() == "v1", "v1 to answer", 60)
+    assert not client.upgrade_app("web").changed
+
+    build(host, reference, f"FROM {test_image}\nRUN echo v2 > /www/index.html\n")
+    docker(host, "push", reference)
+    docker(host, "tag", first, reference)
+    reply = client.upgrade_app("web")
+    assert reply.changed
+    assert reply.app.image_digest.startswith(f"{registry}/swarm-upgrade/web@sha256:")
+    spec = json.loads(docker(host, "service", "inspect", f"{server.instance}-web"))[0]["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == reply.app.image_digest
+    wait_for(lambda: http_get(8095).strip() == "v2", "v2 to answer", 60)
+    assert not client.upgrade_app("web").changed

@@ -428,3 +428,33 @@ async def test_the_container_runtime_refuses_placement_constraints(
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "swarm" in (error.details() or "")
+
+
+async def test_upgrade_rolls_out_only_when_the_registry_has_another_image(
+    stub: apps_pb2_grpc.AppServiceAsyncStub, runtime: FakeRuntime
+) -> None:
+    runtime.image_ids[IMAGE] = runtime.registry[IMAGE] = "sha256:one"
+    await create(stub, "web")
+    request = apps_pb2.UpgradeAppRequest(name="apps/web")
+    same = await stub.UpgradeApp(request)
+    assert not same.changed
+    assert same.app.image_digest == ""
+    generation = runtime.generations["web"]
+
+    runtime.registry[IMAGE] = "sha256:two"  # pushed meanwhile
+    upgraded = await stub.UpgradeApp(request)
+    assert upgraded.changed
+    assert upgraded.app.image_digest == "sha256:two"
+    assert runtime.deployed["web"].image == "sha256:two"
+    assert runtime.generations["web"] == generation + 1  # a new container
+    again = await stub.UpgradeApp(request)
+    assert not again.changed
+    assert again.app.revision == upgraded.app.revision
+
+    updated = await stub.UpdateApp(
+        apps_pb2.UpdateAppRequest(app=apps_pb2.App(name="apps/web", image="img:2"))
+    )
+    assert updated.app.image_digest == ""  # a new reference: its tag again
+    runtime.arm("refuse")  # the registry refuses
+    error = await refused(stub.UpgradeApp(request))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -48,6 +48,8 @@ import {
   type StopAppResponse,
   UpdateAppRequest,
   type UpdateAppResponse,
+  UpgradeAppRequest,
+  type UpgradeAppResponse,
   WatchPortEventsRequest,
   type WatchPortEventsResponse,
 } from "./gen/miasma/v1/apps";
@@ -165,6 +167,11 @@ export class MiasmaClient {
 
   restartApp(request: DeepPartial<RestartAppRequest>, options?: MiasmaCallOptions): Promise<RestartAppResponse> {
     return this.unary(AppServiceService.restartApp, RestartAppRequest.fromPartial(request), options);
+  }
+
+  /** Pull the app's image again; `changed` when it was rolled out on a new one. A pull may take minutes. */
+  upgradeApp(request: DeepPartial<UpgradeAppRequest>, options?: MiasmaCallOptions): Promise<UpgradeAppResponse> {
+    return this.unary(AppServiceService.upgradeApp, UpgradeAppRequest.fromPartial(request), options);
   }
 
   editPorts(request: DeepPartial<EditPortsRequest>, options?: MiasmaCallOptions): Promise<EditPortsResponse> {

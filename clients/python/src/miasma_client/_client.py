@@ -115,6 +115,12 @@ class _Connection:
         """The ``HOST:PORT`` this client talks to."""
         return self.settings.server
 
+    def _options(self, operation: ops.Operation[Any]) -> dict[str, Any]:
+        """The call options of ``operation`` (its own minimum time, if longer)."""
+        if self.timeout is None or operation.min_timeout <= self.timeout:
+            return self._call_options
+        return self._call_options | {"timeout": operation.min_timeout}
+
 
 class MiasmaClient(_Connection):
     """Blocking client; use it as a context manager or call :meth:`close`.
@@ -161,7 +167,7 @@ class MiasmaClient(_Connection):
         method = getattr(self.stub, operation.rpc)
         for attempt in range(RETRIES + 1):
             try:
-                return operation.result(method(operation.request, **self._call_options))
+                return operation.result(method(operation.request, **self._options(operation)))
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
                 if attempt == RETRIES or not _retry_safely(operation, error):
@@ -176,6 +182,7 @@ class MiasmaClient(_Connection):
     start_app = _blocking(ops.start_app)
     stop_app = _blocking(ops.stop_app)
     restart_app = _blocking(ops.restart_app)
+    upgrade_app = _blocking(ops.upgrade_app)
     edit_ports = _blocking(ops.edit_ports)
     edit_app = _blocking(ops.edit_app)
     list_volumes = _blocking(ops.list_volumes)
@@ -295,7 +302,8 @@ class AsyncMiasmaClient(_Connection):
         method = getattr(self.stub, operation.rpc)
         for attempt in range(RETRIES + 1):
             try:
-                return operation.result(await method(operation.request, **self._call_options))
+                options = self._options(operation)
+                return operation.result(await method(operation.request, **options))
             except grpc.aio.AioRpcError as exc:
                 error = from_rpc_error(exc)
                 if attempt == RETRIES or not _retry_safely(operation, error):
@@ -310,6 +318,7 @@ class AsyncMiasmaClient(_Connection):
     start_app = _awaitable(ops.start_app)
     stop_app = _awaitable(ops.stop_app)
     restart_app = _awaitable(ops.restart_app)
+    upgrade_app = _awaitable(ops.upgrade_app)
     edit_ports = _awaitable(ops.edit_ports)
     edit_app = _awaitable(ops.edit_app)
     list_volumes = _awaitable(ops.list_volumes)

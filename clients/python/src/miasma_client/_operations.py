@@ -31,6 +31,10 @@ class Operation(Generic[Result]):
     rpc: str
     request: Any
     result: Callable[[Any], Result]
+    min_timeout: float = 0.0  # seconds this call may take whatever the client's timeout
+
+
+PULL_TIMEOUT = 360.0  # the server's pull limit (5 minutes), and a rollout after it
 
 
 def _app(response: Any) -> apps_pb2.App:
@@ -182,6 +186,14 @@ def delete_app(
         name=resource_name(name), etag=etag, delete_volumes=delete_volumes
     )
     return Operation("DeleteApp", request, _whole)
+
+
+def upgrade_app(name: str) -> Operation[apps_pb2.UpgradeAppResponse]:
+    """Pull the app's image again; the app is rolled out only if the registry has another
+    image for it (``response.changed``). Waits for the pull (up to 6 minutes) whatever the
+    client's timeout."""
+    request = apps_pb2.UpgradeAppRequest(name=resource_name(name))
+    return Operation("UpgradeApp", request, _whole, min_timeout=PULL_TIMEOUT)
 
 
 def start_app(name: str) -> Operation[apps_pb2.App]:

@@ -395,6 +395,7 @@ class App(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     HIDDEN_FIELD_NUMBER: _builtins.int
+    IMAGE_DIGEST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "apps/{app}"; {app} is a DNS label."""
     image: _builtins.str
@@ -425,6 +426,11 @@ class App(_message.Message):
     hidden: _builtins.bool
     """Left out of ListApps unless it asks for hidden apps (Miasma's --hidden: an
     app that serves others, such as a proxy). Changes nothing in Docker.
+    """
+    image_digest: _builtins.str
+    """Output only. The image the app runs since UpgradeApp last pulled a new one
+    for it: "sha256:..." (its ID; swarm: "repo@sha256:...", its digest in the
+    registry). Empty: the image its reference names on the engine.
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -496,10 +502,11 @@ class App(_message.Message):
         node: _builtins.str = ...,
         group: _builtins.str = ...,
         hidden: _builtins.bool = ...,
+        image_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "stop_grace", b"stop_grace", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "hidden", b"hidden", "image", b"image", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "hidden", b"hidden", "image", b"image", "image_digest", b"image_digest", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -848,6 +855,50 @@ class StartAppResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartAppResponse: _TypeAlias = StartAppResponse  # noqa: Y015
+
+@_typing.final
+class UpgradeAppRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"apps/{app}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpgradeAppRequest: _TypeAlias = UpgradeAppRequest  # noqa: Y015
+
+@_typing.final
+class UpgradeAppResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """Whether the registry had another image: the app was rolled out on it."""
+    @_builtins.property
+    def app(self) -> Global___App: ...
+    def __init__(
+        self,
+        *,
+        app: Global___App | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpgradeAppResponse: _TypeAlias = UpgradeAppResponse  # noqa: Y015
 
 @_typing.final
 class StopAppRequest(_message.Message):

@@ -79,6 +79,11 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.RestartAppRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.RestartAppResponse.FromString,
                 _registered_method=True)
+        self.UpgradeApp = channel.unary_unary(
+                '/miasma.v1.AppService/UpgradeApp',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppResponse.FromString,
+                _registered_method=True)
         self.EditPorts = channel.unary_unary(
                 '/miasma.v1.AppService/EditPorts',
                 request_serializer=miasma_dot_v1_dot_apps__pb2.EditPortsRequest.SerializeToString,
@@ -176,6 +181,15 @@ class AppServiceServicer:
 
     def RestartApp(self, request, context):
         """Restarts an app's container.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpgradeApp(self, request, context):
+        """Pulls the app's image again and rolls the app out only if the registry has
+        another image for it (`miasma apps:upgrade`). The pull is bounded by the
+        server's pull limit (5 minutes), not by its call limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -294,6 +308,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.RestartApp,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.RestartAppRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.RestartAppResponse.SerializeToString,
+            ),
+            'UpgradeApp': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpgradeApp,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppResponse.SerializeToString,
             ),
             'EditPorts': grpc.unary_unary_rpc_method_handler(
                     servicer.EditPorts,
@@ -552,6 +571,33 @@ class AppService:
             '/miasma.v1.AppService/RestartApp',
             miasma_dot_v1_dot_apps__pb2.RestartAppRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.RestartAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpgradeApp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/UpgradeApp',
+            miasma_dot_v1_dot_apps__pb2.UpgradeAppRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.UpgradeAppResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class AppServiceStub:
     """Stops a running app; its ports stay reserved."""
     RestartApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.RestartAppRequest, _apps_pb2.RestartAppResponse]
     """Restarts an app's container."""
+    UpgradeApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.UpgradeAppRequest, _apps_pb2.UpgradeAppResponse]
+    """Pulls the app's image again and rolls the app out only if the registry has
+    another image for it (`miasma apps:upgrade`). The pull is bounded by the
+    server's pull limit (5 minutes), not by its call limit.
+    """
     EditPorts: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]
     """Adds or removes published and target ports, atomically."""
     EditApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]
@@ -125,6 +130,11 @@ class AppServiceAsyncStub(AppServiceStub):
     """Stops a running app; its ports stay reserved."""
     RestartApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.RestartAppRequest, _apps_pb2.RestartAppResponse]  # type: ignore[assignment]
     """Restarts an app's container."""
+    UpgradeApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.UpgradeAppRequest, _apps_pb2.UpgradeAppResponse]  # type: ignore[assignment]
+    """Pulls the app's image again and rolls the app out only if the registry has
+    another image for it (`miasma apps:upgrade`). The pull is bounded by the
+    server's pull limit (5 minutes), not by its call limit.
+    """
     EditPorts: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]  # type: ignore[assignment]
     """Adds or removes published and target ports, atomically."""
     EditApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]  # type: ignore[assignment]
@@ -239,6 +249,17 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.RestartAppResponse, _abc.Awaitable[_apps_pb2.RestartAppResponse]]:
         """Restarts an app's container."""
+
+    @_abc_1.abstractmethod
+    def UpgradeApp(
+        self,
+        request: _apps_pb2.UpgradeAppRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.UpgradeAppResponse, _abc.Awaitable[_apps_pb2.UpgradeAppResponse]]:
+        """Pulls the app's image again and rolls the app out only if the registry has
+        another image for it (`miasma apps:upgrade`). The pull is bounded by the
+        server's pull limit (5 minutes), not by its call limit.
+        """
 
     @_abc_1.abstractmethod
     def EditPorts(

@@ -364,6 +364,33 @@ def _lifecycle(name: str, summary: str, past: str) -> click.Command:
     return command
 
 
+@click.command("apps:upgrade")
+@app_option()
+@wait_option
+@wait_timeout_option
+@json_option()
+@pass_state
+def upgrade(state: State, app: str, wait: bool, wait_timeout: float, as_json: bool) -> None:
+    """Pull the app's image again; roll the app out only if the registry has a new one.
+
+    The pull may take minutes: the command waits for it (up to 6), whatever --timeout.
+    """
+    with state.client() as client:
+        image = client.get_app(app).image
+        with err.status(f"Pulling {image}…"):
+            reply = client.upgrade_app(app)
+        upgraded = reply.app
+        if wait and reply.changed:
+            upgraded = settle(client, upgraded, wait_timeout)
+    if as_json:
+        reply.app.CopyFrom(upgraded)
+        print_json(reply)
+    elif reply.changed:
+        out.print(f"Upgraded {app} to {upgraded.image_digest}.", status_text(upgraded))
+    else:
+        out.print(f"{app} is up to date: {image} has not changed.")
+
+
 @click.command("apps:delete")
 @app_option()
 @click.option(
@@ -435,5 +462,6 @@ COMMANDS = [
     _lifecycle("apps:start", "Start a stopped app on its ports.", "Started"),
     _lifecycle("apps:stop", "Stop an app; its ports stay reserved.", "Stopped"),
     _lifecycle("apps:restart", "Restart an app on the same ports.", "Restarted"),
+    upgrade,
     delete,
 ]

@@ -156,6 +156,8 @@ def show_app(app: apps_pb2.App, made: Iterable[apps_pb2.VolumeInfo] = ()) -> Non
     if app.hidden:
         summary.add_row("Hidden", "yes (listed by `miasma apps --all`)")
     summary.add_row("Image", app.image)
+    if app.image_digest:
+        summary.add_row("Runs", f"{app.image_digest} (pulled by apps:upgrade)")
     summary.add_row("Command", " ".join(app.command) or "(image default)")
     summary.add_row(
         "State", Text.assemble(status_text(app), f"  {app.observed.running}/{app.observed.total}")

@@ -487,6 +487,12 @@ export interface App {
    * app that serves others, such as a proxy). Changes nothing in Docker.
    */
   hidden: boolean;
+  /**
+   * Output only. The image the app runs since UpgradeApp last pulled a new one
+   * for it: "sha256:..." (its ID; swarm: "repo@sha256:...", its digest in the
+   * registry). Empty: the image its reference names on the engine.
+   */
+  imageDigest: string;
 }
 
 export interface App_EnvEntry {
@@ -617,6 +623,19 @@ export interface StartAppRequest {
 
 export interface StartAppResponse {
   app: App | undefined;
+}
+
+export interface UpgradeAppRequest {
+  /** "apps/{app}". */
+  name: string;
+}
+
+export interface UpgradeAppResponse {
+  app:
+    | App
+    | undefined;
+  /** Whether the registry had another image: the app was rolled out on it. */
+  changed: boolean;
 }
 
 export interface StopAppRequest {
@@ -1457,6 +1476,7 @@ function createBaseApp(): App {
     node: "",
     group: "",
     hidden: false,
+    imageDigest: "",
   };
 }
 
@@ -1518,6 +1538,9 @@ export const App: MessageFns<App> = {
     }
     if (message.hidden !== false) {
       writer.uint32(152).bool(message.hidden);
+    }
+    if (message.imageDigest !== "") {
+      writer.uint32(162).string(message.imageDigest);
     }
     return writer;
   },
@@ -1690,6 +1713,14 @@ export const App: MessageFns<App> = {
             message.hidden = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.imageDigest = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1758,6 +1789,11 @@ export const App: MessageFns<App> = {
       node: isSet(object.node) ? globalThis.String(object.node) : "",
       group: isSet(object.group) ? globalThis.String(object.group) : "",
       hidden: isSet(object.hidden) ? globalThis.Boolean(object.hidden) : false,
+      imageDigest: isSet(object.imageDigest)
+        ? globalThis.String(object.imageDigest)
+        : isSet(object.image_digest)
+        ? globalThis.String(object.image_digest)
+        : "",
     };
   },
 
@@ -1826,6 +1862,9 @@ export const App: MessageFns<App> = {
     if (message.hidden !== false) {
       obj.hidden = message.hidden;
     }
+    if (message.imageDigest !== "") {
+      obj.imageDigest = message.imageDigest;
+    }
     return obj;
   },
 
@@ -1865,6 +1904,7 @@ export const App: MessageFns<App> = {
     message.node = object.node ?? "";
     message.group = object.group ?? "";
     message.hidden = object.hidden ?? false;
+    message.imageDigest = object.imageDigest ?? "";
     return message;
   },
 };
@@ -3094,6 +3134,158 @@ export const StartAppResponse: MessageFns<StartAppResponse> = {
   fromPartial(object: DeepPartial<StartAppResponse>): StartAppResponse {
     const message = createBaseStartAppResponse();
     message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
+    return message;
+  },
+};
+
+function createBaseUpgradeAppRequest(): UpgradeAppRequest {
+  return { name: "" };
+}
+
+export const UpgradeAppRequest: MessageFns<UpgradeAppRequest> = {
+  encode(message: UpgradeAppRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpgradeAppRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpgradeAppRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpgradeAppRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: UpgradeAppRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpgradeAppRequest>): UpgradeAppRequest {
+    return UpgradeAppRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpgradeAppRequest>): UpgradeAppRequest {
+    const message = createBaseUpgradeAppRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseUpgradeAppResponse(): UpgradeAppResponse {
+  return { app: undefined, changed: false };
+}
+
+export const UpgradeAppResponse: MessageFns<UpgradeAppResponse> = {
+  encode(message: UpgradeAppResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.app !== undefined) {
+      App.encode(message.app, writer.uint32(10).fork()).join();
+    }
+    if (message.changed !== false) {
+      writer.uint32(16).bool(message.changed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpgradeAppResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpgradeAppResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.app = App.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.changed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpgradeAppResponse {
+    return {
+      app: isSet(object.app) ? App.fromJSON(object.app) : undefined,
+      changed: isSet(object.changed) ? globalThis.Boolean(object.changed) : false,
+    };
+  },
+
+  toJSON(message: UpgradeAppResponse): unknown {
+    const obj: any = {};
+    if (message.app !== undefined) {
+      obj.app = App.toJSON(message.app);
+    }
+    if (message.changed !== false) {
+      obj.changed = message.changed;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpgradeAppResponse>): UpgradeAppResponse {
+    return UpgradeAppResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpgradeAppResponse>): UpgradeAppResponse {
+    const message = createBaseUpgradeAppResponse();
+    message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
+    message.changed = object.changed ?? false;
     return message;
   },
 };
@@ -6160,6 +6352,20 @@ export const AppServiceService = {
     responseSerialize: (value: RestartAppResponse): Buffer => Buffer.from(RestartAppResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RestartAppResponse => RestartAppResponse.decode(value),
   },
+  /**
+   * Pulls the app's image again and rolls the app out only if the registry has
+   * another image for it (`miasma apps:upgrade`). The pull is bounded by the
+   * server's pull limit (5 minutes), not by its call limit.
+   */
+  upgradeApp: {
+    path: "/miasma.v1.AppService/UpgradeApp" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpgradeAppRequest): Buffer => Buffer.from(UpgradeAppRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpgradeAppRequest => UpgradeAppRequest.decode(value),
+    responseSerialize: (value: UpgradeAppResponse): Buffer => Buffer.from(UpgradeAppResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpgradeAppResponse => UpgradeAppResponse.decode(value),
+  },
   /** Adds or removes published and target ports, atomically. */
   editPorts: {
     path: "/miasma.v1.AppService/EditPorts" as const,
@@ -6286,6 +6492,12 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   stopApp: handleUnaryCall<StopAppRequest, StopAppResponse>;
   /** Restarts an app's container. */
   restartApp: handleUnaryCall<RestartAppRequest, RestartAppResponse>;
+  /**
+   * Pulls the app's image again and rolls the app out only if the registry has
+   * another image for it (`miasma apps:upgrade`). The pull is bounded by the
+   * server's pull limit (5 minutes), not by its call limit.
+   */
+  upgradeApp: handleUnaryCall<UpgradeAppRequest, UpgradeAppResponse>;
   /** Adds or removes published and target ports, atomically. */
   editPorts: handleUnaryCall<EditPortsRequest, EditPortsResponse>;
   /**
@@ -6463,6 +6675,26 @@ export interface AppServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RestartAppResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Pulls the app's image again and rolls the app out only if the registry has
+   * another image for it (`miasma apps:upgrade`). The pull is bounded by the
+   * server's pull limit (5 minutes), not by its call limit.
+   */
+  upgradeApp(
+    request: UpgradeAppRequest,
+    callback: (error: ServiceError | null, response: UpgradeAppResponse) => void,
+  ): ClientUnaryCall;
+  upgradeApp(
+    request: UpgradeAppRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpgradeAppResponse) => void,
+  ): ClientUnaryCall;
+  upgradeApp(
+    request: UpgradeAppRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpgradeAppResponse) => void,
   ): ClientUnaryCall;
   /** Adds or removes published and target ports, atomically. */
   editPorts(

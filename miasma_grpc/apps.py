@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from miasma_grpc.domain.allocator import PortLedger, TargetChooser
+from miasma_grpc.domain.allocator import PortLedger, RandomTargets, TargetChooser
 from miasma_grpc.domain.env import EnvEdit, check_env
 from miasma_grpc.domain.errors import (
     Aborted,
@@ -335,7 +335,7 @@ class AppManager:
                 _check_etag(old, etag)
                 planned = replace(
                     old,
-                    bindings=self._plan(name, old.bindings, ports),
+                    bindings=self._plan(name, old.bindings, ports, revision=old.revision),
                     constraints=placement.applied_to(old.constraints),
                     group=old.group if group is None else group,
                     hidden=old.hidden if hidden is None else hidden,
@@ -594,9 +594,13 @@ class AppManager:
         current: Sequence[Binding],
         edit: PortEdit,
         fields: EditFields = EditFields(),
+        revision: int = 0,
     ) -> tuple[Binding, ...]:
+        choose = self.choose_target
+        if isinstance(choose, RandomTargets):  # a dry run shows what the change will pick
+            choose = choose.for_plan(f"{self.instance}/{name}@{revision}")
         return plan_edit(
-            name, current, edit, self.ledger, self.choose_target, fields, busy=self.host_ports.busy
+            name, current, edit, self.ledger, choose, fields, busy=self.host_ports.busy
         )
 
     async def _refresh_host_ports(self) -> None:

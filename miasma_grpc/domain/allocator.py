@@ -121,11 +121,22 @@ TargetChooser = Callable[[Protocol, Collection[int]], int]
 
 
 class RandomTargets:
-    """Chooses auto target ports at random (cryptographic source) from a range."""
+    """Chooses auto target ports at random from a range.
+
+    Each plan draws from a generator seeded by what it plans (:meth:`for_plan`: the app
+    and its revision), so a dry run (``validate_only``) shows the very ports the same
+    change then picks. A target port is the app's own (inside its container), so ports
+    that can be foreseen cost nothing. Given ``rng``, every plan draws from it instead.
+    """
 
     def __init__(self, targets: PortRange, rng: random.Random | None = None) -> None:
         self.range = targets
+        self._given = rng is not None
         self._rng = rng or secrets.SystemRandom()
+
+    def for_plan(self, key: str) -> RandomTargets:
+        """The chooser for one plan, seeded by ``key`` (unless an ``rng`` was given)."""
+        return self if self._given else RandomTargets(self.range, random.Random(key))
 
     def __call__(self, protocol: Protocol, taken: Collection[int]) -> int:
         """A random target port of the range not in ``taken``."""

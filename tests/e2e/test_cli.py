@@ -176,10 +176,11 @@ def test_show_and_list_print_slots_urls_and_counts(cli: Cli, server: ServerProce
     assert "8080 (explicit)" in shown
     assert "PORT, PORT_1" in shown
     assert "running" in shown
-    listed = cli.run("apps").stdout
+    listed = cli.run("apps").stdout  # not a terminal: no colour, the status as a word
     assert "web" in listed
     assert "http://localhost:8085" in listed
     assert "1/1" in listed
+    assert "● running" in listed
 
 
 def test_json_output_parses_and_matches_docker(cli: Cli, server: ServerProcess) -> None:
@@ -474,3 +475,16 @@ def test_apps_edit_group_hidden_and_placement_as_miasmas_cli(
     refused = cli.run("apps:edit -a proxy --add-placement-constraint node.labels.zone==a", ok=False)
     assert refused.returncode == 5
     assert "swarm" in refused.stderr
+
+
+def test_shell_completion_offers_the_servers_app_names(cli: Cli) -> None:
+    """What `eval "$(_MIASMA_COMPLETE=bash_source miasma)"` wires up: `-a` completes from the
+    server's apps (hidden ones too)."""
+    cli.create("web")
+    cli.run(f"apps:create worker -i {cli.image} --stopped")
+    cli.run("apps:edit -a worker --hidden")
+    env = {"_MIASMA_COMPLETE": "bash_complete", "COMP_WORDS": "miasma apps:show -a w",
+           "COMP_CWORD": "3"}  # fmt: skip
+    offered = cli.run("miasma", env=env).stdout.split()
+    assert offered == ["plain,web", "plain,worker"]
+    assert "_miasma_completion" in cli.run("miasma", env={"_MIASMA_COMPLETE": "bash_source"}).stdout

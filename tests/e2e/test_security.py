@@ -81,7 +81,7 @@ def test_calls_without_the_right_token_are_refused_and_change_nothing(
 def test_cli_and_grpcurl_with_and_without_the_token(token_server: ServerProcess) -> None:
     """`miasma --token` and `grpcurl -H authorization:` get in; without, a one-line refusal."""
     refused = cli("--server", token_server.address, "apps")
-    assert refused.returncode == 1
+    assert refused.returncode == 7  # unauthenticated (README "Exit codes")
     assert "UNAUTHENTICATED TOKEN_MISSING" in refused.stderr
     assert cli("--server", token_server.address, "--token", TOKEN, "apps").returncode == 0
     plain = [GRPCURL, "-plaintext", token_server.address, "list"]

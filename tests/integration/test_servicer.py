@@ -458,3 +458,27 @@ async def test_upgrade_rolls_out_only_when_the_registry_has_another_image(
     runtime.arm("refuse")  # the registry refuses
     error = await refused(stub.UpgradeApp(request))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_dry_run_shows_the_target_ports_the_change_then_picks(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """validate_only of a create and of an edit draws the same random target ports as the
+    real request right after it."""
+    dry = await stub.CreateApp(
+        apps_pb2.CreateAppRequest(app_id="web", app=apps_pb2.App(image=IMAGE), validate_only=True)
+    )
+    made = await create(stub, "web")
+    assert [b.target_port for b in made.bindings] == [b.target_port for b in dry.app.bindings]
+    edit = apps_pb2.EditPortsRequest(
+        name="apps/web",
+        add_published_ports=[apps_pb2.Port(number=3100), apps_pb2.Port(number=3101)],
+    )
+    dry_edit = apps_pb2.EditPortsRequest()
+    dry_edit.CopyFrom(edit)
+    dry_edit.validate_only = True
+    planned = await stub.EditPorts(dry_edit)
+    edited = await stub.EditPorts(edit)
+    assert [(b.published_port, b.target_port) for b in edited.app.bindings] == [
+        (b.published_port, b.target_port) for b in planned.app.bindings
+    ]

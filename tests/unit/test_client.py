@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from miasma_client import (
     parse_volume,
     parse_volumes,
 )
-from miasma_client._errors import DETAILS_KEY, from_rpc_error
+from miasma_client import _operations as ops
+from miasma_client._errors import DETAILS_KEY, InvalidInput, from_rpc_error
 from miasma_client._settings import resolve, save_file
 from miasma_client._watch import WatchCursor
 from miasma_client.cli import cli
@@ -35,6 +37,7 @@ def test_public_surface_is_pinned() -> None:
     """The names users import from ``miasma_client`` change only on purpose."""
     assert sorted(miasma_client.__all__) == sorted([
         "DEFAULT_SERVER", "DEFAULT_TIMEOUT", "AppStatus", "AsyncMiasmaClient", "FieldViolation",
+        "InvalidInput",
         "MiasmaClient", "MiasmaError", "Operation", "PortLike", "Settings", "SettingsError",
         "VolumeLike", "app_status", "config_path", "format_port", "format_volume", "parse_port",
         "parse_ports", "parse_volume", "parse_volumes", "resource_name",
@@ -259,3 +262,22 @@ def test_watch_cursor_backs_off_on_unavailable_and_raises_anything_else() -> Non
     assert cursor.backoff(gone) == 0.1  # a message resets the delay
     with pytest.raises(MiasmaError):
         cursor.backoff(MiasmaError(grpc.StatusCode.OUT_OF_RANGE, "compacted"))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ops.edit_ports("web", add_published=["abc"]),
+        lambda: ops.edit_app("web", add_volumes=["no-target"]),
+        lambda: ops.create_app("web", "img", published_ports=[70_000_000_000]),
+        lambda: ops.update_app("web"),
+    ],
+)
+def test_bad_input_raises_the_clients_one_error_type(build: Callable[[], object]) -> None:
+    """Refused before any call, as MiasmaError (INVALID_ARGUMENT, INVALID_INPUT), so one
+    ``except MiasmaError`` handles the client's refusals and the server's alike."""
+    with pytest.raises(MiasmaError) as caught:
+        build()
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.reason == "INVALID_INPUT"
+    assert isinstance(caught.value, InvalidInput)

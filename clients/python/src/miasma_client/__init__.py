@@ -6,7 +6,7 @@ server code (``miasma_grpc``); a test checks it.
 """
 
 from miasma_client._client import DEFAULT_TIMEOUT, AsyncMiasmaClient, MiasmaClient
-from miasma_client._errors import FieldViolation, MiasmaError
+from miasma_client._errors import FieldViolation, InvalidInput, MiasmaError
 from miasma_client._operations import Operation, resource_name
 from miasma_client._ports import PortLike, format_port, parse_port, parse_ports
 from miasma_client._settings import DEFAULT_SERVER, Settings, SettingsError, config_path
@@ -19,6 +19,7 @@ __all__ = [
     "AppStatus",
     "AsyncMiasmaClient",
     "FieldViolation",
+    "InvalidInput",
     "MiasmaClient",
     "MiasmaError",
     "Operation",

@@ -30,7 +30,7 @@ class MiasmaError(Exception):
     """A call to Miasma failed: raised for every error status, never for success.
 
     ``code`` is the gRPC status code, ``reason`` Miasma's machine-readable
-    reason (``PORT_ALREADY_ALLOCATED``, ``APP_NOT_FOUND``, …; empty when the
+    reason (``PORT_IN_USE``, ``APP_NOT_FOUND``, …; empty when the
     failure came from the transport, not the server), ``violations`` the
     fields of the request that were refused, and ``resource`` the app that
     holds a contested resource, if any.
@@ -62,6 +62,15 @@ class MiasmaError(Exception):
         if fields:
             tags += f"; field: {', '.join(fields)}"
         return f"{self.message} ({tags})"
+
+
+class InvalidInput(MiasmaError, ValueError):
+    """Input the client refuses before any call (a port that is no port, an update of
+    nothing): a :class:`MiasmaError` with code INVALID_ARGUMENT and reason
+    ``INVALID_INPUT``, like the server's refusals (and a ``ValueError``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, message, reason="INVALID_INPUT")
 
 
 def from_rpc_error(error: grpc.RpcError) -> MiasmaError:

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from google.protobuf import duration_pb2, field_mask_pb2
 from miasma.v1 import apps_pb2
 
+from miasma_client._errors import InvalidInput
 from miasma_client._ports import PortLike, parse_ports
 from miasma_client._volumes import VolumeLike, parse_volumes
 
@@ -155,7 +156,7 @@ def update_app(
     paths += [_env_path(key) for key in [*(set_env or {}), *unset_env]]
     if not paths:
         # An empty mask means "the default fields" to the server: never send one by accident.
-        raise ValueError(f"update_app needs at least one of {', '.join(changes)}, set_env")
+        raise InvalidInput(f"update_app needs at least one of {', '.join(changes)}, set_env")
     app = apps_pb2.App(
         name=resource_name(name), image=image or "", command=command,
         env={**(env or {}), **(set_env or {})}, constraints=constraints,

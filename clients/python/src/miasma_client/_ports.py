@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 from miasma.v1 import apps_pb2
 
+from miasma_client._errors import InvalidInput
+
 PortLike = int | str | apps_pb2.Port
 
 _SPEC = re.compile(r"(?P<number>\d+)(?P<suffixes>(?:/[a-z]+){0,2})", re.IGNORECASE)
@@ -27,25 +29,27 @@ _FORMS = "use NUMBER, NUMBER/udp, NUMBER/host or NUMBER/udp/host"
 def parse_port(value: PortLike) -> apps_pb2.Port:
     """``"5353/udp"`` -> ``Port(number=5353, protocol=UDP)``; ints are TCP.
 
-    Raises :class:`ValueError` naming the accepted forms when ``value`` has
+    Raises :class:`InvalidInput` (a ``MiasmaError``) naming the accepted forms when ``value`` has
     another shape.
     """
     if isinstance(value, apps_pb2.Port):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 0xFFFFFFFF:  # the wire type is uint32; the server judges the range
+            raise InvalidInput(f"{value} is not a port: ports are 1-65535")
         return apps_pb2.Port(number=value, protocol=apps_pb2.PROTOCOL_TCP)
     match = _SPEC.fullmatch(str(value).strip())
     if match is None:
-        raise ValueError(f"{value!r} is not a port: {_FORMS}")
+        raise InvalidInput(f"{value!r} is not a port: {_FORMS}")
     number = int(match["number"])
     if number > 0xFFFFFFFF:  # the wire type is uint32; the server judges the range
-        raise ValueError(f"{value!r} is not a port: {number} is far above 65535")
+        raise InvalidInput(f"{value!r} is not a port: {number} is far above 65535")
     port = apps_pb2.Port(number=number, protocol=apps_pb2.PROTOCOL_TCP)
     words = [w.lower() for w in match["suffixes"].split("/") if w]
     protocols = [_PROTOCOLS[w] for w in words if w in _PROTOCOLS]
     modes = [_MODES[w] for w in words if w in _MODES]
     if len(protocols) + len(modes) != len(words) or len(protocols) > 1 or len(modes) > 1:
-        raise ValueError(f"{value!r} is not a port: {_FORMS}")
+        raise InvalidInput(f"{value!r} is not a port: {_FORMS}")
     if protocols:
         port.protocol = protocols[0]
     if modes:
@@ -60,7 +64,7 @@ def parse_ports(values: Iterable[PortLike]) -> list[apps_pb2.Port]:
         if isinstance(value, str):
             parts = [part for part in value.split(",") if part.strip()]
             if not parts:
-                raise ValueError(f"{value!r} is not a port: {_FORMS}")
+                raise InvalidInput(f"{value!r} is not a port: {_FORMS}")
             ports += [parse_port(part) for part in parts]
         else:
             ports.append(parse_port(value))

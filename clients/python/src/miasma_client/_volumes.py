@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from miasma.v1 import apps_pb2
 
+from miasma_client._errors import InvalidInput
+
 VolumeLike = str | apps_pb2.Volume
 _FORMS = "use SOURCE:TARGET or SOURCE:TARGET:ro (e.g. pgdata:/var/lib/postgresql/data)"
 _MODES = {"ro": True, "rw": False}
@@ -20,7 +22,7 @@ def parse_volume(value: VolumeLike, *, target_only: bool = False) -> apps_pb2.Vo
     """``"pgdata:/data:ro"`` -> ``Volume(source="pgdata", target="/data", read_only=True)``.
 
     With ``target_only`` (removals) a bare ``/data`` is accepted too. Raises
-    :class:`ValueError` naming the accepted forms for any other shape.
+    :class:`InvalidInput` (a ``MiasmaError``) naming the accepted forms for any other shape.
     """
     if isinstance(value, apps_pb2.Volume):
         return value
@@ -31,7 +33,7 @@ def parse_volume(value: VolumeLike, *, target_only: bool = False) -> apps_pb2.Vo
     if target_only and len(parts) == 1 and parts[0].startswith("/"):
         return apps_pb2.Volume(target=parts[0])
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"{value!r} is not a volume: {_FORMS}")
+        raise InvalidInput(f"{value!r} is not a volume: {_FORMS}")
     return apps_pb2.Volume(source=parts[0], target=parts[1], read_only=read_only)
 
 

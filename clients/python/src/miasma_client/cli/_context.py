@@ -94,6 +94,11 @@ FLAGS = {
     "app.stop_grace": "--stop-grace",
     "app.image": "--image",
     "app.env": "--env {key}",
+    "app.constraints": "--constraint",
+    "add_constraints": "--add-placement-constraint",
+    "remove_constraints": "--rm-placement-constraint",
+    "app.group": "--group",
+    "group": "--group",
     "set_env": "{key}",
     "unset_env": "KEY",
     "app_id": "NAME",
@@ -101,8 +106,14 @@ FLAGS = {
 _FIELD = re.compile(r"^(?P<field>[a-z_.]+)(?:\[(?P<key>[^\]]*)\])?")
 
 
+# API names in the server's words -> what a CLI user runs instead.
+API_COMMANDS = {"EditPorts": "`miasma apps:edit`", "UpdateApp": "`miasma apps:update`"}
+
+
 def _with_flags(error: MiasmaError) -> str:
     text = str(error)
+    for api, command in API_COMMANDS.items():
+        text = text.replace(api, command)
     match = _FIELD.match(text)
     if match and match["field"] in FLAGS:
         flag = FLAGS[match["field"]].format(key=match["key"] or "").strip()

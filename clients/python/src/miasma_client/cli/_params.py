@@ -8,9 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 from miasma.v1 import apps_pb2
 
+from miasma_client._client import MiasmaClient
+from miasma_client._errors import MiasmaError
 from miasma_client._ports import parse_ports
+from miasma_client._settings import SettingsError, resolve
 from miasma_client._volumes import parse_volume
 
 
@@ -95,9 +99,26 @@ def stop_grace_option() -> Callable[[F], F]:
     )  # fmt: skip
 
 
+def complete_app_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of ``-a NAME``: the server's apps (hidden ones too) that start with
+    what is typed; nothing when the server does not answer within a second."""
+    server = ctx.find_root().params.get("server")
+    try:
+        with MiasmaClient(settings=resolve(server=server), timeout=1.0) as client:
+            names = [a.name.removeprefix("apps/") for a in client.list_apps(show_hidden=True)]
+    except (MiasmaError, SettingsError):
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
 def app_option() -> Callable[[F], F]:
-    """``-a/--app NAME``, as in Miasma's commands."""
-    return click.option("-a", "--app", "app", required=True, metavar="NAME", help="The app's name.")
+    """``-a/--app NAME``, as in Miasma's commands (completed from the server's apps)."""
+    return click.option(
+        "-a", "--app", "app", required=True, metavar="NAME", help="The app's name.",
+        shell_complete=complete_app_names,
+    )  # fmt: skip
 
 
 def json_option() -> Callable[[F], F]:

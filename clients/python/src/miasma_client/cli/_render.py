@@ -62,15 +62,19 @@ def status_text(app: apps_pb2.App) -> Text:
 
 
 def apps_table(apps: Iterable[apps_pb2.App]) -> Table:
-    """``miasma apps``: status dot, name, URLs, running/total."""
+    """``miasma apps``: status (a dot and a word: readable without colour), name, URLs,
+    running/total."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("", "NAME", "URLS", "RUNNING"):
+    for column in ("STATUS", "NAME", "URLS", "RUNNING"):
         table.add_column(column)
     for app in apps:
         status = app_status(app)
         unknown = app.observed.HasField("unknown_since")
         table.add_row(
-            Text("?" if unknown else "●", style="yellow" if unknown else STATUS_STYLES[status]),
+            Text(
+                "? unknown" if unknown else f"● {status}",
+                style="yellow" if unknown else STATUS_STYLES[status],
+            ),
             short_name(app),
             "\n".join(app.urls) or "-",
             f"{app.observed.running}/{app.observed.total}",

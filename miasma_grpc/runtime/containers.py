@@ -219,8 +219,22 @@ class DockerContainerRuntime(DockerVolumes):
             return Observed(running=0, total=0)
         if any(_running(c) for c in containers):
             return Observed(running=1, total=1)
-        status = str(_field(containers[0], "Status") or "") if containers else "no container"
-        return Observed(running=0, total=1, last_error=f"not running: {status}")
+        if not containers:
+            return Observed(running=0, total=1, last_error="not running: no container")
+        status = str(_field(containers[0], "Status") or "")  # "Exited (3) 2 seconds ago"
+        output = await self._last_output(containers[0])
+        detail = f"; its last output: {output}" if output else ""
+        return Observed(running=0, total=1, last_error=f"not running: {status}{detail}")
+
+    async def _last_output(self, container: DockerContainer) -> str:
+        """The last lines a container wrote (stdout and stderr), for a failure message;
+        "" when there are none or Docker cannot say."""
+        try:
+            async with docker_errors("read the logs of a container"):
+                lines = await container.log(stdout=True, stderr=True, tail=LOG_LINES)
+        except (RuntimeFailure, Unavailable):
+            return ""
+        return " | ".join(line.strip() for line in lines if line.strip())[-1000:]
 
     async def changes(self) -> AsyncIterator[str]:
         """The apps whose containers Docker reports a change of (start, stop, death,
@@ -379,16 +393,11 @@ class DockerContainerRuntime(DockerVolumes):
         self, app: App, container: DockerContainer, state: dict[str, Any]
     ) -> RuntimeFailure:
         """The failure of a new container that stopped running: exit code and last lines."""
-        try:
-            async with docker_errors(f"read the logs of the new container of app {app.name!r}"):
-                lines = await container.log(stdout=True, stderr=True, tail=LOG_LINES)
-        except (RuntimeFailure, Unavailable):
-            lines = []
-        output = "".join(lines).strip()
+        output = await self._last_output(container)
         return RuntimeFailure(
             f"the new container of app {app.name!r} stopped with exit code "
             f"{state.get('ExitCode')} before it was ready"
-            + (f"; its last output: {output[-1000:]}" if output else ""),
+            + (f"; its last output: {output}" if output else ""),
             reason="CONTAINER_EXITED",
             metadata={"exit_code": str(state.get("ExitCode", ""))},
         )

@@ -99,6 +99,16 @@ def test_the_output_of_an_app_that_crashes_at_once_can_be_read(
     client.create_app("crash", test_image, command=["sh", "-c", "echo boom >&2; exit 3"])
     wait_for(lambda: "boom" in cli.run("apps:logs -a crash").stderr, "boom in the logs")
 
+    seen: list[apps_pb2.ObservedState] = []
+
+    def says_why() -> bool:  # between two of its restarts
+        seen[:] = [client.get_app("crash").observed]
+        return seen[0].running == 0 and "(3)" in seen[0].last_error
+
+    wait_for(says_why, "GetApp to say it exits with 3")
+    assert "boom" in seen[0].last_error  # its last output, in every client's GetApp
+    assert seen[0].rollout == apps_pb2.ROLLOUT_STATE_FAILED
+
 
 def test_a_follow_moves_to_the_new_container_of_a_rollout_and_survives_a_restart(
     server: ServerProcess, client: MiasmaClient, test_image: str

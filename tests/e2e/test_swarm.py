@@ -456,7 +456,10 @@ def test_upgrade_pins_the_service_to_the_new_digest(
     build(host, reference, f"FROM {test_image}\nRUN echo v1 > /www/index.html\n")
     first = docker(host, "image", "inspect", "-f", "{{.Id}}", reference).strip()
     docker(host, "push", reference)
-    client.create_app("web", reference, published_ports=["8095/host"])
+    # On the manager: the registry listens on its loopback, which a worker cannot reach.
+    client.create_app(
+        "web", reference, published_ports=["8095/host"], constraints=["node.role==manager"]
+    )
     wait_for(lambda: http_get(8095).strip() == "v1", "v1 to answer", 60)
     assert not client.upgrade_app("web").changed
 

@@ -65,7 +65,7 @@ export interface TlsOptions {
 }
 
 export interface MiasmaClientOptions {
-  /** Sent as `authorization: Bearer <token>` on every call. */
+  /** Sent as `authorization: Bearer <token>` on every call; default $MIASMA_TOKEN. */
   token?: string;
   /** Use TLS; plaintext when absent. */
   tls?: TlsOptions;
@@ -130,11 +130,15 @@ export class MiasmaClient {
   readonly stub: AppServiceClient;
   private readonly token: string | undefined;
 
-  /** `address` defaults to $MIASMA_SERVER, else 127.0.0.1:50051. */
+  /**
+   * `address` defaults to $MIASMA_SERVER, else 127.0.0.1:50051; the token to
+   * `options.token`, else $MIASMA_TOKEN (as the CLI). Every call that names an
+   * app takes "web" or "apps/web".
+   */
   constructor(address?: string, options: MiasmaClientOptions = {}) {
     const target = address ?? process.env.MIASMA_SERVER ?? DEFAULT_ADDRESS;
     this.stub = new AppServiceClient(target, channelCredentials(options.tls), KEEPALIVE);
-    this.token = options.token;
+    this.token = options.token ?? (process.env.MIASMA_TOKEN || undefined);
   }
 
   createApp(request: DeepPartial<CreateAppRequest>, options?: MiasmaCallOptions): Promise<CreateAppResponse> {
@@ -142,7 +146,7 @@ export class MiasmaClient {
   }
 
   getApp(request: DeepPartial<GetAppRequest>, options?: MiasmaCallOptions): Promise<GetAppResponse> {
-    return this.unary(AppServiceService.getApp, GetAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.getApp, GetAppRequest.fromPartial(named(request)), options);
   }
 
   listApps(request: DeepPartial<ListAppsRequest> = {}, options?: MiasmaCallOptions): Promise<ListAppsResponse> {
@@ -150,42 +154,42 @@ export class MiasmaClient {
   }
 
   updateApp(request: DeepPartial<UpdateAppRequest>, options?: MiasmaCallOptions): Promise<UpdateAppResponse> {
-    return this.unary(AppServiceService.updateApp, UpdateAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.updateApp, UpdateAppRequest.fromPartial({ ...request, app: request.app && named(request.app) }), options);
   }
 
   deleteApp(request: DeepPartial<DeleteAppRequest>, options?: MiasmaCallOptions): Promise<DeleteAppResponse> {
-    return this.unary(AppServiceService.deleteApp, DeleteAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.deleteApp, DeleteAppRequest.fromPartial(named(request)), options);
   }
 
   startApp(request: DeepPartial<StartAppRequest>, options?: MiasmaCallOptions): Promise<StartAppResponse> {
-    return this.unary(AppServiceService.startApp, StartAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.startApp, StartAppRequest.fromPartial(named(request)), options);
   }
 
   stopApp(request: DeepPartial<StopAppRequest>, options?: MiasmaCallOptions): Promise<StopAppResponse> {
-    return this.unary(AppServiceService.stopApp, StopAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.stopApp, StopAppRequest.fromPartial(named(request)), options);
   }
 
   restartApp(request: DeepPartial<RestartAppRequest>, options?: MiasmaCallOptions): Promise<RestartAppResponse> {
-    return this.unary(AppServiceService.restartApp, RestartAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.restartApp, RestartAppRequest.fromPartial(named(request)), options);
   }
 
   /** Pull the app's image again; `changed` when it was rolled out on a new one. A pull may take minutes. */
   upgradeApp(request: DeepPartial<UpgradeAppRequest>, options?: MiasmaCallOptions): Promise<UpgradeAppResponse> {
-    return this.unary(AppServiceService.upgradeApp, UpgradeAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.upgradeApp, UpgradeAppRequest.fromPartial(named(request)), options);
   }
 
   editPorts(request: DeepPartial<EditPortsRequest>, options?: MiasmaCallOptions): Promise<EditPortsResponse> {
-    return this.unary(AppServiceService.editPorts, EditPortsRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.editPorts, EditPortsRequest.fromPartial(named(request)), options);
   }
 
   /** Ports and volumes added or removed in one atomic change (what `miasma apps:edit` sends). */
   editApp(request: DeepPartial<EditAppRequest>, options?: MiasmaCallOptions): Promise<EditAppResponse> {
-    return this.unary(AppServiceService.editApp, EditAppRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.editApp, EditAppRequest.fromPartial(named(request)), options);
   }
 
   /** The volumes Miasma made, with the apps that mount them (none: left over). */
   listVolumes(request: DeepPartial<ListVolumesRequest> = {}, options?: MiasmaCallOptions): Promise<ListVolumesResponse> {
-    return this.unary(AppServiceService.listVolumes, ListVolumesRequest.fromPartial(request), options);
+    return this.unary(AppServiceService.listVolumes, ListVolumesRequest.fromPartial(request.app ? { ...request, app: appName(request.app) } : request), options);
   }
 
   /** Delete a volume Miasma made that no app mounts (FAILED_PRECONDITION while one does). */
@@ -215,7 +219,7 @@ export class MiasmaClient {
       method.path,
       method.requestSerialize,
       method.responseDeserialize,
-      WatchPortEventsRequest.fromPartial(request),
+      WatchPortEventsRequest.fromPartial(named(request)),
       this.metadata(),
       callOptions,
     );
@@ -230,7 +234,7 @@ export class MiasmaClient {
       method.path,
       method.requestSerialize,
       method.responseDeserialize,
-      ReadLogsRequest.fromPartial(request),
+      ReadLogsRequest.fromPartial(named(request)),
       this.metadata(),
       callOptions,
     );
@@ -247,7 +251,7 @@ export class MiasmaClient {
    */
   async *logs(app: string, options: LogsOptions = {}): AsyncGenerator<ReadLogsResponse, void, undefined> {
     const { signal, follow = false } = options;
-    const name = app.startsWith("apps/") ? app : `apps/${app}`;
+    const name = appName(app);
     let request: DeepPartial<ReadLogsRequest> = { name, tailLines: options.tail ?? 0, sinceTime: options.since, follow };
     let lastTime: number | undefined;
     let atLastTime = new Set<string>(); // lines of the last millisecond, to skip on a reopen
@@ -300,7 +304,7 @@ export class MiasmaClient {
    */
   async *watch(app?: string, options: WatchOptions = {}): AsyncGenerator<WatchPortEventsResponse, void, undefined> {
     const { signal, onReconnect } = options;
-    const name = app === undefined ? "apps/-" : app.startsWith("apps/") ? app : `apps/${app}`;
+    const name = app === undefined ? "apps/-" : appName(app);
     let since = options.since ?? 0;
     let delay = WATCH_FIRST_DELAY_MS;
     while (!signal?.aborted) {
@@ -426,6 +430,16 @@ function streamEnded(): MiasmaError {
   return new MiasmaError(
     Object.assign(new Error(details), { code: status.UNAVAILABLE, details, metadata: new Metadata() }),
   );
+}
+
+/** "web" -> "apps/web"; "apps/web" and "apps/-" stay as they are. */
+export function appName(name: string): string {
+  return name.startsWith("apps/") ? name : `apps/${name}`;
+}
+
+/** A request whose `name` (an app's) may be given bare. */
+function named<T extends { name?: string }>(request: T): T {
+  return request.name ? { ...request, name: appName(request.name) } : request;
 }
 
 /** Wait `ms`; false when the signal aborts first. */

@@ -1,6 +1,7 @@
 /** Miasma's Node client: the thin client, its error, and the generated types. */
 export { status } from "@grpc/grpc-js";
 export {
+  appName,
   DEFAULT_ADDRESS,
   type MiasmaCallOptions,
   MiasmaClient,

@@ -292,3 +292,21 @@ test("logs: the last lines, stdout and stderr apart, then a follow until aborted
   assert.deepEqual(outs, [...outs].sort((a, b) => a - b));
   await expectError(client.logs("no-such-app").next(), status.NOT_FOUND);
 });
+
+test("every call that names an app takes it bare or as apps/NAME", async () => {
+  const name = uniqueName("node-bare");
+  await createApp(name, { desiredState: DesiredState.DESIRED_STATE_STOPPED });
+  assert.equal((await client.getApp({ name })).app?.name, `apps/${name}`);
+  const edited = await client.editApp({ name, setEnv: { GREETING: "hi" }, hidden: true });
+  assert.deepEqual(edited.app?.env, { GREETING: "hi" });
+  assert.equal(edited.app?.hidden, true);
+  const updated = await client.updateApp({
+    app: { name, env: { GREETING: "hello" } },
+    updateMask: ["env.GREETING"],
+  });
+  assert.deepEqual(updated.app?.env, { GREETING: "hello" });
+  assert.equal((await client.listVolumes({ app: name })).volumes.length, 0);
+  const hidden = (await client.listApps({ showHidden: true })).apps.map((app) => app.name);
+  assert.ok(hidden.includes(`apps/${name}`));
+  assert.ok(!(await client.listApps({})).apps.some((app) => app.name === `apps/${name}`));
+});

@@ -85,6 +85,23 @@ test("a token is sent as a bearer authorization header", async () => {
   }
 });
 
+test("$MIASMA_TOKEN is the token when none is given, as in the CLI", async () => {
+  process.env.MIASMA_TOKEN = "from-env";
+  const client = new MiasmaClient(address);
+  try {
+    assert.equal((await client.getServerInfo()).version, "Bearer from-env");
+  } finally {
+    delete process.env.MIASMA_TOKEN;
+    client.close();
+  }
+  const given = new MiasmaClient(address, { token: "given" });
+  try {
+    assert.equal((await given.getServerInfo()).version, "Bearer given");
+  } finally {
+    given.close();
+  }
+});
+
 test("without a token no authorization header is sent", async () => {
   const client = new MiasmaClient(address);
   try {

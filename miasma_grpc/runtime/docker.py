@@ -64,7 +64,13 @@ async def ensure_image(
             return dict(await docker.images.inspect(image))
     except RuntimeFailure:
         pass  # not present locally: pull it
-    limit = asyncio.timeout(pull_timeout)
+    return await pull_image(docker, image, pull_timeout)
+
+
+async def pull_image(docker: aiodocker.Docker, image: str, limit_s: float) -> dict[str, Any]:
+    """Pull ``image`` (even if the engine has it); what ``docker image inspect`` then says
+    of it. :func:`image_unavailable` when the pull fails or takes more than ``limit_s``."""
+    limit = asyncio.timeout(limit_s)
     try:
         async with limit, docker_errors(f"pull image {image!r}"):
             await docker.images.pull(image)
@@ -73,7 +79,7 @@ async def ensure_image(
     except TimeoutError as exc:
         if not limit.expired():
             raise
-        raise image_unavailable(image, f"the pull took longer than {pull_timeout:g} s") from exc
+        raise image_unavailable(image, f"the pull took longer than {limit_s:g} s") from exc
     async with docker_errors(f"inspect image {image!r}"):
         return dict(await docker.images.inspect(image))
 
@@ -124,19 +130,7 @@ class DockerClient:
     async def pull(self, image: str) -> PulledImage:
         """Pull ``image`` from its registry even if this engine has it (an upgrade);
         ``image_unavailable`` when the pull fails or takes longer than ``PULL_TIMEOUT``."""
-        timeout = PULL_TIMEOUT
-        limit = asyncio.timeout(timeout)
-        try:
-            async with limit, docker_errors(f"pull image {image!r}"):
-                await self.docker.images.pull(image)
-        except RuntimeFailure as exc:
-            raise image_unavailable(image, exc.message) from exc
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise
-            raise image_unavailable(image, f"the pull took longer than {timeout:g} s") from exc
-        async with docker_errors(f"inspect image {image!r}"):
-            shown = await self.docker.images.inspect(image)
+        shown = await pull_image(self.docker, image, PULL_TIMEOUT)
         repo = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
         digests = [str(d) for d in shown.get("RepoDigests") or [] if str(d).startswith(repo + "@")]
         return PulledImage(str(shown["Id"]), digests[0] if digests else "")

@@ -365,6 +365,10 @@ def test_exit_codes_say_what_failed_and_json_errors_are_json(cli: Cli) -> None:
         result = cli.run(command, ok=False)
         assert result.returncode == code, f"{command}: {result.returncode} {result.stderr}"
     assert "BAD KEY" in cli.run("env:set -a web 'BAD KEY=1'", ok=False).stderr
+    died = cli.run(["apps:update", "-a", "web", "--", "sh", "-c", "echo bad >&2; exit 4"], ok=False)
+    assert died.returncode == 8, died.stderr  # it did not come up: undone, and said why
+    assert "exit code 4" in died.stderr
+    assert "bad" in died.stderr
 
     failed = cli.run("apps:show -a nope --json", ok=False)
     error = json.loads(failed.stderr)["error"]

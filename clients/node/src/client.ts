@@ -213,33 +213,15 @@ export class MiasmaClient {
     request: DeepPartial<WatchPortEventsRequest>,
     options: MiasmaStreamOptions = {},
   ): PortEventStream {
-    const { signal, ...callOptions } = options;
-    const method = AppServiceService.watchPortEvents;
-    const call = this.stub.makeServerStreamRequest(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
-      WatchPortEventsRequest.fromPartial(named(request)),
-      this.metadata(),
-      callOptions,
-    );
-    return new CallStream<WatchPortEventsResponse>(call, signal);
+    const message = WatchPortEventsRequest.fromPartial(named(request));
+    return this.serverStream(AppServiceService.watchPortEvents, message, options);
   }
 
   /** Open one ReadLogs stream; see {@link logs} for a follow that survives server restarts. */
   readLogs(request: DeepPartial<ReadLogsRequest>, options: MiasmaStreamOptions = {}): ResponseStream<ReadLogsResponse> {
-    const { signal, ...callOptions } = options;
-    const method = AppServiceService.readLogs;
-    const call = this.stub.makeServerStreamRequest(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
-      ReadLogsRequest.fromPartial(named(request)),
-      this.metadata(),
-      callOptions,
-    );
-    return new CallStream<ReadLogsResponse>(call, signal);
+    return this.serverStream(AppServiceService.readLogs, ReadLogsRequest.fromPartial(named(request)), options);
   }
+
 
   /**
    * The output of `app` ("web" or "apps/web") as ReadLogsResponses: `line`
@@ -335,6 +317,23 @@ export class MiasmaClient {
   /** Close the channel; later calls fail. */
   close(): void {
     this.stub.close();
+  }
+
+  private serverStream<Req, Res>(
+    method: MethodDefinition<Req, Res>,
+    request: Req,
+    options: MiasmaStreamOptions,
+  ): ResponseStream<Res> {
+    const { signal, ...callOptions } = options;
+    const call = this.stub.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      request,
+      this.metadata(),
+      callOptions,
+    );
+    return new CallStream<Res>(call, signal);
   }
 
   private unary<Req, Res>(

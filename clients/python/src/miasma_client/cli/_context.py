@@ -21,7 +21,8 @@ EXIT_NOT_FOUND = 4
 EXIT_CONFLICT = 5
 EXIT_UNAVAILABLE = 6
 EXIT_UNAUTHENTICATED = 7
-EXIT_NOT_LIVE = 8  # the change is made, but the app did not come up (or not yet)
+EXIT_NOT_LIVE = 8  # the app did not come up (the change was made, or undone because of it)
+NOT_LIVE_REASONS = frozenset({"CONTAINER_EXITED", "TASK_FAILED"})
 EXIT_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: EXIT_INVALID,
     grpc.StatusCode.OUT_OF_RANGE: EXIT_INVALID,
@@ -50,7 +51,10 @@ class CliError(click.ClickException):
     @classmethod
     def of(cls, error: MiasmaError, server: str) -> CliError:
         """The CLI's error for a failed call."""
-        return cls(describe(error, server), EXIT_CODES.get(error.code, EXIT_FAILED), error)
+        code = EXIT_CODES.get(error.code, EXIT_FAILED)
+        if error.reason in NOT_LIVE_REASONS:  # refused because the app did not come up
+            code = EXIT_NOT_LIVE
+        return cls(describe(error, server), code, error)
 
 
 @dataclass

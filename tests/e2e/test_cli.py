@@ -492,3 +492,25 @@ def test_shell_completion_offers_the_servers_app_names(cli: Cli) -> None:
     offered = cli.run("miasma", env=env).stdout.split()
     assert offered == ["plain,web", "plain,worker"]
     assert "_miasma_completion" in cli.run("miasma", env={"_MIASMA_COMPLETE": "bash_source"}).stdout
+
+
+def test_a_command_without_a_works_on_the_app_of_the_last_one_and_old_names_work(
+    cli: Cli, server: ServerProcess
+) -> None:
+    """Miasma's sticky -a, which its templates rely on (`env:edit -a db`, then
+    `apps:configure --add-target-ports 5432`), and its first CLI's command names."""
+    missing = cli.run("apps:show", ok=False)
+    assert missing.returncode == 2
+    assert "-a" in missing.stderr
+    cli.create("db")
+    cli.create("web")
+    cli.run("env -a db")  # remembered from here on
+    cli.run("apps:configure --add-target-ports 5432")
+    assert the_container(server.docker_host, server.instance, "db").env["PORT"] == "5432"
+    assert the_container(server.docker_host, server.instance, "web").env["PORT"] != "5432"
+    cli.run("apps:reload")
+    cli.run("apps:destroy -a web")
+    listed = cli.json("apps")
+    assert isinstance(listed, list)
+    assert [a["name"] for a in listed] == ["apps/db"]
+    assert cli.run("-v").stdout.startswith("miasma, version")

@@ -124,13 +124,45 @@ def save_file(settings: Settings, path: Path | None = None) -> Path:
     }
     if tokens:
         data["tokens"] = tokens
+    if app := saved_app(path):
+        data["app"] = app
+    _write(path, data)
+    return path
+
+
+def saved_app(path: Path | None = None) -> str:
+    """The app the CLI used last (Miasma's sticky ``-a``); "" when none."""
+    try:
+        data = json.loads((path or config_path()).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    app = data.get("app") if isinstance(data, dict) else None
+    return app if isinstance(app, str) else ""
+
+
+def save_app(name: str, path: Path | None = None) -> None:
+    """Remember ``name`` as the app the next command without ``-a`` works on."""
+    path = path or config_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read the config file {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("app") == name:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, data | {"app": name})
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` as JSON, owner-only, atomically."""
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         json.dump(data, file, indent=2)
         file.write("\n")
     temporary.replace(path)
-    return path
 
 
 def resolve(**overrides: Any) -> Settings:

@@ -39,7 +39,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option(
     "--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for each call."
 )
-@click.version_option(package_name="miasma-client", prog_name="miasma")
+@click.version_option(None, "-v", "--version", package_name="miasma-client", prog_name="miasma")
 @click.pass_context
 def cli(ctx: click.Context, /, timeout: float, **connection: object) -> None:
     """Run apps on Docker with Heroku-style port management.
@@ -102,6 +102,24 @@ def server_info(state: State, as_json: bool) -> None:
 
 for command in [*_apps.COMMANDS, *_env.COMMANDS, _logs.logs, *_volumes.COMMANDS, _watch.watch]:
     cli.add_command(command)
+
+# The names of Miasma's first CLI, which its templates use (docs/miasma-cli.md).
+ALIASES = {
+    "apps:configure": "apps:edit",
+    "apps:destroy": "apps:delete",
+    "apps:reload": "apps:restart",
+}
+for alias, name in ALIASES.items():
+    original = cli.commands[name]
+    cli.add_command(
+        click.Command(
+            alias,
+            params=original.params,
+            callback=original.callback,
+            help=f"The same as `miasma {name}` (Miasma's older name).",
+            hidden=True,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

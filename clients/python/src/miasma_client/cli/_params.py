@@ -14,7 +14,7 @@ from miasma.v1 import apps_pb2
 from miasma_client._client import MiasmaClient
 from miasma_client._errors import MiasmaError
 from miasma_client._ports import parse_ports
-from miasma_client._settings import SettingsError, resolve
+from miasma_client._settings import SettingsError, resolve, save_app, saved_app
 from miasma_client._volumes import parse_volume
 
 
@@ -113,10 +113,28 @@ def complete_app_names(
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
+def sticky_app(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """Miasma's sticky ``-a``: a command given ``-a NAME`` remembers it (in the config
+    file), and one without ``-a`` works on the app remembered."""
+    if ctx.resilient_parsing:  # shell completion: neither ask nor remember
+        return value or ""
+    try:
+        if value:
+            save_app(value)
+            return value
+        if remembered := saved_app():
+            return remembered
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    raise click.MissingParameter(ctx=ctx, param=param)
+
+
 def app_option() -> Callable[[F], F]:
-    """``-a/--app NAME``, as in Miasma's commands (completed from the server's apps)."""
+    """``-a/--app NAME``, as in Miasma's commands: remembered for the next command without
+    it; completed from the server's apps."""
     return click.option(
-        "-a", "--app", "app", required=True, metavar="NAME", help="The app's name.",
+        "-a", "--app", "app", metavar="NAME", callback=sticky_app,
+        help="The app's name (default: the app of the last command given -a).",
         shell_complete=complete_app_names,
     )  # fmt: skip
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +35,7 @@ from tests.docker_cli import (
     the_service,
     volume_names,
 )
+from tests.e2e.test_cli import Cli
 from tests.polling import eventually, wait_for
 from tests.server import ServerProcess
 
@@ -473,3 +476,43 @@ def test_upgrade_pins_the_service_to_the_new_digest(
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == reply.app.image_digest
     wait_for(lambda: http_get(8095).strip() == "v2", "v2 to answer", 60)
     assert not client.upgrade_app("web").changed
+
+
+def test_miasmas_postgres_template_runs_as_written(
+    make_server: Callable[..., ServerProcess], swarm_host: str, docker_host: str,
+    postgres_image: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The Postgres page of Miasma's docs, its commands as written but the image (and the host
+    folder, which must belong to the image's postgres user): `env:edit -a postgres`, then
+    `apps:configure` without -a works on postgres (the sticky app); the service is placed,
+    mounted and published as asked, and Postgres initialises its data in the host folder."""
+    server = make_server(docker_host=swarm_host, runtime="swarm", published_range="19001-19999",
+                         extra_args=["--allow-bind-mounts"])  # fmt: skip
+    copy_image(docker_host, swarm_host, postgres_image)
+    node = docker(swarm_host, "info", "-f", "{{.Swarm.NodeID}}").strip()
+    docker(swarm_host, "node", "update", "--label-add", "database=true", node)
+    data = tmp_path / "physical" / "pgdata"
+    data.mkdir(parents=True)
+    os.chown(data, 999, 999)  # the image's postgres user (scripts/postgres-image.sh)
+    editor = tmp_path / "editor.py"
+    editor.write_text(f"#!{sys.executable}\nimport sys\n"
+                      "open(sys.argv[1], 'a').write('POSTGRES_PASSWORD=s3cret\\n')\n")  # fmt: skip
+    editor.chmod(0o755)
+    cli = Cli(server, tmp_path / "config", postgres_image)
+    try:
+        cli.run(f"miasma apps:create postgres -i {postgres_image}")
+        cli.run("miasma env:edit -a postgres", env={"EDITOR": str(editor)})
+        cli.run(["miasma", "apps:configure",
+                 "--add-placement-constraint", "node.labels.database == true",
+                 "--add-volume", f"{data}:/var/lib/postgresql/data",
+                 "--add-target-ports", "5432", "--add-published-ports", "5432"])  # fmt: skip
+        found = service(server, "postgres")
+        assert found.constraints == ["node.labels.database==true"]
+        assert pairs(found) == [(5432, 5432)]
+        assert found.env["POSTGRES_PASSWORD"] == "s3cret"
+        wait_for(lambda: (data / "PG_VERSION").exists(), "Postgres to initialise the host folder",
+                 60)  # fmt: skip
+        wait_for(lambda: "ready to accept connections" in cli.run("apps:logs -n 0").stderr,
+                 "Postgres to be ready", 60)  # fmt: skip
+    finally:
+        docker(swarm_host, "node", "update", "--label-rm", "database", node, check=False)

@@ -479,6 +479,8 @@ def test_apps_edit_group_hidden_and_placement_as_miasmas_cli(
     refused = cli.run("apps:edit -a proxy --add-placement-constraint node.labels.zone==a", ok=False)
     assert refused.returncode == 5
     assert "swarm" in refused.stderr
+    noted = cli.run("apps:edit -a proxy --add-published-ports 15777/host")  # done, with a note
+    assert "changes nothing here" in noted.stderr
 
 
 def test_shell_completion_offers_the_servers_app_names(cli: Cli) -> None:

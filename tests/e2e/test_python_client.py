@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -126,3 +131,21 @@ def test_publish_mode_only_on_added_published_ports(server: ServerProcess, test_
             client.edit_ports("web", remove_published=["8097/host"])
     assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in bad.value.violations] == ["remove_published_ports[0].mode"]
+
+
+def test_the_client_readme_example_runs_and_prints_what_it_says(server: ServerProcess) -> None:
+    """clients/python/README.md's example, run as a user would (its own process), prints the
+    lines the README shows after it (the auto published port aside)."""
+    readme = (Path(__file__).resolve().parents[2] / "clients/python/README.md").read_text()
+    [code] = re.findall(r"<!-- tested: [^>]*-->\n```python\n(.*?)```", readme, re.S)
+    [expected] = re.findall(r"\nprints\n\n```\n(.*?)```", readme, re.S)
+    code = code.replace("127.0.0.1:50051", server.address)
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")},
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    auto = re.compile(r"^(1 8082) \d+$")  # the second slot's target port is random
+    assert [auto.sub(r"\1", line) for line in ran.stdout.splitlines()] == [
+        auto.sub(r"\1", line) for line in expected.splitlines()
+    ]

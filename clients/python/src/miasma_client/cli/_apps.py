@@ -90,6 +90,18 @@ def settle(client: MiasmaClient, app: apps_pb2.App, timeout: float) -> apps_pb2.
     return app
 
 
+def warn_if_meaningless(client: MiasmaClient, published: list[apps_pb2.Port]) -> None:
+    """Say so when a publish mode is asked of a server whose runtime has none: the
+    container runtime always publishes on the Docker host."""
+    host_mode = any(p.mode == apps_pb2.PUBLISH_MODE_HOST for p in published)
+    if host_mode and client.server_info().runtime_mode == "container":
+        err.print(
+            "Note: /host changes nothing here: the container runtime always publishes "
+            "on the Docker host (publish modes are for the swarm runtime).",
+            style="yellow", markup=False,
+        )  # fmt: skip
+
+
 wait_option = click.option(
     "--wait/--no-wait",
     default=True,
@@ -161,6 +173,7 @@ def create(
     on a free host port. Anything after `--` replaces the image's command.
     """
     with state.client() as client:
+        warn_if_meaningless(client, flatten(published_ports))
         app = client.create_app(
             name, image, command=command, env=dict(env), published_ports=flatten(published_ports),
             target_ports=flatten(target_ports), constraints=constraint, volumes=volumes,
@@ -251,6 +264,7 @@ def edit(
       miasma apps:edit -a traefik --group infra --hidden
     """
     with state.client() as client:
+        warn_if_meaningless(client, flatten(add_published_ports))
         reply = client.edit_app(
             app, add_published=flatten(add_published_ports),
             remove_published=flatten(rm_published_ports), add_target=flatten(add_target_ports),

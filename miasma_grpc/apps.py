@@ -630,17 +630,21 @@ class AppManager:
         return True
 
     async def _record_result(self, app: App, applied: bool, failure: str = "") -> App:
-        """Log a rollout's result: applied, failed (``failure``) or pending; the app after."""
+        """Log a rollout's result: applied, failed (``failure``, or applied but not running:
+        a process that exited at once, with Docker's words and its last output) or pending;
+        the app after."""
+        seen = self.observed.get(app.name, NOT_SEEN)
         if failure:
             kind, message = EventKind.ROLLOUT_FAILED, failure
+        elif applied and seen.running < seen.total and seen.last_error:
+            kind, message = EventKind.ROLLOUT_FAILED, seen.last_error  # rolled out, not running
         elif applied:
             kind, message = EventKind.ROLLOUT_APPLIED, ""
         else:
-            kind = EventKind.ROLLOUT_PENDING
-            message = self.observed.get(app.name, NOT_SEEN).last_error
+            kind, message = EventKind.ROLLOUT_PENDING, seen.last_error
         async with self.store.transaction() as tx:
             _record(tx, kind, app, new=app.bindings, message=message)
-            if kind is EventKind.ROLLOUT_APPLIED:
+            if applied and not failure:
                 tx.mark_applied(app.name, app.revision)
             return tx.get_app(app.name)
 

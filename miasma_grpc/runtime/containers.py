@@ -70,6 +70,7 @@ CONTAINER_CHANGES = frozenset(
      "rename", "health_status"}
 )  # fmt: skip
 READY_POLL = 0.02  # seconds between readiness probes of a new container
+FIRST_WINDOW = 1.0  # seconds a first start is watched for an app that exits at once
 PROBE_TIMEOUT = 0.5  # seconds one connection attempt of a probe may take
 
 
@@ -329,6 +330,8 @@ class DockerContainerRuntime(DockerVolumes):
                 except BaseException:
                     await self._remove_all([new], app.stop_grace)
                     raise
+            else:  # a first start: see it listen, or die at once, before saying it runs
+                await self._first_moments(app, new)
         except BaseException:
             for container in stopped:  # put the old one back: the change failed
                 try:
@@ -355,18 +358,22 @@ class DockerContainerRuntime(DockerVolumes):
             raise
         return container
 
-    async def _wait_ready(self, app: App, container: DockerContainer) -> None:
+    async def _wait_ready(
+        self, app: App, container: DockerContainer, limit: float | None = None
+    ) -> None:
         """Wait until the new container's app accepts connections on every TCP target port.
 
         Raises :class:`RuntimeFailure` (with its exit code and last log lines) if
-        the container stops running meanwhile. Gives up waiting, with a warning,
-        after ``ready_timeout`` seconds (the app may not listen). UDP is not probed.
+        the container stops running meanwhile. Gives up waiting after ``limit`` seconds
+        (``ready_timeout`` by default, with a warning: the app may not listen). UDP is
+        not probed.
         """
         waiting = {b.target for b in app.bindings if b.protocol is Protocol.TCP}
-        if self.ready_timeout <= 0:
+        patience = self.ready_timeout if limit is None else limit
+        if patience <= 0:
             return
         try:
-            async with asyncio.timeout(self.ready_timeout):
+            async with asyncio.timeout(patience):
                 while True:
                     async with docker_errors(f"inspect the new container of app {app.name!r}"):
                         shown = await container.show()
@@ -381,13 +388,29 @@ class DockerContainerRuntime(DockerVolumes):
                             return
                     await asyncio.sleep(READY_POLL)
         except TimeoutError:
-            log.warning(
-                "app %s does not accept connections on port(s) %s after %gs; "
-                "removing its previous container anyway",
-                app.name,
-                ", ".join(map(str, sorted(waiting))),
-                self.ready_timeout,
-            )
+            if limit is None:
+                log.warning(
+                    "app %s does not accept connections on port(s) %s after %gs; "
+                    "removing its previous container anyway",
+                    app.name,
+                    ", ".join(map(str, sorted(waiting))),
+                    patience,
+                )
+
+    async def _first_moments(self, app: App, container: DockerContainer) -> None:
+        """Watch a container's first moments (until its app listens, or :data:`FIRST_WINDOW`
+        seconds): one that exits at once is then reported not running, with its exit code
+        and last lines, by the look that follows, not as running (docs/design.md §4).
+        Nothing to undo here: the app is new or was stopped."""
+        window = min(self.ready_timeout, FIRST_WINDOW)
+        if window <= 0:
+            return
+        try:
+            await self._wait_ready(app, container, window)
+        except RuntimeFailure as exc:
+            if exc.reason != "CONTAINER_EXITED":
+                raise
+            log.info("app %s exited at once: %s", app.name, exc.message)
 
     async def _died(
         self, app: App, container: DockerContainer, state: dict[str, Any]

@@ -71,6 +71,8 @@ class FakeRuntime:
     # registry (a reference missing there: the pull fails).
     image_ids: dict[str, str] = field(default_factory=dict)
     registry: dict[str, str] = field(default_factory=dict)
+    # Apps whose process exits at once (what observe reports of them while running).
+    exits: dict[str, str] = field(default_factory=dict)
     written: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def arm(self, failure: Failure) -> None:
@@ -148,6 +150,8 @@ class FakeRuntime:
             return Observed(running=0, total=1, last_error="no container")
         if deployed.desired_state is DesiredState.STOPPED:
             return Observed(running=0, total=0)
+        if why := self.exits.get(app.name):
+            return Observed(running=0, total=1, last_error=why)
         return Observed(running=1, total=1)
 
     async def changes(self) -> AsyncIterator[str]:

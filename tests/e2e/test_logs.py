@@ -93,10 +93,24 @@ def test_apps_logs_prints_stdout_and_stderr_apart_the_last_lines_and_json(
     assert "nope" in gone.stderr
 
 
-def test_the_output_of_an_app_that_crashes_at_once_can_be_read(
+def test_an_app_that_crashes_at_once_fails_the_create_with_why_and_its_output_can_be_read(
     cli: Cli, client: MiasmaClient, test_image: str
 ) -> None:
-    client.create_app("crash", test_image, command=["sh", "-c", "echo boom >&2; exit 3"])
+    """`apps:create` of an app that exits at once says so, with the exit code and its last
+    output, and exits 8 (not "Created … Open http://…"); the app stays, failed, for every
+    client: in GetApp, in the rollout event, and its output in apps:logs."""
+    created = cli.run(["apps:create", "crash", "-i", test_image, "--", "sh", "-c",
+                       "echo boom >&2; exit 3"], ok=False)  # fmt: skip
+    assert created.returncode == 8, created.stdout + created.stderr
+    assert "(3)" in created.stderr
+    assert "boom" in created.stderr
+    assert "Open" not in created.stdout
+    failed = next(
+        m.event
+        for m in client.watch_port_events("crash", since=1)
+        if m.HasField("event") and m.event.kind == apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED
+    )
+    assert "boom" in failed.message
     wait_for(lambda: "boom" in cli.run("apps:logs -a crash").stderr, "boom in the logs")
 
     seen: list[apps_pb2.ObservedState] = []

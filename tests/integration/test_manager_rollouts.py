@@ -153,3 +153,25 @@ async def test_request_ids_survive_a_restart(tmp_path: Path) -> None:
     store, manager = await open_manager(tmp_path / "m.db", runtime)
     assert (await manager.create("api", image="img:1", request_id="c-1")).name == "api"
     await store.__aexit__(None, None, None)
+
+
+async def test_an_app_that_exits_at_once_is_created_and_said_failed_with_why(
+    manager: AppManager, runtime: FakeRuntime
+) -> None:
+    """Rolled out, but its process exited at once: the app stays (to be fixed and started
+    again), its rollout is FAILED with Docker's words in GetApp, and the rollout event says
+    so for every watcher, not ROLLOUT_APPLIED."""
+    why = "not running: Restarting (3) 1 second ago; its last output: boom"
+    runtime.exits["crash"] = why
+    app = await manager.create("crash", image="img:1")
+    events = await manager.store.read_events(after=0, app="crash", limit=10)
+    assert [(e.kind, e.message) for e in events] == [
+        (EventKind.ASSIGNED, ""),
+        (EventKind.ROLLOUT_FAILED, why),
+    ]
+    observed = manager.observed_state(app)
+    assert (observed.rollout, observed.last_error) == (RolloutState.FAILED, why)
+    assert not app.rollout_owed  # rolled out: nothing for the reconciler to finish
+    del runtime.exits["crash"]
+    fixed = await manager.update("crash", command=["fixed"])
+    assert manager.observed_state(fixed).rollout is RolloutState.APPLIED

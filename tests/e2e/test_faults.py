@@ -533,6 +533,11 @@ def drift_server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server(published_range=RANGE, extra_args=["--reconcile-interval", "1", *HEARTBEAT])
 
 
+# Idles until SIGTERM, then exits at once (a bare `sleep` as PID 1 ignores it: each removal
+# would wait out the 10 s grace period).
+IDLE = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done")
+
+
 def run_labelled(host: str, name: str, labels: dict[str, str], *args: str) -> None:
     """``docker run -d`` a container by hand, with ``labels``."""
     flags = [f"--label={key}={value}" for key, value in labels.items()]
@@ -614,7 +619,7 @@ def test_labelled_container_of_an_unknown_app_is_removed_while_running(
 
     def run_ghost(owner: str, app: str) -> None:
         labels = {"io.miasma.instance": owner, "io.miasma.app": app}
-        run_labelled(host, f"{owner}-{app}", labels, test_image, "sleep", "600")
+        run_labelled(host, f"{owner}-{app}", labels, test_image, *IDLE)
 
     def gone(app: str) -> Callable[[], None]:
         def check() -> None:

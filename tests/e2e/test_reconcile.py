@@ -10,6 +10,7 @@ from miasma.v1 import apps_pb2
 
 from tests.conftest import HTTPD_COMMAND
 from tests.docker_cli import containers, docker, http_get, the_container
+from tests.e2e.test_faults import IDLE
 from tests.polling import wait_for
 from tests.server import ServerProcess
 
@@ -38,7 +39,7 @@ def test_restart_recreates_missing_containers_and_removes_orphans(
     docker(
         server.docker_host, "run", "-d", "--name", f"{server.instance}-orphan",
         "--label", f"io.miasma.instance={server.instance}", "--label", "io.miasma.app=orphan",
-        test_image, "sleep", "600",
+        test_image, *IDLE,
     )  # fmt: skip
 
     server.start()

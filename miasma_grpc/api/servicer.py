@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
@@ -51,15 +51,23 @@ UPDATABLE = (
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Bound ``method`` by ``--rpc-timeout``; turn a :class:`MiasmaError` into a rich status."""
+async def abort(context: Context, error: MiasmaError) -> NoReturn:
+    """End the call with ``error`` as a rich status."""
+    status = to_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort() always raises") from error  # pragma: no cover
+
+
+def rpc(method: Handler[Req, Resp], *, bounded: bool = True) -> Handler[Req, Resp]:
+    """Bound ``method`` by ``--rpc-timeout`` (unless not ``bounded``: a pull may take
+    minutes); turn a :class:`MiasmaError` into a rich status."""
 
     @functools.wraps(method)
     async def wrapper(
         self: AppServicer, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> Resp:
         try:
-            limit = asyncio.timeout(self.settings.rpc_timeout)
+            limit = asyncio.timeout(self.settings.rpc_timeout if bounded else None)
             try:
                 async with limit:
                     return await method(self, request, context)
@@ -72,9 +80,7 @@ def rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
                     "reconciler"
                 ) from exc
         except MiasmaError as exc:
-            status = to_status(exc)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-            raise AssertionError("abort() always raises") from exc  # pragma: no cover
+            await abort(context, exc)
 
     return wrapper
 
@@ -291,20 +297,16 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             async for item in items:
                 yield watch_item_to_proto(item)
         except MiasmaError as exc:
-            status = to_status(exc)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await abort(context, exc)
 
+    @functools.partial(rpc, bounded=False)
     async def UpgradeApp(
         self, request: apps_pb2.UpgradeAppRequest, context: Context
     ) -> apps_pb2.UpgradeAppResponse:
         """Pull the app's image again; roll it out if it changed. Not bounded by
         --rpc-timeout, as a pull may take minutes: the pull has its own limit (5 minutes,
         runtime/docker.py PULL_TIMEOUT) and a rollout waits at most for the app to come up."""
-        try:
-            app, changed = await self.manager.upgrade(parse_resource_name(request.name))
-        except MiasmaError as exc:
-            status = to_status(exc)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+        app, changed = await self.manager.upgrade(parse_resource_name(request.name))
         return apps_pb2.UpgradeAppResponse(app=self._proto(app), changed=changed)
 
     async def ReadLogs(
@@ -318,8 +320,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             async for item in items:
                 yield log_item_to_proto(item)
         except MiasmaError as exc:
-            status = to_status(exc)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await abort(context, exc)
 
     @rpc
     async def GetServerInfo(

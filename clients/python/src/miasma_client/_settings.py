@@ -92,21 +92,18 @@ def config_path() -> Path:
 def load_file(path: Path | None = None) -> dict[str, Any]:
     """The saved settings (empty when nothing was saved yet); ``tokens`` maps each server
     a token was saved for to it."""
-    path = path or config_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"cannot read the config file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SettingsError(f"the config file {path} does not hold a JSON object")
+    data = _saved(path or config_path())
+    known = {f.name for f in dataclasses.fields(Settings)} - {"token"}
+    return {key: value for key, value in data.items() if key in known} | {"tokens": _tokens(data)}
+
+
+def _tokens(data: dict[str, Any]) -> dict[str, str]:
+    """Server -> token, as saved (the older file's one token is its server's)."""
     saved = data.get("tokens")
     tokens = {str(k): str(v) for k, v in saved.items()} if isinstance(saved, dict) else {}
-    if data.get("token") and data.get("server"):  # the older file: one token, its server's
+    if data.get("token") and data.get("server"):
         tokens = {str(data["server"]): str(data["token"])} | tokens
-    known = {f.name for f in dataclasses.fields(Settings)} - {"token"}
-    return {key: value for key, value in data.items() if key in known} | {"tokens": tokens}
+    return tokens
 
 
 def save_file(settings: Settings, path: Path | None = None) -> Path:
@@ -114,7 +111,8 @@ def save_file(settings: Settings, path: Path | None = None) -> Path:
     server only, beside those saved for other servers. Returns the path."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tokens = dict(load_file(path).get("tokens", {}))
+    before = _saved(path)
+    tokens = _tokens(before)
     if settings.token:
         tokens[settings.server] = settings.token
     data: dict[str, Any] = {
@@ -124,35 +122,42 @@ def save_file(settings: Settings, path: Path | None = None) -> Path:
     }
     if tokens:
         data["tokens"] = tokens
-    if app := saved_app(path):
+    if isinstance(app := before.get("app"), str):
         data["app"] = app
     _write(path, data)
     return path
 
 
 def saved_app(path: Path | None = None) -> str:
-    """The app the CLI used last (Miasma's sticky ``-a``); "" when none."""
+    """The app the CLI used last (Miasma's sticky ``-a``); "" when none (or unreadable)."""
     try:
-        data = json.loads((path or config_path()).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        app = _saved(path or config_path()).get("app")
+    except SettingsError:
         return ""
-    app = data.get("app") if isinstance(data, dict) else None
     return app if isinstance(app, str) else ""
 
 
 def save_app(name: str, path: Path | None = None) -> None:
     """Remember ``name`` as the app the next command without ``-a`` works on."""
     path = path or config_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        data = {}
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"cannot read the config file {path}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("app") == name:
+    data = _saved(path)
+    if data.get("app") == name:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     _write(path, data | {"app": name})
+
+
+def _saved(path: Path) -> dict[str, Any]:
+    """The config file as it is on disk (empty when there is none yet)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read the config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"the config file {path} does not hold a JSON object")
+    return data
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

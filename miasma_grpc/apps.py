@@ -17,11 +17,15 @@ pending) is recorded when Docker has answered.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from miasma_grpc.crashes import CrashLoops
 from miasma_grpc.domain.allocator import PortLedger, RandomTargets, TargetChooser
 from miasma_grpc.domain.env import EnvEdit, check_env
 from miasma_grpc.domain.errors import (
@@ -67,7 +71,8 @@ from miasma_grpc.domain.volumes import (
     validate_volumes,
 )
 from miasma_grpc.locks import KeyedLocks
-from miasma_grpc.runtime.base import HostPorts, Runtime
+from miasma_grpc.readiness import Listening, Readiness
+from miasma_grpc.runtime.base import PHASE, HostPorts, Runtime
 from miasma_grpc.store.sqlite import SqliteStore, Transaction, now
 
 log = logging.getLogger(__name__)
@@ -113,6 +118,7 @@ class AppManager:
         *,
         instance: str = "miasma",
         allow_bind_mounts: bool = False,
+        ready_timeout: float = 0.0,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -126,6 +132,14 @@ class AppManager:
         self.blind_since: datetime | None = now()
         self.failures: dict[str, Failure] = {}
         self.locks = KeyedLocks()  # serialises the rollouts of each app
+        self.phases: dict[str, str] = {}  # what a rollout under way does now, per app
+        self.crashes = CrashLoops()
+        # Whether started apps listen on their ports (docs/design.md §4).
+        self.readiness = Readiness(runtime.deaf_ports, ready_timeout, self._not_listening)
+
+    async def close(self) -> None:
+        """Stop the background work of apps (the server stops)."""
+        await self.readiness.close()
 
     @property
     def ledger(self) -> PortLedger:
@@ -192,6 +206,12 @@ class AppManager:
         """
         seen = self.observed.get(app.name, NOT_SEEN)
         rollout, error = self._rollout_state(app, seen)
+        phase, deaf = self.phases.get(app.name, ""), tuple[int, ...]()
+        listening = self.readiness.state.get(app.name)
+        if listening is not None and seen.running and rollout is not RolloutState.FAILED:
+            phase = phase or listening.phase
+            if listening.over:
+                deaf, error = listening.ports, error or listening.verdict
         return Observed(
             running=seen.running,
             total=seen.total,
@@ -199,6 +219,8 @@ class AppManager:
             node=seen.node,
             rollout=rollout,
             unknown_since=self.blind_since,
+            phase=phase,
+            not_listening=deaf,
         )
 
     def observation_key(self, app: App) -> tuple[object, ...]:
@@ -211,6 +233,8 @@ class AppManager:
             self.failures.get(name),
             self.locks.locked(name),
             self.blind_since,
+            self.phases.get(name),
+            self.readiness.state.get(name),
         )
 
     def _rollout_state(self, app: App, seen: Observed) -> tuple[RolloutState, str]:
@@ -469,7 +493,8 @@ class AppManager:
         """
         app = await self.get(name)
         running = app.image_digest or await self.runtime.image_id(app.image)
-        pulled = await self.runtime.pull(app.image)
+        with self._following(name):
+            pulled = await self.runtime.pull(app.image)
         pin = self.runtime.pin(pulled)
         if pin == app.image_digest or (not app.image_digest and pulled.id == running):
             return app, False
@@ -502,11 +527,14 @@ class AppManager:
                     reason="APP_STOPPED",
                     resource=f"apps/{name}",
                 )
+            self.crashes.forget(name)
             try:
-                self.observed[name] = await self.runtime.restart(app)
+                with self._following(name):
+                    self.observed[name] = await self.runtime.restart(app)
             except Unavailable as exc:
                 self._pending(name, exc)
                 raise
+            await self._watch_listening(app)
             return app
 
     async def delete(
@@ -522,7 +550,8 @@ class AppManager:
             app = await self.store.get_app(name)
             _check_etag(app, etag)
             try:
-                await self.runtime.remove(name, app.stop_grace)
+                with self._following(name):
+                    await self.runtime.remove(name, app.stop_grace)
             except Unavailable:
                 if delete_volumes:
                     raise
@@ -539,6 +568,8 @@ class AppManager:
                 _record(tx, EventKind.RELEASED, app, old=app.bindings)
             self.observed.pop(name, None)
             self.failures.pop(name, None)
+            self.readiness.forget(name)
+            self.crashes.forget(name)
         return app, deleted
 
     async def list_volumes(self) -> VolumeListing:
@@ -569,7 +600,14 @@ class AppManager:
         async with self.locks.hold(name):
             app = await self.store.get_app(name)
             try:
+                down = (
+                    app.desired_state is DesiredState.RUNNING
+                    and not app.rollout_owed
+                    and await self._crash_gate(app)
+                )
                 applied = await self._apply(app)
+                if down and applied:
+                    self.crashes.starting(name)
             except RuntimeFailure as exc:
                 previous = self.failures.get(name)
                 cause = (exc.reason, exc.docker_status)
@@ -585,6 +623,28 @@ class AppManager:
                 await self._release_old_ports(app)  # a rollout cut short held old ones too
             if applied and app.rollout_owed:
                 await self._record_result(app, True)
+
+    async def _crash_gate(self, app: App) -> bool:
+        """Before an app that went down by itself is started again: in a crash loop, wait
+        its turn (docs/design.md §4); :class:`RuntimeFailure` ``CRASH_LOOP`` until then.
+        Whether it is down (a start follows)."""
+        seen = await self.runtime.observe(app)
+        if seen.running >= seen.total:
+            return False  # it runs: nothing is started
+        wait = self.crashes.wait(app.name)
+        if wait <= 0:
+            return True
+        self.observed[app.name] = seen
+        raise RuntimeFailure(
+            f"crash loop: started again {self.crashes.starts(app.name)} times and down again "
+            f"each time; next start in {math.ceil(wait)} s; {seen.last_error}",
+            reason="CRASH_LOOP",
+            metadata={"retry_in": f"{wait:.1f}"},
+        )
+
+    def restart_wait(self, name: str) -> float:
+        """Seconds before ``name``, down in a crash loop, may be started again (0: now)."""
+        return self.crashes.wait(name)
 
     # -- internals -----------------------------------------------------------
 
@@ -613,7 +673,8 @@ class AppManager:
     async def _apply(self, app: App) -> bool:
         """Drive Docker to ``app``: True if applied, False if pending (Docker away)."""
         try:
-            observed = self.observed[app.name] = await self.runtime.apply(app)
+            with self._following(app.name):
+                observed = self.observed[app.name] = await self.runtime.apply(app)
         except Unavailable as exc:
             self._pending(app.name, exc)
             return False
@@ -628,6 +689,34 @@ class AppManager:
         if failure is not None and app.revision > failure.revision:
             del self.failures[app.name]  # a newer change rolled out: the old refusal is history
         return True
+
+    @contextlib.contextmanager
+    def _following(self, name: str) -> Iterator[None]:
+        """Meanwhile, what the runtime says it does for ``name`` is the app's phase."""
+        token = PHASE.set(functools.partial(self.phases.__setitem__, name))
+        try:
+            yield
+        finally:
+            PHASE.reset(token)
+            self.phases.pop(name, None)
+
+    async def _not_listening(self, app: App, listening: Listening) -> None:
+        """The verdict of a listening watch, as an event: nothing answers on those ports
+        (not for an app that is down: its rollout failed, and says why)."""
+        if not self.observed.get(app.name, NOT_SEEN).running:
+            return
+        async with self.store.transaction() as tx:
+            current = tx.get_app(app.name)
+            _record(tx, EventKind.NOT_LISTENING, current, new=current.bindings,
+                    message=listening.verdict)  # fmt: skip
+
+    async def _watch_listening(self, app: App) -> None:
+        """A rollout (re)started ``app``, or stopped it: see whether it listens."""
+        seen = self.observed.get(app.name, NOT_SEEN)
+        if app.desired_state is DesiredState.RUNNING and seen.running:
+            await self.readiness.watch(app)
+        else:
+            self.readiness.forget(app.name)
 
     async def _record_result(self, app: App, applied: bool, failure: str = "") -> App:
         """Log a rollout's result: applied, failed (``failure``, or applied but not running:
@@ -646,10 +735,14 @@ class AppManager:
             _record(tx, kind, app, new=app.bindings, message=message)
             if applied and not failure:
                 tx.mark_applied(app.name, app.revision)
-            return tx.get_app(app.name)
+            recorded = tx.get_app(app.name)
+        if kind is EventKind.ROLLOUT_APPLIED:
+            await self._watch_listening(app)
+        return recorded
 
     async def _rollout(self, old: App, new: App) -> App:
         """Apply ``new``; on refusal commit ``old`` back and re-raise. The app after."""
+        self.crashes.forget(new.name)  # a user's change: a crash loop is counted afresh
         try:
             applied = await self._apply(new)
         except RuntimeFailure as exc:

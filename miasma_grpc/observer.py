@@ -132,13 +132,12 @@ class Observer:
             if check_again:
                 self._spawn(self._later(name, CHECK_AGAIN, check=True))
             return
-        log.debug(
-            "repair of app %s failed; retried in %g s",
-            name,
-            self._retry_delay.get(name, FIRST_RETRY),
-        )
-        delay = self._retry_delay.get(name, FIRST_RETRY)
-        self._retry_delay[name] = min(delay * 2, MAX_REPAIR_RETRY)
+        # In a crash loop, the app's next start is due then (docs/design.md §4).
+        delay = self.manager.restart_wait(name)
+        if not delay:
+            delay = self._retry_delay.get(name, FIRST_RETRY)
+            self._retry_delay[name] = min(delay * 2, MAX_REPAIR_RETRY)
+        log.debug("repair of app %s failed; retried in %g s", name, delay)
         self._cooling.add(name)
         self._spawn(self._later(name, delay, cooling=True))
 

@@ -141,6 +141,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             busy_ports,
             instance=settings.instance,
             allow_bind_mounts=settings.allow_bind_mounts,
+            ready_timeout=settings.ready_timeout,
         )
         hub = EventHub(store, ring_size=settings.event_buffer)
         await hub.start()
@@ -211,6 +212,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 for task in tasks:
                     task.cancel()
                 await server.stop(SHUTDOWN_GRACE)
+                await manager.close()
 
 
 async def main_async(settings: Settings) -> None:

@@ -50,6 +50,7 @@ EVENT_KIND_TO_PROTO = {
     EventKind.ROLLOUT_APPLIED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_APPLIED,
     EventKind.ROLLOUT_FAILED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED,
     EventKind.ROLLOUT_PENDING: apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING,
+    EventKind.NOT_LISTENING: apps_pb2.PORT_EVENT_KIND_NOT_LISTENING,
 }
 ROLLOUT_TO_PROTO = {
     None: apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
@@ -191,6 +192,8 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
             last_error=observed.last_error,
             rollout=ROLLOUT_TO_PROTO[observed.rollout],
             unknown_since=_timestamp(observed.unknown_since),
+            phase=observed.phase,
+            not_listening=observed.not_listening,
         ),
         urls=[
             f"http://{public_host}:{b.published}"

@@ -24,6 +24,7 @@ class EventKind(enum.StrEnum):
     ROLLOUT_APPLIED = "rollout_applied"
     ROLLOUT_FAILED = "rollout_failed"
     ROLLOUT_PENDING = "rollout_pending"
+    NOT_LISTENING = "not_listening"  # runs, but not on its ports after the ready timeout
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,8 @@ class Observed:
     rollout: RolloutState | None = None
     # Set while Docker cannot be watched: the figures above are as of then.
     unknown_since: datetime | None = None
+    phase: str = ""  # what a rollout under way is doing now, in words
+    not_listening: tuple[int, ...] = ()  # TCP target ports not answering after the wait
 
 
 @dataclass(frozen=True)

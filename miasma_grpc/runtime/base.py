@@ -8,7 +8,8 @@ reached at all; callers treat the two differently (revert vs. retry later).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +24,16 @@ LABEL_MANAGED = "io.miasma.instance"  # value: the Miasma instance that owns it
 # On volumes Miasma makes for an image's VOLUME paths: the app's uid and the path.
 LABEL_UID = "io.miasma.app-uid"
 LABEL_IMAGE_PATH = "io.miasma.image-path"
+
+# Where a runtime tells what the rollout under way does now (ObservedState.phase): set
+# by the caller around a runtime call, for that call only (docs/design.md §4).
+PHASE: ContextVar[Callable[[str], None] | None] = ContextVar("miasma_phase", default=None)
+
+
+def say(phase: str) -> None:
+    """Tell whoever follows the rollout under way what it does now ("pulling …")."""
+    if (sink := PHASE.get()) is not None:
+        sink(phase)
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,11 @@ class Runtime(Protocol):
 
     async def observe(self, app: App) -> Observed:
         """What is running for ``app`` right now."""
+        ...
+
+    async def deaf_ports(self, app: App) -> frozenset[int] | None:
+        """The app's TCP target ports that accept no connection now (all of them while it
+        does not run); None where the runtime cannot reach the app to tell."""
         ...
 
     def changes(self) -> AsyncIterator[str]:

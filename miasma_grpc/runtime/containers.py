@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiodocker.containers import DockerContainer
@@ -47,7 +47,14 @@ from miasma_grpc.domain.models import (
     Protocol,
 )
 from miasma_grpc.domain.volumes import Mount, app_mounts, writable
-from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, LABEL_SPEC, RuntimeInfo, Survey
+from miasma_grpc.runtime.base import (
+    LABEL_APP,
+    LABEL_MANAGED,
+    LABEL_SPEC,
+    RuntimeInfo,
+    Survey,
+    say,
+)
 from miasma_grpc.runtime.docker import (
     ENGINE_ERRORS,
     declared_volumes,
@@ -140,7 +147,7 @@ class DockerContainerRuntime(DockerVolumes):
         containers = await self._containers(app.name)
         if app.desired_state is DesiredState.STOPPED:
             for container in containers:
-                await self._stop(container, app.stop_grace)
+                await self._stop(container, app.stop_grace, "the container")
             return Observed(running=0, total=0)
         want = self._hash(app)
         current = [c for c in containers if self._current(app, want, c)]
@@ -150,6 +157,7 @@ class DockerContainerRuntime(DockerVolumes):
             # The others go first: one of them may write to the app's volumes.
             await self._remove_all([*extra, *stale], app.stop_grace)
             if not _running(keep):
+                say("starting the container")
                 async with docker_errors(f"start the container of app {app.name!r}"):
                     await keep.start()
         else:
@@ -160,13 +168,14 @@ class DockerContainerRuntime(DockerVolumes):
         """Restart the container (create it if it is missing)."""
         observed = await self.apply(app)
         for container in await self._containers(app.name):
+            say(f"restarting the container (stopping it may take up to {app.stop_grace:g} s)")
             async with docker_errors(f"restart the container of app {app.name!r}"):
                 await container.restart(t=_seconds(app.stop_grace))
         return observed
 
     async def remove(self, name: str, stop_grace: float = DEFAULT_STOP_GRACE) -> None:
         """Stop and remove every container of the app (its volumes stay)."""
-        await self._remove_all(await self._containers(name), stop_grace)
+        await self._remove_all(await self._containers(name), stop_grace, "the container")
 
     async def survey(self, apps: Sequence[App]) -> Survey:
         """One container listing: the apps found, and those that run exactly as stored.
@@ -226,6 +235,21 @@ class DockerContainerRuntime(DockerVolumes):
         output = await self._last_output(containers[0])
         detail = f"; its last output: {output}" if output else ""
         return Observed(running=0, total=1, last_error=f"not running: {status}{detail}")
+
+    async def deaf_ports(self, app: App) -> frozenset[int] | None:
+        """The app's TCP target ports its running container accepts no connection on now
+        (all while none runs); None when the engine is not on this machine (its
+        containers' addresses are not reachable from here: ``ready_timeout`` 0)."""
+        ports = frozenset(b.target for b in app.bindings if b.protocol is Protocol.TCP)
+        if self.ready_timeout <= 0:
+            return None
+        want = self._hash(app)
+        for container in await self._containers(app.name):
+            if _running(container) and _labels(container).get(LABEL_SPEC) == want:
+                address = _address(container, self.network)
+                if address:
+                    return frozenset([p for p in ports if not await accepts(address, p)])
+        return ports
 
     async def _last_output(self, container: DockerContainer) -> str:
         """The last lines a container wrote (stdout and stderr), for a failure message;
@@ -315,7 +339,7 @@ class DockerContainerRuntime(DockerVolumes):
         stopped: list[DockerContainer] = []
         if stop_first:
             for container in serving:
-                await self._stop(container, app.stop_grace)
+                await self._stop(container, app.stop_grace, "the old container")
                 stopped.append(container)
         name = self._name(app, want)
         for container in stale:  # a copy made by hand may hold the name the new one needs
@@ -323,6 +347,7 @@ class DockerContainerRuntime(DockerVolumes):
                 async with docker_errors(f"rename a stale container of app {app.name!r}"):
                     await container.rename(f"{name}-stale-{container.id[:8]}")
         try:
+            say("starting the new container")
             new = await self._create_and_start(app, want, mounts, network)
             if serving:  # the app served before: the new container must come up
                 try:
@@ -337,10 +362,11 @@ class DockerContainerRuntime(DockerVolumes):
                 try:
                     async with docker_errors(f"restart the previous container of {app.name!r}"):
                         await container.start()
+                    say("the change failed: the old container runs again")
                 except (RuntimeFailure, Unavailable) as exc:
                     log.error("could not restore app %s: %s", app.name, exc)
             raise
-        await self._remove_all(stale, app.stop_grace)
+        await self._remove_all(stale, app.stop_grace, "the old container")
 
     async def _create_and_start(
         self, app: App, want: str, mounts: Sequence[Mount], network: str
@@ -372,6 +398,9 @@ class DockerContainerRuntime(DockerVolumes):
         patience = self.ready_timeout if limit is None else limit
         if patience <= 0:
             return
+        if limit is None:
+            ports = ", ".join(map(str, sorted(waiting)))
+            say(f"waiting for the new container to listen on {ports} (up to {patience:g} s)")
         try:
             async with asyncio.timeout(patience):
                 while True:
@@ -380,8 +409,7 @@ class DockerContainerRuntime(DockerVolumes):
                     state = shown["State"]
                     if state.get("Status") != "running" or state.get("Restarting"):
                         raise await self._died(app, container, state)
-                    endpoint = shown["NetworkSettings"]["Networks"].get(self.network) or {}
-                    address = endpoint.get("IPAddress") or endpoint.get("GlobalIPv6Address")
+                    address = _address(shown, self.network)
                     if address:
                         waiting = {p for p in waiting if not await accepts(address, p)}
                         if not waiting:
@@ -464,17 +492,22 @@ class DockerContainerRuntime(DockerVolumes):
                 self.docker, self.network, instance=self.instance, driver="bridge"
             )
 
-    async def _stop(self, container: DockerContainer, grace: float) -> None:
-        """Stop with the image's stop signal; Docker kills after ``grace`` seconds."""
+    async def _stop(self, container: DockerContainer, grace: float, what: str = "") -> None:
+        """Stop with the image's stop signal; Docker kills after ``grace`` seconds. Says so
+        (``what`` it stops) while it waits."""
         if _running(container):
+            if what:
+                say(f"stopping {what} (up to {grace:g} s)")
             async with docker_errors("stop a container"):
                 await container.stop(t=_seconds(grace))
 
-    async def _remove_all(self, containers: list[DockerContainer], grace: float) -> None:
+    async def _remove_all(
+        self, containers: list[DockerContainer], grace: float, what: str = ""
+    ) -> None:
         """Stop (cleanly) and remove ``containers``; never their volumes."""
         for container in containers:
             try:
-                await self._stop(container, grace)
+                await self._stop(container, grace, what)
                 async with docker_errors("remove a container"):
                     await container.delete(force=True)
             except RuntimeFailure as exc:
@@ -500,7 +533,7 @@ def _seconds(grace: float) -> int:
     return math.ceil(grace)
 
 
-def _field(container: DockerContainer, key: str) -> Any:
+def _field(container: DockerContainer | Mapping[str, Any], key: str) -> Any:
     # DockerContainer supports [] and "in" but has no .get().
     return container[key] if key in container else None  # noqa: SIM401
 
@@ -509,6 +542,13 @@ def _names(container: DockerContainer) -> set[str]:
     # The list endpoint gives "Names": ["/x"]; inspect gives "Name": "/x".
     names = [*(_field(container, "Names") or []), str(_field(container, "Name") or "")]
     return {n.lstrip("/") for n in names if n}
+
+
+def _address(container: DockerContainer | Mapping[str, Any], network: str) -> str:
+    """The container's address on ``network`` ("" when it has none yet)."""
+    networks = (_field(container, "NetworkSettings") or {}).get("Networks") or {}
+    endpoint = networks.get(network) or {}
+    return str(endpoint.get("IPAddress") or endpoint.get("GlobalIPv6Address") or "")
 
 
 def _labels(container: DockerContainer) -> dict[str, str]:

@@ -13,6 +13,7 @@ import aiohttp
 
 from miasma_grpc.domain.errors import RuntimeFailure, Unavailable
 from miasma_grpc.domain.images import PulledImage
+from miasma_grpc.runtime.base import say
 
 UNREACHABLE = 900  # aiodocker's status for "could not connect to the engine"
 # Everything a call to the engine may raise besides a refusal it answered with.
@@ -71,9 +72,13 @@ async def pull_image(docker: aiodocker.Docker, image: str, limit_s: float) -> di
     """Pull ``image`` (even if the engine has it); what ``docker image inspect`` then says
     of it. :func:`image_unavailable` when the pull fails or takes more than ``limit_s``."""
     limit = asyncio.timeout(limit_s)
+    progress = PullProgress(image)
+    say(progress.text())
     try:
         async with limit, docker_errors(f"pull image {image!r}"):
-            await docker.images.pull(image)
+            async for message in docker.images.pull(image, stream=True):
+                if progress.update(message):
+                    say(progress.text())
     except RuntimeFailure as exc:
         raise image_unavailable(image, exc.message) from exc
     except TimeoutError as exc:
@@ -82,6 +87,36 @@ async def pull_image(docker: aiodocker.Docker, image: str, limit_s: float) -> di
         raise image_unavailable(image, f"the pull took longer than {limit_s:g} s") from exc
     async with docker_errors(f"inspect image {image!r}"):
         return dict(await docker.images.inspect(image))
+
+
+class PullProgress:
+    """A pull's progress in words, from Docker's stream of per-layer messages
+    (``{"id": layer, "status": "Downloading", "progressDetail": {"current", "total"}}``)."""
+
+    DONE = frozenset({"Download complete", "Verifying Checksum", "Pull complete"})
+
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.layers: dict[str, tuple[int, int]] = {}  # bytes fetched and to fetch, per layer
+
+    def update(self, message: Mapping[str, Any]) -> bool:
+        """Take one message; whether the figures changed."""
+        layer, status = str(message.get("id", "")), message.get("status")
+        detail = message.get("progressDetail") or {}
+        before = self.layers.get(layer)
+        if status == "Downloading" and detail.get("total"):
+            self.layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+        elif status in self.DONE and before is not None:
+            self.layers[layer] = (before[1], before[1])
+        return self.layers.get(layer) != before
+
+    def text(self) -> str:
+        """The progress so far: "pulling web:2: 12.1 of 40.3 MB" (no figures at first)."""
+        if not self.layers:
+            return f"pulling {self.image}"
+        done = sum(current for current, _ in self.layers.values())
+        total = sum(size for _, size in self.layers.values())
+        return f"pulling {self.image}: {done / 1e6:.1f} of {total / 1e6:.1f} MB"
 
 
 def declared_volumes(image: Mapping[str, Any]) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from miasma_grpc.domain.models import (
     Observed,
 )
 from miasma_grpc.domain.volumes import Mount, VolumeInfo, app_mounts
-from miasma_grpc.runtime.base import RuntimeInfo, Survey
+from miasma_grpc.runtime.base import RuntimeInfo, Survey, say
 
 # refuse: Docker says no; unavailable: Docker is away; cancel: the call is cut short
 # (the caller's deadline, a shutdown) while Docker works.
@@ -73,6 +73,9 @@ class FakeRuntime:
     registry: dict[str, str] = field(default_factory=dict)
     # Apps whose process exits at once (what observe reports of them while running).
     exits: dict[str, str] = field(default_factory=dict)
+    # Apps that accept no connection on these TCP target ports (None: ports unknowable,
+    # as on a swarm); every other running app listens on all of its ports.
+    deaf: dict[str, frozenset[int] | None] = field(default_factory=dict)
     written: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def arm(self, failure: Failure) -> None:
@@ -103,6 +106,7 @@ class FakeRuntime:
         """Record ``app`` as what runs, making its volumes (unless armed to fail)."""
         self._maybe_fail(app, "apply")
         self.applies += 1
+        say(f"applying revision {app.revision}")
         mounts = app_mounts(app, self.images.get(app.image, ()), self.instance)
         for mount in mounts:
             if not mount.volume.bind and mount.volume.source not in self.volumes:
@@ -153,6 +157,13 @@ class FakeRuntime:
         if why := self.exits.get(app.name):
             return Observed(running=0, total=1, last_error=why)
         return Observed(running=1, total=1)
+
+    async def deaf_ports(self, app: App) -> frozenset[int] | None:
+        """What ``deaf`` says of the app; nothing (all ports) while it does not run."""
+        observed = await self.observe(app)
+        if not observed.running:
+            return frozenset(b.target for b in app.bindings)
+        return self.deaf.get(app.name, frozenset())
 
     async def changes(self) -> AsyncIterator[str]:
         """What tests put in ``events``; ``None`` put there breaks the stream (and while not

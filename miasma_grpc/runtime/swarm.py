@@ -39,7 +39,7 @@ from miasma_grpc.domain.models import (
     Protocol,
 )
 from miasma_grpc.domain.volumes import Mount, app_mounts, writable
-from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo, Survey
+from miasma_grpc.runtime.base import LABEL_APP, LABEL_MANAGED, RuntimeInfo, Survey, say
 from miasma_grpc.runtime.docker import (
     ENGINE_ERRORS,
     declared_volumes,
@@ -165,6 +165,10 @@ class DockerSwarmRuntime(DockerVolumes):
             return Observed(running=0, total=_replicas(app), last_error="no service")
         tasks = await self._tasks(service["ID"])
         return _observed(tasks, _replicas(app))
+
+    async def deaf_ports(self, app: App) -> frozenset[int] | None:
+        """None: a task's address is on its node's overlay network, out of reach from here."""
+        return None
 
     async def changes(self) -> AsyncIterator[str]:
         """The apps whose tasks changed state, read every ``CHANGE_POLL`` seconds: Docker
@@ -380,6 +384,7 @@ class DockerSwarmRuntime(DockerVolumes):
                     raise _task_failure(app, _latest(unplaced))
             else:
                 unplaced_since = None
+            say(_settle_phase(new, stopping, app.stop_grace))
             observed = _observed(tasks, replicas)
             running_new = [t for t in new if _running(t)]
             done = len(running_new) >= replicas if before else observed.running >= replicas
@@ -479,6 +484,27 @@ def _essential(spec: Mapping[str, Any]) -> tuple[Any, ...]:
         spec.get("Mode", {}).get("Replicated", {}).get("Replicas"),
         int(template.get("ForceUpdate", 0)),
     )
+
+
+TASK_PHASES = {
+    "preparing": "its node pulls the image",
+    "starting": "starting",
+    "pending": "waiting for a node",
+    "assigned": "assigned to a node",
+    "accepted": "accepted by its node",
+}
+
+
+def _settle_phase(
+    new: Sequence[Mapping[str, Any]], stopping: Sequence[Mapping[str, Any]], grace: float
+) -> str:
+    """What a service rollout waits for, in words."""
+    if stopping and not any(_running(t) for t in new):
+        return f"stopping the old task (up to {grace:g} s)"
+    if not new:
+        return "waiting for swarm to schedule the new task"
+    state = str(_latest(new)["Status"]["State"])
+    return f"new task: {TASK_PHASES.get(state, state)}"
 
 
 def _replicas(app: App) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -85,10 +86,12 @@ def published(server: ServerProcess, app: str) -> dict[str, int]:
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The error a failed command printed: exactly one line on stderr."""
+    """The error a failed command printed: exactly one line on stderr, after the steps of a
+    rollout it showed (``NAME: stopping the old container …``)."""
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    steps, lines = lines[:-1], lines[-1:]
+    assert all(re.match(r"[a-z][a-z0-9-]*: ", step) for step in steps), result.stderr
     assert lines[0].startswith("Error: ")
     return lines[0]
 
@@ -197,6 +200,8 @@ def test_json_output_parses_and_matches_docker(cli: Cli, server: ServerProcess) 
         "total": 1,
         "last_error": "",
         "rollout": "ROLLOUT_STATE_APPLIED",
+        "phase": "",
+        "not_listening": [],
     }
     listed = cli.json("apps")
     assert isinstance(listed, list)
@@ -320,7 +325,8 @@ def test_a_call_cut_short_says_the_outcome_is_unknown(
     """--timeout shorter than the rollout: the CLI does not claim the change failed; it
     says it may have been made and how to look. (It was: the app has the port.)"""
     slow_stop = ["sh", "-c", "trap 'sleep 2; exit 0' TERM; while :; do sleep 1 & wait $!; done"]
-    cli.run(["apps:create", "slow", "-i", volume_image, "--", *slow_stop])  # stop-first: 2 s
+    # (--no-wait: it listens nowhere, a worker)
+    cli.run(["apps:create", "slow", "-i", volume_image, "--no-wait", "--", *slow_stop])
     cut = cli.run("miasma --timeout 0.5 apps:edit -a slow --add-published-ports 15555", ok=False)
     line = one_line_error(cut)
     assert "may or may not have been made" in line

@@ -17,13 +17,13 @@ from miasma_grpc.store.sqlite import SqliteStore
 
 
 async def open_manager(
-    path: Path, runtime: FakeRuntime, *, allow_bind_mounts: bool = False
+    path: Path, runtime: FakeRuntime, *, allow_bind_mounts: bool = False, ready_timeout: float = 0
 ) -> tuple[SqliteStore, AppManager]:
     """A store on ``path`` (entered: the caller exits it) and a manager over it and ``runtime``."""
     store = await SqliteStore(path, PortLedger(PortRange(3001, 3999))).__aenter__()
     manager = AppManager(
         store, runtime, RandomTargets(PortRange(3000, 3999)), NoHostPorts(),
-        instance="miasma", allow_bind_mounts=allow_bind_mounts,
+        instance="miasma", allow_bind_mounts=allow_bind_mounts, ready_timeout=ready_timeout,
     )  # fmt: skip
     return store, manager
 

@@ -16,8 +16,10 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from miasma.v1 import apps_pb2
 from miasma_client import (
+    AppStatus,
     MiasmaError,
     Settings,
+    app_status,
     format_volume,
     parse_port,
     parse_ports,
@@ -29,6 +31,7 @@ from miasma_client._errors import DETAILS_KEY, InvalidInput, from_rpc_error
 from miasma_client._settings import resolve, save_file
 from miasma_client._watch import WatchCursor
 from miasma_client.cli import cli
+from miasma_client.cli._render import event_line
 
 TCP, UDP = apps_pb2.PROTOCOL_TCP, apps_pb2.PROTOCOL_UDP
 
@@ -281,3 +284,49 @@ def test_bad_input_raises_the_clients_one_error_type(build: Callable[[], object]
     assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.reason == "INVALID_INPUT"
     assert isinstance(caught.value, InvalidInput)
+
+
+APPLIED = apps_pb2.ROLLOUT_STATE_APPLIED
+
+
+@pytest.mark.parametrize(
+    ("observed", "status"),
+    [
+        (apps_pb2.ObservedState(running=1, total=1, rollout=APPLIED), AppStatus.RUNNING),
+        (
+            apps_pb2.ObservedState(
+                running=1, total=1, rollout=APPLIED, phase="waiting for the app to listen on 80"
+            ),
+            AppStatus.STARTING,
+        ),
+        (
+            apps_pb2.ObservedState(running=1, total=1, rollout=APPLIED, not_listening=[80]),
+            AppStatus.NOT_LISTENING,
+        ),
+        (
+            apps_pb2.ObservedState(
+                running=0, total=1, rollout=apps_pb2.ROLLOUT_STATE_FAILED, not_listening=[80]
+            ),
+            AppStatus.FAILED,
+        ),
+    ],
+)
+def test_a_phase_is_not_settled_and_not_listening_is(
+    observed: apps_pb2.ObservedState, status: AppStatus
+) -> None:
+    """A rollout still at work (a phase) is starting; one that ended with the app deaf to
+    its ports is 'not listening' (settled: the CLI's wait ends, exit 8)."""
+    app = apps_pb2.App(desired_state=apps_pb2.DESIRED_STATE_RUNNING, observed=observed)
+    assert app_status(app) is status
+    assert status.settled is (status is not AppStatus.STARTING)
+
+
+def test_a_not_listening_event_reads_as_such() -> None:
+    """ports:watch names the event kind and prints its message."""
+    event = apps_pb2.PortEvent(
+        revision=7, app="apps/redis", kind=apps_pb2.PORT_EVENT_KIND_NOT_LISTENING,
+        new_bindings=[apps_pb2.PortBinding(published_port=3001, target_port=3318)],
+        message="not listening on 3318 after 10 s",
+    )  # fmt: skip
+    line = event_line(apps_pb2.WatchPortEventsResponse(event=event))
+    assert line == "#7  redis  not listening  3001 → 3318  (not listening on 3318 after 10 s)"

@@ -143,9 +143,16 @@ class _PortEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PortEve
     PORT_EVENT_KIND_ROLLOUT_APPLIED: _PortEventKind.ValueType  # 5
     """Docker runs the app's desired state."""
     PORT_EVENT_KIND_ROLLOUT_FAILED: _PortEventKind.ValueType  # 6
-    """Docker refused the change; message says why."""
+    """Docker refused the change, or the app does not stay up (it exits at once,
+    or keeps exiting: a crash loop); message says why, with its exit code and
+    last output.
+    """
     PORT_EVENT_KIND_ROLLOUT_PENDING: _PortEventKind.ValueType  # 7
     """Docker is unreachable; the change is applied when it returns."""
+    PORT_EVENT_KIND_NOT_LISTENING: _PortEventKind.ValueType  # 8
+    """The app runs but did not listen on every TCP target port within the ready
+    timeout after its rollout; message says on which.
+    """
 
 class PortEventKind(_PortEventKind, metaclass=_PortEventKindEnumTypeWrapper):
     """What happened to an app's ports."""
@@ -165,9 +172,16 @@ PORT_EVENT_KIND_RELEASED: PortEventKind.ValueType  # 4
 PORT_EVENT_KIND_ROLLOUT_APPLIED: PortEventKind.ValueType  # 5
 """Docker runs the app's desired state."""
 PORT_EVENT_KIND_ROLLOUT_FAILED: PortEventKind.ValueType  # 6
-"""Docker refused the change; message says why."""
+"""Docker refused the change, or the app does not stay up (it exits at once,
+or keeps exiting: a crash loop); message says why, with its exit code and
+last output.
+"""
 PORT_EVENT_KIND_ROLLOUT_PENDING: PortEventKind.ValueType  # 7
 """Docker is unreachable; the change is applied when it returns."""
+PORT_EVENT_KIND_NOT_LISTENING: PortEventKind.ValueType  # 8
+"""The app runs but did not listen on every TCP target port within the ready
+timeout after its rollout; message says on which.
+"""
 Global___PortEventKind: _TypeAlias = PortEventKind  # noqa: Y015
 
 class _LogStream:
@@ -318,6 +332,8 @@ class ObservedState(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     ROLLOUT_FIELD_NUMBER: _builtins.int
     UNKNOWN_SINCE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    NOT_LISTENING_FIELD_NUMBER: _builtins.int
     running: _builtins.int
     """Running containers (or tasks) of the app."""
     total: _builtins.int
@@ -326,11 +342,26 @@ class ObservedState(_message.Message):
     """Why the app is not (yet) as asked, in words; see rollout for the fact."""
     rollout: Global___RolloutState.ValueType
     """Where the app's latest change stands."""
+    phase: _builtins.str
+    """What the app's rollout is doing now, in words, while it has not come up yet:
+    "pulling busybox:latest: 12.1 of 40.3 MB", "starting the new container",
+    "stopping the old container (up to 10 s)", "waiting for the app to listen on
+    3761 (4 of 10 s)". Empty once the rollout is over.
+    """
     @_builtins.property
     def unknown_since(self) -> _timestamp_pb2.Timestamp:
         """Set while Miasma cannot see Docker (unreachable, or its event stream is
         down, and until the first look after a start): the fields above are as
         they were last seen, at best.
+        """
+
+    @_builtins.property
+    def not_listening(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """TCP target ports the app did not accept connections on within the server's
+        ready timeout after its container started: it runs, but nothing answers on
+        the matching published ports (last_error says so). Cleared when it listens.
+        Only known where Miasma can reach the container (the container runtime, Docker
+        on the server's machine); empty elsewhere.
         """
 
     def __init__(
@@ -341,10 +372,12 @@ class ObservedState(_message.Message):
         last_error: _builtins.str = ...,
         rollout: Global___RolloutState.ValueType = ...,
         unknown_since: _timestamp_pb2.Timestamp | None = ...,
+        phase: _builtins.str = ...,
+        not_listening: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["unknown_since", b"unknown_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "rollout", b"rollout", "running", b"running", "total", b"total", "unknown_since", b"unknown_since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "not_listening", b"not_listening", "phase", b"phase", "rollout", b"rollout", "running", b"running", "total", b"total", "unknown_since", b"unknown_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,8 +10,7 @@ from miasma.v1 import apps_pb2
 
 from miasma_client._client import MiasmaClient
 from miasma_client._errors import MiasmaError
-from miasma_client._status import AppStatus, app_status
-from miasma_client.cli._context import EXIT_NOT_LIVE, CliError, State, pass_state
+from miasma_client.cli._context import State, pass_state
 from miasma_client.cli._params import (
     ENV,
     VOLUME,
@@ -22,13 +21,13 @@ from miasma_client.cli._params import (
     ports_option,
     stop_grace_option,
 )
+from miasma_client.cli._progress import following, settle
 from miasma_client.cli._render import (
     apps_table,
     err,
     out,
     print_changes,
     print_json,
-    short_name,
     show_app,
     slots_table,
     status_text,
@@ -72,22 +71,6 @@ def show(state: State, app: str, as_json: bool) -> None:
         print_json(found)
     else:
         show_app(found, volumes)
-
-
-def settle(client: MiasmaClient, app: apps_pb2.App, timeout: float) -> apps_pb2.App:
-    """Wait (with a spinner on a terminal) until the rollout is live or failed."""
-    if not app_status(app).settled:
-        with err.status(f"Waiting for {short_name(app)} to be live…"):
-            app = client.wait_settled(app.name, timeout=timeout)
-    status = app_status(app)
-    if status is AppStatus.FAILED:
-        raise CliError(f"{short_name(app)} failed: {app.observed.last_error}", EXIT_NOT_LIVE)
-    if not status.settled:
-        detail = f": {app.observed.last_error}" if app.observed.last_error else ""
-        raise CliError(
-            f"{short_name(app)} is still {status} after {timeout:g}s{detail}", EXIT_NOT_LIVE
-        )
-    return app
 
 
 def warn_if_meaningless(client: MiasmaClient, published: list[apps_pb2.Port]) -> None:
@@ -172,7 +155,7 @@ def create(
     Without port flags the app gets a random target port (its PORT) published
     on a free host port. Anything after `--` replaces the image's command.
     """
-    with state.client() as client:
+    with state.client() as client, following(client, name) as phases:
         warn_if_meaningless(client, flatten(published_ports))
         app = client.create_app(
             name, image, command=command, env=dict(env), published_ports=flatten(published_ports),
@@ -180,7 +163,7 @@ def create(
             stop_grace=stop_grace, group=group, stopped=stopped, validate_only=dry_run,
         )  # fmt: skip
         if wait and not dry_run:
-            app = settle(client, app, wait_timeout)
+            app = settle(client, app, wait_timeout, phases)
     if as_json:
         print_json(app)
         return
@@ -263,7 +246,7 @@ def edit(
       miasma apps:edit -a db --add-placement-constraint node.labels.disk==ssd
       miasma apps:edit -a traefik --group infra --hidden
     """
-    with state.client() as client:
+    with state.client() as client, following(client, app) as phases:
         warn_if_meaningless(client, flatten(add_published_ports))
         reply = client.edit_app(
             app, add_published=flatten(add_published_ports),
@@ -275,7 +258,7 @@ def edit(
         edited = reply.app
         rolled_out = reply.changes or add_volume or rm_volume or add_constraint or rm_constraint
         if wait and not dry_run and rolled_out:  # not for a group or visibility alone
-            edited = settle(client, edited, wait_timeout)
+            edited = settle(client, edited, wait_timeout, phases)
     if as_json:
         reply.app.CopyFrom(edited)
         print_json(reply)
@@ -341,14 +324,14 @@ def update(
             "nothing to change: give --image, --env, --constraint, --stop-grace, a command "
             "or --default-command"
         )
-    with state.client() as client:
+    with state.client() as client, following(client, app) as phases:
         updated = client.update_app(
             app, image=image, env=dict(env) if replace_env else None,
             set_env=None if replace_env else dict(env), command=new_command,
             constraints=constraints, stop_grace=stop_grace,
         )  # fmt: skip
         if wait:
-            updated = settle(client, updated, wait_timeout)
+            updated = settle(client, updated, wait_timeout, phases)
     if as_json:
         print_json(updated)
     else:
@@ -360,16 +343,20 @@ def _lifecycle(name: str, summary: str, past: str) -> click.Command:
 
     @click.command(name, help=summary)
     @app_option()
+    @wait_option
+    @wait_timeout_option
     @json_option()
     @pass_state
-    def command(state: State, app: str, as_json: bool) -> None:
-        with state.client() as client:
+    def command(state: State, app: str, wait: bool, wait_timeout: float, as_json: bool) -> None:
+        with state.client() as client, following(client, app) as phases:
             method = {
                 "apps:start": client.start_app,
                 "apps:stop": client.stop_app,
                 "apps:restart": client.restart_app,
             }[name]
             result = method(app)
+            if wait:
+                result = settle(client, result, wait_timeout, phases)
         if as_json:
             print_json(result)
         else:
@@ -391,11 +378,11 @@ def upgrade(state: State, app: str, wait: bool, wait_timeout: float, as_json: bo
     """
     with state.client() as client:
         image = client.get_app(app).image
-        with err.status(f"Pulling {image}…"):
+        with following(client, app) as phases:
             reply = client.upgrade_app(app)
-        upgraded = reply.app
-        if wait and reply.changed:
-            upgraded = settle(client, upgraded, wait_timeout)
+            upgraded = reply.app
+            if wait and reply.changed:
+                upgraded = settle(client, upgraded, wait_timeout, phases)
     if as_json:
         reply.app.CopyFrom(upgraded)
         print_json(reply)
@@ -434,7 +421,8 @@ def delete(
         if not yes:
             _confirm_delete(client, app, delete_volumes)
         try:
-            reply = client.delete_app(app, delete_volumes=delete_volumes)
+            with following(client, app):
+                reply = client.delete_app(app, delete_volumes=delete_volumes)
         except MiasmaError as exc:  # deleted meanwhile
             if not (if_exists and exc.code is grpc.StatusCode.NOT_FOUND):
                 raise

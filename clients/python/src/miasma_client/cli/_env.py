@@ -11,7 +11,7 @@ import grpc
 
 from miasma_client._env import env_changes, format_env, parse_env
 from miasma_client._errors import MiasmaError
-from miasma_client.cli._apps import settle, wait_option, wait_timeout_option
+from miasma_client.cli._apps import wait_option, wait_timeout_option
 from miasma_client.cli._context import (
     EXIT_CONFLICT,
     EXIT_INVALID,
@@ -20,6 +20,7 @@ from miasma_client.cli._context import (
     pass_state,
 )
 from miasma_client.cli._params import ENV, app_option, json_option
+from miasma_client.cli._progress import following, settle
 from miasma_client.cli._render import out, status_text
 
 EDIT_HEADER = """\
@@ -58,10 +59,10 @@ def set_env(
     \b
       miasma env:set -a web GREETING=hello DEBUG=1
     """
-    with state.client() as client:
+    with state.client() as client, following(client, app) as phases:
         edited = client.edit_app(app, set_env=dict(pairs)).app
         if wait:
-            edited = settle(client, edited, wait_timeout)
+            edited = settle(client, edited, wait_timeout, phases)
     out.print(f"Set {', '.join(key for key, _ in pairs)} on {app}.", status_text(edited))
 
 
@@ -75,10 +76,10 @@ def unset_env(
     state: State, app: str, keys: tuple[str, ...], wait: bool, wait_timeout: float
 ) -> None:
     """Remove variables (one the app does not have is ignored). The app is rolled out again."""
-    with state.client() as client:
+    with state.client() as client, following(client, app) as phases:
         edited = client.edit_app(app, unset_env=keys).app
         if wait:
-            edited = settle(client, edited, wait_timeout)
+            edited = settle(client, edited, wait_timeout, phases)
     out.print(f"Unset {', '.join(keys)} on {app}.", status_text(edited))
 
 
@@ -107,15 +108,18 @@ def edit_env(state: State, app: str, wait: bool, wait_timeout: float) -> None:
         if not changed and not removed:
             out.print("No changes.")
             return
-        try:
-            edited = client.edit_app(app, set_env=changed, unset_env=removed, etag=found.etag).app
-        except MiasmaError as exc:
-            if exc.code is grpc.StatusCode.ABORTED:
-                raise CliError(f"{app} changed while you edited; nothing applied: run "
-                               "env:edit again", EXIT_CONFLICT, exc) from None  # fmt: skip
-            raise
-        if wait:
-            edited = settle(client, edited, wait_timeout)
+        with following(client, app) as phases:
+            try:
+                edited = client.edit_app(
+                    app, set_env=changed, unset_env=removed, etag=found.etag
+                ).app
+            except MiasmaError as exc:
+                if exc.code is grpc.StatusCode.ABORTED:
+                    raise CliError(f"{app} changed while you edited; nothing applied: run "
+                                   "env:edit again", EXIT_CONFLICT, exc) from None  # fmt: skip
+                raise
+            if wait:
+                edited = settle(client, edited, wait_timeout, phases)
     parts = [f"set {', '.join(sorted(changed))}" if changed else "",
              f"unset {', '.join(removed)}" if removed else ""]  # fmt: skip
     out.print(f"Edited {app}: {'; '.join(p for p in parts if p)}.", status_text(edited))

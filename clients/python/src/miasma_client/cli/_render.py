@@ -22,6 +22,7 @@ STATUS_STYLES = {
     AppStatus.PENDING: "yellow",
     AppStatus.STOPPING: "yellow",
     AppStatus.FAILED: "red",
+    AppStatus.NOT_LISTENING: "red",
     AppStatus.STOPPED: "bright_black",
 }
 
@@ -211,6 +212,7 @@ EVENT_WORDS = {
     apps_pb2.PORT_EVENT_KIND_ROLLOUT_APPLIED: "applied",
     apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED: "failed",
     apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING: "pending",
+    apps_pb2.PORT_EVENT_KIND_NOT_LISTENING: "not listening",
 }
 
 

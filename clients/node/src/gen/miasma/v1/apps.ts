@@ -233,10 +233,19 @@ export enum PortEventKind {
   PORT_EVENT_KIND_RELEASED = 4,
   /** PORT_EVENT_KIND_ROLLOUT_APPLIED - Docker runs the app's desired state. */
   PORT_EVENT_KIND_ROLLOUT_APPLIED = 5,
-  /** PORT_EVENT_KIND_ROLLOUT_FAILED - Docker refused the change; message says why. */
+  /**
+   * PORT_EVENT_KIND_ROLLOUT_FAILED - Docker refused the change, or the app does not stay up (it exits at once,
+   * or keeps exiting: a crash loop); message says why, with its exit code and
+   * last output.
+   */
   PORT_EVENT_KIND_ROLLOUT_FAILED = 6,
   /** PORT_EVENT_KIND_ROLLOUT_PENDING - Docker is unreachable; the change is applied when it returns. */
   PORT_EVENT_KIND_ROLLOUT_PENDING = 7,
+  /**
+   * PORT_EVENT_KIND_NOT_LISTENING - The app runs but did not listen on every TCP target port within the ready
+   * timeout after its rollout; message says on which.
+   */
+  PORT_EVENT_KIND_NOT_LISTENING = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -266,6 +275,9 @@ export function portEventKindFromJSON(object: any): PortEventKind {
     case 7:
     case "PORT_EVENT_KIND_ROLLOUT_PENDING":
       return PortEventKind.PORT_EVENT_KIND_ROLLOUT_PENDING;
+    case 8:
+    case "PORT_EVENT_KIND_NOT_LISTENING":
+      return PortEventKind.PORT_EVENT_KIND_NOT_LISTENING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -291,6 +303,8 @@ export function portEventKindToJSON(object: PortEventKind): string {
       return "PORT_EVENT_KIND_ROLLOUT_FAILED";
     case PortEventKind.PORT_EVENT_KIND_ROLLOUT_PENDING:
       return "PORT_EVENT_KIND_ROLLOUT_PENDING";
+    case PortEventKind.PORT_EVENT_KIND_NOT_LISTENING:
+      return "PORT_EVENT_KIND_NOT_LISTENING";
     case PortEventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -406,7 +420,24 @@ export interface ObservedState {
    * down, and until the first look after a start): the fields above are as
    * they were last seen, at best.
    */
-  unknownSince: Date | undefined;
+  unknownSince:
+    | Date
+    | undefined;
+  /**
+   * What the app's rollout is doing now, in words, while it has not come up yet:
+   * "pulling busybox:latest: 12.1 of 40.3 MB", "starting the new container",
+   * "stopping the old container (up to 10 s)", "waiting for the app to listen on
+   * 3761 (4 of 10 s)". Empty once the rollout is over.
+   */
+  phase: string;
+  /**
+   * TCP target ports the app did not accept connections on within the server's
+   * ready timeout after its container started: it runs, but nothing answers on
+   * the matching published ports (last_error says so). Cleared when it listens.
+   * Only known where Miasma can reach the container (the container runtime, Docker
+   * on the server's machine); empty elsewhere.
+   */
+  notListening: number[];
 }
 
 /** An app: an image plus the ports it listens on. */
@@ -1315,7 +1346,7 @@ export const Volume: MessageFns<Volume> = {
 };
 
 function createBaseObservedState(): ObservedState {
-  return { running: 0, total: 0, lastError: "", rollout: 0, unknownSince: undefined };
+  return { running: 0, total: 0, lastError: "", rollout: 0, unknownSince: undefined, phase: "", notListening: [] };
 }
 
 export const ObservedState: MessageFns<ObservedState> = {
@@ -1334,6 +1365,16 @@ export const ObservedState: MessageFns<ObservedState> = {
     }
     if (message.unknownSince !== undefined) {
       Timestamp.encode(toTimestamp(message.unknownSince), writer.uint32(42).fork()).join();
+    }
+    if (message.phase !== "") {
+      writer.uint32(50).string(message.phase);
+    }
+    if (message.notListening.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.notListening) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -1391,6 +1432,32 @@ export const ObservedState: MessageFns<ObservedState> = {
             message.unknownSince = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.phase = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag === 56) {
+              message.notListening.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.notListening.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1418,6 +1485,12 @@ export const ObservedState: MessageFns<ObservedState> = {
         : isSet(object.unknown_since)
         ? fromJsonTimestamp(object.unknown_since)
         : undefined,
+      phase: isSet(object.phase) ? globalThis.String(object.phase) : "",
+      notListening: globalThis.Array.isArray(object?.notListening)
+        ? object.notListening.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.not_listening)
+        ? object.not_listening.map((e: any) => globalThis.Number(e))
+        : [],
     };
   },
 
@@ -1438,6 +1511,12 @@ export const ObservedState: MessageFns<ObservedState> = {
     if (message.unknownSince !== undefined) {
       obj.unknownSince = message.unknownSince.toISOString();
     }
+    if (message.phase !== "") {
+      obj.phase = message.phase;
+    }
+    if (message.notListening?.length) {
+      obj.notListening = message.notListening.map((e) => Math.round(e));
+    }
     return obj;
   },
 
@@ -1451,6 +1530,8 @@ export const ObservedState: MessageFns<ObservedState> = {
     message.lastError = object.lastError ?? "";
     message.rollout = object.rollout ?? 0;
     message.unknownSince = object.unknownSince ?? undefined;
+    message.phase = object.phase ?? "";
+    message.notListening = object.notListening?.map((e) => e) || [];
     return message;
   },
 };

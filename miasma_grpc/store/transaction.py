@@ -274,11 +274,9 @@ class Transaction:
         )
 
 
-def _spec(app: App) -> tuple[object, ...]:
-    return (
-        app.image, app.command, app.env, app.desired_state, app.constraints, app.volumes,
-        app.stop_grace, app.node, app.group,
-    )  # fmt: skip
+def _spec(app: App) -> App:
+    """Every stored field of ``app`` but those every change writes (and its bindings)."""
+    return replace(app, bindings=(), revision=0, update_time=None, applied_revision=0)
 
 
 def _port_in_use(port: Port, holder: str) -> AlreadyExists:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -14,7 +15,15 @@ import pytest
 
 from miasma_grpc.domain.allocator import PortLedger
 from miasma_grpc.domain.errors import AlreadyExists, NotFound, Unavailable
-from miasma_grpc.domain.models import App, Binding, DesiredState, Port, PortRange, Protocol
+from miasma_grpc.domain.models import (
+    App,
+    Binding,
+    DesiredState,
+    Port,
+    PortRange,
+    Protocol,
+    Volume,
+)
 from miasma_grpc.store.migrations import MIGRATIONS
 from miasma_grpc.store.sqlite import SqliteStore, Transaction
 
@@ -590,3 +599,34 @@ async def test_failed_open_closes_its_connections(db_path: Path, prepare: object
     for thread in leftover:
         thread.join(timeout=5)
     assert [thread for thread in leftover if thread.is_alive()] == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"hidden": True},
+        {"image_digest": "sha256:" + "a" * 64},
+        {"group": "backend"},
+        {"node": "node-1"},
+        {"stop_grace": 3.0},
+        {"image": "busybox:v2"},
+        {"command": ("sleep", "1")},
+        {"env": {"A": "1"}},
+        {"constraints": ("node.labels.zone==a",)},
+        {"volumes": (Volume("data", "/data"),)},
+        {"desired_state": DesiredState.STOPPED},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+async def test_a_change_of_any_one_field_is_on_disk(
+    db_path: Path, change: dict[str, object]
+) -> None:
+    """Each field an update may change alone reads back after a reopen (a change of
+    visibility or of the pinned image alone once stayed in memory only)."""
+    async with SqliteStore(db_path, PortLedger(MANAGED)) as store:
+        await insert(store, make_app("web", Port(3001)))
+        changed = replace(await store.get_app("web"), revision=2, **change)  # type: ignore[arg-type]
+        async with store.transaction() as tx:
+            tx.update_app(changed)
+    async with SqliteStore(db_path, PortLedger(MANAGED)) as reopened:
+        assert await reopened.get_app("web") == changed

@@ -500,6 +500,48 @@ class AppManager:
             return app, False
         return await self.update(name, image_digest=pin, etag=app.etag), True
 
+    async def rename(
+        self, name: str, new_name: str, *, etag: str = "", validate_only: bool = False
+    ) -> App:
+        """Give app ``name`` the name ``new_name``: one transaction moves it, its ports and
+        its volumes' ownership (docs/design.md §4); then its container is made again under
+        the new name, the old one stopped first (it holds the ports)."""
+        validate_app_name(new_name, "new_app_id")
+        if new_name == name:
+            raise InvalidArgument.field("new_app_id", f"is already the name of app {name!r}")
+        async with self.locks.hold(min(name, new_name)), self.locks.hold(max(name, new_name)):
+            async with self.store.transaction() as tx:
+                old = tx.get_app(name)
+                _check_etag(old, etag)
+                _absent(tx, new_name)
+                renamed = replace(old, name=new_name, volume_stem=old.volume_owner)
+                if validate_only:  # the transaction ends with nothing to write
+                    return renamed
+                released = tx.next_revision()
+                renamed = replace(renamed, revision=tx.next_revision(), update_time=now())
+                tx.delete_app(name)
+                tx.insert_app(renamed)
+                note = f"renamed to {new_name!r}"
+                _record(tx, EventKind.RELEASED, old, released, old=old.bindings, message=note)
+                _record(tx, EventKind.ASSIGNED, renamed, renamed.revision, new=renamed.bindings,
+                        message=f"renamed from {name!r}")  # fmt: skip
+            for state in (self.observed, self.failures):
+                state.pop(name, None)
+            self.readiness.forget(name)
+            self.crashes.forget(name)
+            try:
+                with self._following(new_name):
+                    await self.runtime.remove(name, old.stop_grace)
+            except Unavailable as exc:  # the reconciler removes it (an orphan) when it can
+                log.warning("could not remove the containers of %s yet: %s", name, exc.message)
+            try:
+                applied = await self._apply(renamed)
+            except RuntimeFailure as exc:
+                self.failures[new_name] = Failure(renamed.revision, exc.message, sticky=False)
+                await self._record_result(renamed, True, failure=exc.message)
+                raise
+            return await self._record_result(renamed, applied)
+
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
         """Start or stop an app; ports are kept either way."""
         async with self.locks.hold(name):
@@ -812,7 +854,7 @@ def _holders(info: VolumeInfo, apps: Sequence[App]) -> tuple[str, ...]:
     return tuple(
         a.name
         for a in apps
-        if (info.image_path and (a.name, a.uid) == (info.app, info.uid))
+        if (info.image_path and (a.volume_owner, a.uid) == (info.app, info.uid))
         or any(v.source == info.name for v in a.volumes)
     )
 

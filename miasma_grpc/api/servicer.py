@@ -263,6 +263,19 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         return apps_pb2.EditAppResponse(app=self._proto(result.app), changes=_changes(result))
 
     @rpc
+    async def RenameApp(
+        self, request: apps_pb2.RenameAppRequest, context: Context
+    ) -> apps_pb2.RenameAppResponse:
+        """Give an app a new name, keeping everything it has."""
+        app = await self.manager.rename(
+            parse_resource_name(request.name),
+            request.new_app_id,
+            etag=request.etag,
+            validate_only=request.validate_only,
+        )
+        return apps_pb2.RenameAppResponse(app=self._proto(app))
+
+    @rpc
     async def ListVolumes(
         self, request: apps_pb2.ListVolumesRequest, context: Context
     ) -> apps_pb2.ListVolumesResponse:

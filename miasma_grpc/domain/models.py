@@ -208,6 +208,14 @@ class App:
     # The image as apps:upgrade last pulled it ("sha256:…", or "repo@sha256:…" on a swarm):
     # what runs, rather than whatever the tag points at on the engine. Empty: the tag.
     image_digest: str = ""
+    # The name the app had when it was created, once it is renamed ("": its name): the
+    # volumes Miasma makes for its image are named after it, and stay so (docs/volumes.md).
+    volume_stem: str = ""
+
+    @property
+    def volume_owner(self) -> str:
+        """The name the volumes Miasma makes for the app's image carry."""
+        return self.volume_stem or self.name
 
     @property
     def rollout_owed(self) -> bool:

@@ -247,7 +247,7 @@ def _held(source: str, holder: str, field: str, why: str) -> FailedPrecondition:
 
 def image_volume_prefix(instance: str, app: App) -> str:
     """What the names of the volumes Miasma makes for ``app``'s image start with."""
-    return f"{instance}-{app.name}-{app.uid}-"
+    return f"{instance}-{app.volume_owner}-{app.uid}-"
 
 
 def image_volume_name(instance: str, app: App, path: str) -> str:

@@ -112,7 +112,7 @@ class FakeRuntime:
             if not mount.volume.bind and mount.volume.source not in self.volumes:
                 self.volumes[mount.volume.source] = VolumeInfo(
                     mount.volume.source,
-                    app=app.name,
+                    app=app.volume_owner if mount.image_path else app.name,
                     uid=app.uid if mount.image_path else "",
                     image_path=mount.image_path,
                 )
@@ -251,7 +251,7 @@ class FakeRuntime:
         made = [
             v.name
             for v in self.volumes.values()
-            if (v.image_path and (v.app, v.uid) == (app.name, app.uid))
+            if (v.image_path and (v.app, v.uid) == (app.volume_owner, app.uid))
             or (v.name in own and v.name not in keep)
         ]
         for name in made:

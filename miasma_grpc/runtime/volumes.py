@@ -43,8 +43,9 @@ def mount_spec(mount: Mount, app: App, instance: str) -> dict[str, Any]:
     }
     if not volume.bind:
         labels = {LABEL_MANAGED: instance, LABEL_APP: app.name}
-        if mount.image_path:
-            labels |= {LABEL_UID: app.uid, LABEL_IMAGE_PATH: mount.image_path}
+        if mount.image_path:  # (after a rename too: made for the app's first name)
+            labels |= {LABEL_APP: app.volume_owner, LABEL_UID: app.uid}
+            labels |= {LABEL_IMAGE_PATH: mount.image_path}
         # Applied when Docker creates the volume; an existing volume keeps its own.
         spec["VolumeOptions"] = {"Labels": labels}
     return spec
@@ -126,7 +127,7 @@ class DockerVolumes(DockerClient):
         made = [
             v.name
             for v in await self.list_volumes()
-            if (v.image_path and (v.app, v.uid) == (app.name, app.uid))
+            if (v.image_path and (v.app, v.uid) == (app.volume_owner, app.uid))
             or (v.name in own and v.name not in keep)
         ]
         for name in made:

@@ -110,4 +110,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';
     """,
+    # 10: the name a renamed app's image volumes carry (empty: its name).
+    """
+    ALTER TABLE apps ADD COLUMN volume_stem TEXT NOT NULL DEFAULT '';
+    """,
 )

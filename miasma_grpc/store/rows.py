@@ -12,7 +12,8 @@ from miasma_grpc.domain.models import App, Binding, DesiredState, Protocol, Publ
 
 APP_COLUMNS = (
     "name, image, command, env, desired_state, revision, create_time, update_time, constraints, "
-    "applied_revision, volumes, stop_grace, uid, node, group_name, hidden, image_digest"
+    "applied_revision, volumes, stop_grace, uid, node, group_name, hidden, image_digest, "
+    "volume_stem"
 )
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in APP_COLUMNS.split(", "))
 _BINDING_COLUMNS_OF_B = (
@@ -91,6 +92,7 @@ def app_row(app: App) -> tuple[Any, ...]:
         app.group,
         int(app.hidden),
         app.image_digest,
+        app.volume_stem,
     )
 
 
@@ -136,6 +138,7 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
         group=row["group_name"],
         hidden=bool(row["hidden"]),
         image_digest=row["image_digest"],
+        volume_stem=row["volume_stem"],
     )
 
 

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -22,6 +23,7 @@ from miasma_client import MiasmaClient, MiasmaError
 
 from tests.conftest import DATA_COMMAND, DATA_SCRIPT, HTTPD_COMMAND
 from tests.docker_cli import containers, docker, http_get, the_container, volume_names
+from tests.e2e.test_cli import Cli
 from tests.polling import eventually, wait_for
 from tests.server import ServerProcess
 
@@ -296,3 +298,30 @@ def test_a_volume_of_another_miasma_is_refused_and_a_hand_made_one_is_not(
     finally:
         client.delete_app("web")
         docker(server.docker_host, "volume", "rm", theirs, mine, check=False)
+
+
+def test_a_renamed_app_keeps_its_data_ports_and_volume(
+    server: ServerProcess, volume_image: str, tmp_path: Path
+) -> None:
+    """`miasma apps:edit -a db --name postgres` (Miasma's rename), as a user runs it: the
+    same token on the same published port, the same volume mounted (no new one), the old
+    container gone, the sticky -a moved to the new name; delete --delete-volumes then
+    deletes the volume made under the first name."""
+    cli = Cli(server, tmp_path / "config", volume_image)
+    cli.run(["apps:create", "db", "-i", volume_image, "-p", "24200", "--", *DATA_COMMAND])
+    token = http_get(24200)
+    volumes = volume_names(server.docker_host, server.instance)
+    cli.run("apps:show -a db")  # remembered: the next commands go without -a
+    renamed = cli.run("apps:edit -a db --name postgres")
+    assert "Renamed db to postgres." in renamed.stderr
+    assert http_get(24200) == token
+    assert volume_names(server.docker_host, server.instance) == volumes
+    assert containers(server.docker_host, server.instance, "db") == []
+    [container] = containers(server.docker_host, server.instance, "postgres")
+    assert [mount[1] for mount in container.mounts] == volumes
+    shown = cli.json("apps:show")
+    assert isinstance(shown, dict)
+    assert shown["name"] == "apps/postgres"
+    assert shown["bindings"][0]["published_port"] == 24200
+    cli.run("apps:delete -a postgres --delete-volumes --yes")
+    assert volume_names(server.docker_host, server.instance) == []

@@ -482,3 +482,28 @@ async def test_a_dry_run_shows_the_target_ports_the_change_then_picks(
     assert [(b.published_port, b.target_port) for b in edited.app.bindings] == [
         (b.published_port, b.target_port) for b in planned.app.bindings
     ]
+
+
+async def test_rename_over_grpc_keeps_the_ports_and_refuses_clearly(
+    stub: apps_pb2_grpc.AppServiceAsyncStub,
+) -> None:
+    """RenameApp answers the app under its new name with the same bindings; a bad name,
+    a name taken and an unknown app are refused with the right code and the field."""
+    web = await create(stub, "web")
+    await create(stub, "api")
+    renamed = (
+        await stub.RenameApp(apps_pb2.RenameAppRequest(name="apps/web", new_app_id="site"))
+    ).app
+    assert renamed.name == "apps/site"
+    assert list(renamed.bindings) == list(web.bindings)
+    cases = [
+        ("apps/site", "Bad Name", grpc.StatusCode.INVALID_ARGUMENT, "new_app_id"),
+        ("apps/site", "api", grpc.StatusCode.ALREADY_EXISTS, "api"),
+        ("apps/web", "other", grpc.StatusCode.NOT_FOUND, "web"),
+    ]
+    for name, new, code, named in cases:
+        error = await refused(stub.RenameApp(apps_pb2.RenameAppRequest(name=name, new_app_id=new)))
+        assert error.code() == code
+        assert named in (error.details() or "")
+    listed = await stub.ListApps(apps_pb2.ListAppsRequest())
+    assert [app.name for app in listed.apps] == ["apps/api", "apps/site"]

@@ -40,6 +40,8 @@ import {
   PortEventKind,
   ReadLogsRequest,
   type ReadLogsResponse,
+  RenameAppRequest,
+  type RenameAppResponse,
   RestartAppRequest,
   type RestartAppResponse,
   StartAppRequest,
@@ -176,6 +178,11 @@ export class MiasmaClient {
   /** Pull the app's image again; `changed` when it was rolled out on a new one. A pull may take minutes. */
   upgradeApp(request: DeepPartial<UpgradeAppRequest>, options?: MiasmaCallOptions): Promise<UpgradeAppResponse> {
     return this.unary(AppServiceService.upgradeApp, UpgradeAppRequest.fromPartial(named(request)), options);
+  }
+
+  /** Give an app a new name (`newAppId`), keeping its ports, volumes and data. */
+  renameApp(request: DeepPartial<RenameAppRequest>, options?: MiasmaCallOptions): Promise<RenameAppResponse> {
+    return this.unary(AppServiceService.renameApp, RenameAppRequest.fromPartial(named(request)), options);
   }
 
   editPorts(request: DeepPartial<EditPortsRequest>, options?: MiasmaCallOptions): Promise<EditPortsResponse> {

@@ -212,6 +212,17 @@ def restart_app(name: str) -> Operation[apps_pb2.App]:
     return Operation("RestartApp", apps_pb2.RestartAppRequest(name=resource_name(name)), _app)
 
 
+def rename_app(
+    name: str, new_name: str, *, etag: str = "", validate_only: bool = False
+) -> Operation[apps_pb2.App]:
+    """Give the app ``new_name``, keeping its ports, volumes (and data) and the rest; its
+    container is made again under the new name."""
+    request = apps_pb2.RenameAppRequest(
+        name=resource_name(name), new_app_id=new_name, etag=etag, validate_only=validate_only
+    )
+    return Operation("RenameApp", request, _app)
+
+
 def edit_ports(
     name: str,
     *,

@@ -934,6 +934,58 @@ class UpgradeAppResponse(_message.Message):
 Global___UpgradeAppResponse: _TypeAlias = UpgradeAppResponse  # noqa: Y015
 
 @_typing.final
+class RenameAppRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NEW_APP_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"apps/{app}"."""
+    new_app_id: _builtins.str
+    """The new name, a DNS label (as CreateAppRequest.app_id); no app may have it."""
+    etag: _builtins.str
+    """If set, the rename is refused (ABORTED) unless the app's etag is still this."""
+    validate_only: _builtins.bool
+    """Check the rename and return the app as it would be; change nothing."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        new_app_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "new_app_id", b"new_app_id", "validate_only", b"validate_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameAppRequest: _TypeAlias = RenameAppRequest  # noqa: Y015
+
+@_typing.final
+class RenameAppResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def app(self) -> Global___App: ...
+    def __init__(
+        self,
+        *,
+        app: Global___App | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenameAppResponse: _TypeAlias = RenameAppResponse  # noqa: Y015
+
+@_typing.final
 class StopAppRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

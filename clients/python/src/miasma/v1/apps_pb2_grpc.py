@@ -84,6 +84,11 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppResponse.FromString,
                 _registered_method=True)
+        self.RenameApp = channel.unary_unary(
+                '/miasma.v1.AppService/RenameApp',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.RenameAppRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.RenameAppResponse.FromString,
+                _registered_method=True)
         self.EditPorts = channel.unary_unary(
                 '/miasma.v1.AppService/EditPorts',
                 request_serializer=miasma_dot_v1_dot_apps__pb2.EditPortsRequest.SerializeToString,
@@ -190,6 +195,17 @@ class AppServiceServicer:
         """Pulls the app's image again and rolls the app out only if the registry has
         another image for it (`miasma apps:upgrade`). The pull is bounded by the
         server's pull limit (5 minutes), not by its call limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameApp(self, request, context):
+        """Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+        volumes (and data), env and everything else; its container is made again
+        under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+        the new one (one transaction, two revisions in a row); the old name's past
+        events stay under it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -313,6 +329,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.UpgradeApp,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.UpgradeAppResponse.SerializeToString,
+            ),
+            'RenameApp': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameApp,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.RenameAppRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.RenameAppResponse.SerializeToString,
             ),
             'EditPorts': grpc.unary_unary_rpc_method_handler(
                     servicer.EditPorts,
@@ -598,6 +619,33 @@ class AppService:
             '/miasma.v1.AppService/UpgradeApp',
             miasma_dot_v1_dot_apps__pb2.UpgradeAppRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.UpgradeAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameApp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/RenameApp',
+            miasma_dot_v1_dot_apps__pb2.RenameAppRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.RenameAppResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,13 @@ class AppServiceStub:
     another image for it (`miasma apps:upgrade`). The pull is bounded by the
     server's pull limit (5 minutes), not by its call limit.
     """
+    RenameApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.RenameAppRequest, _apps_pb2.RenameAppResponse]
+    """Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+    volumes (and data), env and everything else; its container is made again
+    under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+    the new one (one transaction, two revisions in a row); the old name's past
+    events stay under it.
+    """
     EditPorts: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]
     """Adds or removes published and target ports, atomically."""
     EditApp: _grpc.UnaryUnaryMultiCallable[_apps_pb2.EditAppRequest, _apps_pb2.EditAppResponse]
@@ -134,6 +141,13 @@ class AppServiceAsyncStub(AppServiceStub):
     """Pulls the app's image again and rolls the app out only if the registry has
     another image for it (`miasma apps:upgrade`). The pull is bounded by the
     server's pull limit (5 minutes), not by its call limit.
+    """
+    RenameApp: _aio.UnaryUnaryMultiCallable[_apps_pb2.RenameAppRequest, _apps_pb2.RenameAppResponse]  # type: ignore[assignment]
+    """Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+    volumes (and data), env and everything else; its container is made again
+    under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+    the new one (one transaction, two revisions in a row); the old name's past
+    events stay under it.
     """
     EditPorts: _aio.UnaryUnaryMultiCallable[_apps_pb2.EditPortsRequest, _apps_pb2.EditPortsResponse]  # type: ignore[assignment]
     """Adds or removes published and target ports, atomically."""
@@ -259,6 +273,19 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         """Pulls the app's image again and rolls the app out only if the registry has
         another image for it (`miasma apps:upgrade`). The pull is bounded by the
         server's pull limit (5 minutes), not by its call limit.
+        """
+
+    @_abc_1.abstractmethod
+    def RenameApp(
+        self,
+        request: _apps_pb2.RenameAppRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.RenameAppResponse, _abc.Awaitable[_apps_pb2.RenameAppResponse]]:
+        """Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+        volumes (and data), env and everything else; its container is made again
+        under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+        the new one (one transaction, two revisions in a row); the old name's past
+        events stay under it.
         """
 
     @_abc_1.abstractmethod

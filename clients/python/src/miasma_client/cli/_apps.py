@@ -10,6 +10,7 @@ from miasma.v1 import apps_pb2
 
 from miasma_client._client import MiasmaClient
 from miasma_client._errors import MiasmaError
+from miasma_client._settings import save_app, saved_app
 from miasma_client.cli._context import State, pass_state
 from miasma_client.cli._params import (
     ENV,
@@ -208,6 +209,11 @@ def create(
 )  # fmt: skip
 @click.option("-g", "--group", help="Move the app to this group ('' takes it out of its group).")
 @click.option(
+    "-n", "--name", "new_name", metavar="NEW",
+    help="Rename the app; its ports, volumes (and data) and env stay (its container is made "
+    "again under the new name).",
+)  # fmt: skip
+@click.option(
     "--hidden/--visible", default=None,
     help="Leave the app out of `miasma apps` (shown by `apps --all`), or list it again.",
 )  # fmt: skip
@@ -228,6 +234,7 @@ def edit(
     add_constraint: tuple[str, ...],
     rm_constraint: tuple[str, ...],
     group: str | None,
+    new_name: str | None,
     hidden: bool | None,
     dry_run: bool,
     wait: bool,
@@ -245,7 +252,26 @@ def edit(
       miasma apps:edit -a postgres --add-volume pgdata:/var/lib/postgresql/data
       miasma apps:edit -a db --add-placement-constraint node.labels.disk==ssd
       miasma apps:edit -a traefik --group infra --hidden
+      miasma apps:edit -a db --name postgres
     """
+    if new_name:
+        with state.client() as client, following(client, new_name) as phases:
+            renamed = client.rename_app(app, new_name, validate_only=dry_run)
+            if not dry_run:
+                if saved_app() == app:  # the sticky -a follows the app
+                    save_app(new_name)
+                if wait:
+                    renamed = settle(client, renamed, wait_timeout, phases)
+        err.print(f"{'Would rename' if dry_run else 'Renamed'} {app} to {new_name}.")
+        app = new_name
+        edits = (add_published_ports, rm_published_ports, add_target_ports, rm_target_ports,
+                 add_volume, rm_volume, add_constraint, rm_constraint)  # fmt: skip
+        if dry_run or (not any(edits) and group is None and hidden is None):
+            if as_json:
+                print_json(renamed)
+            elif not dry_run:
+                out.print(slots_table(renamed.bindings))
+            return
     with state.client() as client, following(client, app) as phases:
         warn_if_meaningless(client, flatten(add_published_ports))
         reply = client.edit_app(

@@ -106,6 +106,7 @@ FLAGS = {
     "set_env": "{key}",
     "unset_env": "KEY",
     "app_id": "NAME",
+    "new_app_id": "--name",
 }
 _FIELD = re.compile(r"^(?P<field>[a-z_.]+)(?:\[(?P<key>[^\]]*)\])?")
 

@@ -669,6 +669,21 @@ export interface UpgradeAppResponse {
   changed: boolean;
 }
 
+export interface RenameAppRequest {
+  /** "apps/{app}". */
+  name: string;
+  /** The new name, a DNS label (as CreateAppRequest.app_id); no app may have it. */
+  newAppId: string;
+  /** If set, the rename is refused (ABORTED) unless the app's etag is still this. */
+  etag: string;
+  /** Check the rename and return the app as it would be; change nothing. */
+  validateOnly: boolean;
+}
+
+export interface RenameAppResponse {
+  app: App | undefined;
+}
+
 export interface StopAppRequest {
   name: string;
 }
@@ -3367,6 +3382,198 @@ export const UpgradeAppResponse: MessageFns<UpgradeAppResponse> = {
     const message = createBaseUpgradeAppResponse();
     message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
     message.changed = object.changed ?? false;
+    return message;
+  },
+};
+
+function createBaseRenameAppRequest(): RenameAppRequest {
+  return { name: "", newAppId: "", etag: "", validateOnly: false };
+}
+
+export const RenameAppRequest: MessageFns<RenameAppRequest> = {
+  encode(message: RenameAppRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.newAppId !== "") {
+      writer.uint32(18).string(message.newAppId);
+    }
+    if (message.etag !== "") {
+      writer.uint32(26).string(message.etag);
+    }
+    if (message.validateOnly !== false) {
+      writer.uint32(32).bool(message.validateOnly);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RenameAppRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRenameAppRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.newAppId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.etag = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.validateOnly = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RenameAppRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      newAppId: isSet(object.newAppId)
+        ? globalThis.String(object.newAppId)
+        : isSet(object.new_app_id)
+        ? globalThis.String(object.new_app_id)
+        : "",
+      etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      validateOnly: isSet(object.validateOnly)
+        ? globalThis.Boolean(object.validateOnly)
+        : isSet(object.validate_only)
+        ? globalThis.Boolean(object.validate_only)
+        : false,
+    };
+  },
+
+  toJSON(message: RenameAppRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.newAppId !== "") {
+      obj.newAppId = message.newAppId;
+    }
+    if (message.etag !== "") {
+      obj.etag = message.etag;
+    }
+    if (message.validateOnly !== false) {
+      obj.validateOnly = message.validateOnly;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RenameAppRequest>): RenameAppRequest {
+    return RenameAppRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RenameAppRequest>): RenameAppRequest {
+    const message = createBaseRenameAppRequest();
+    message.name = object.name ?? "";
+    message.newAppId = object.newAppId ?? "";
+    message.etag = object.etag ?? "";
+    message.validateOnly = object.validateOnly ?? false;
+    return message;
+  },
+};
+
+function createBaseRenameAppResponse(): RenameAppResponse {
+  return { app: undefined };
+}
+
+export const RenameAppResponse: MessageFns<RenameAppResponse> = {
+  encode(message: RenameAppResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.app !== undefined) {
+      App.encode(message.app, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RenameAppResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRenameAppResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.app = App.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RenameAppResponse {
+    return { app: isSet(object.app) ? App.fromJSON(object.app) : undefined };
+  },
+
+  toJSON(message: RenameAppResponse): unknown {
+    const obj: any = {};
+    if (message.app !== undefined) {
+      obj.app = App.toJSON(message.app);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RenameAppResponse>): RenameAppResponse {
+    return RenameAppResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RenameAppResponse>): RenameAppResponse {
+    const message = createBaseRenameAppResponse();
+    message.app = (object.app !== undefined && object.app !== null) ? App.fromPartial(object.app) : undefined;
     return message;
   },
 };
@@ -6447,6 +6654,22 @@ export const AppServiceService = {
     responseSerialize: (value: UpgradeAppResponse): Buffer => Buffer.from(UpgradeAppResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpgradeAppResponse => UpgradeAppResponse.decode(value),
   },
+  /**
+   * Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+   * volumes (and data), env and everything else; its container is made again
+   * under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+   * the new one (one transaction, two revisions in a row); the old name's past
+   * events stay under it.
+   */
+  renameApp: {
+    path: "/miasma.v1.AppService/RenameApp" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RenameAppRequest): Buffer => Buffer.from(RenameAppRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RenameAppRequest => RenameAppRequest.decode(value),
+    responseSerialize: (value: RenameAppResponse): Buffer => Buffer.from(RenameAppResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RenameAppResponse => RenameAppResponse.decode(value),
+  },
   /** Adds or removes published and target ports, atomically. */
   editPorts: {
     path: "/miasma.v1.AppService/EditPorts" as const,
@@ -6579,6 +6802,14 @@ export interface AppServiceServer extends UntypedServiceImplementation {
    * server's pull limit (5 minutes), not by its call limit.
    */
   upgradeApp: handleUnaryCall<UpgradeAppRequest, UpgradeAppResponse>;
+  /**
+   * Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+   * volumes (and data), env and everything else; its container is made again
+   * under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+   * the new one (one transaction, two revisions in a row); the old name's past
+   * events stay under it.
+   */
+  renameApp: handleUnaryCall<RenameAppRequest, RenameAppResponse>;
   /** Adds or removes published and target ports, atomically. */
   editPorts: handleUnaryCall<EditPortsRequest, EditPortsResponse>;
   /**
@@ -6776,6 +7007,28 @@ export interface AppServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpgradeAppResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Gives an app a new name (`miasma apps:edit --name`), keeping its ports,
+   * volumes (and data), env and everything else; its container is made again
+   * under the new name. Watchers see RELEASED for the old name and ASSIGNED for
+   * the new one (one transaction, two revisions in a row); the old name's past
+   * events stay under it.
+   */
+  renameApp(
+    request: RenameAppRequest,
+    callback: (error: ServiceError | null, response: RenameAppResponse) => void,
+  ): ClientUnaryCall;
+  renameApp(
+    request: RenameAppRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RenameAppResponse) => void,
+  ): ClientUnaryCall;
+  renameApp(
+    request: RenameAppRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RenameAppResponse) => void,
   ): ClientUnaryCall;
   /** Adds or removes published and target ports, atomically. */
   editPorts(

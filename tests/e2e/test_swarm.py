@@ -371,7 +371,8 @@ def test_data_on_the_worker_stays_there_through_a_port_edit(
     client: MiasmaClient, server: ServerProcess, volume_image: str, worker: swarm.Worker
 ) -> None:
     """An app with data is pinned to the node it runs on (here the worker, where its user
-    first placed it); a port edit keeps its task and its image volume there, data included."""
+    first placed it); a port edit keeps its task and its image volume there, data included,
+    and so does a rename (a new service, on the same node and volume)."""
     copy_image(server.docker_host, worker.host, volume_image)
     app = client.create_app(
         "db", volume_image, command=DATA_COMMAND, published_ports=["8093/host"],
@@ -403,6 +404,12 @@ def test_data_on_the_worker_stays_there_through_a_port_edit(
     assert edited.node == worker.node_id
     assert http_get(8094, address=worker.address) == token
     assert volume in docker(worker.host, "volume", "ls", "-q").split()
+
+    renamed = client.rename_app("db", "postgres")
+    assert renamed.node == worker.node_id
+    assert http_get(8094, address=worker.address) == token
+    assert service(server, "postgres").constraints == [f"node.id=={worker.node_id}"]
+    assert not services(server.docker_host, server.instance, "db")
 
 
 def test_logs_of_a_service_name_its_task_and_a_follow_spans_a_rollout(

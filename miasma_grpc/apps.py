@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -133,6 +133,9 @@ class AppManager:
         self.failures: dict[str, Failure] = {}
         self.locks = KeyedLocks()  # serialises the rollouts of each app
         self.phases: dict[str, str] = {}  # what a rollout under way does now, per app
+        # Apps Docker is being driven for now: a change, or a repair that starts or
+        # finishes something (not a repair that only finds the app as it should be).
+        self.rolling: set[str] = set()
         self.crashes = CrashLoops()
         # Whether started apps listen on their ports (docs/design.md §4).
         self.readiness = Readiness(runtime.deaf_ports, ready_timeout, self._not_listening)
@@ -231,7 +234,7 @@ class AppManager:
             app,
             self.observed.get(name),
             self.failures.get(name),
-            self.locks.locked(name),
+            name in self.rolling,
             self.blind_since,
             self.phases.get(name),
             self.readiness.state.get(name),
@@ -241,7 +244,7 @@ class AppManager:
         """Where ``app``'s latest change stands, and the error to show."""
         if seen.rollout is RolloutState.PENDING:  # Docker was away when last asked
             return seen.rollout, seen.last_error
-        if self.locks.locked(app.name):
+        if app.name in self.rolling:
             return RolloutState.IN_PROGRESS, seen.last_error
         short = seen.total == 0 or seen.running < seen.total
         if short and (failure := self.failures.get(app.name)):
@@ -282,7 +285,7 @@ class AppManager:
         placement = self._placement(constraints, "app.constraints")
         mounts = validate_volumes(volumes, "app.volumes", allow_bind=self.allow_bind_mounts)
         await self._refresh_host_ports()
-        async with self.locks.hold(name):
+        async with self._hold(name):
             async with self.store.transaction() as tx:
                 if _done_before(tx, request_id, name):
                     return tx.get_app(name)
@@ -351,7 +354,7 @@ class AppManager:
         if placement.add:
             self._placement(placement.add, "add_constraints")
         await self._refresh_host_ports()
-        async with self.locks.hold(name):
+        async with self._hold(name):
             async with self.store.transaction() as tx:
                 if _done_before(tx, request_id, name):
                     return EditResult(tx.get_app(name), ())
@@ -432,7 +435,7 @@ class AppManager:
         _validate_request_id(request_id)
         if group is not None:
             validate_group(group)
-        async with self.locks.hold(name):
+        async with self._hold(name):
             async with self.store.transaction() as tx:
                 if _done_before(tx, request_id, name):
                     return tx.get_app(name)
@@ -509,7 +512,7 @@ class AppManager:
         validate_app_name(new_name, "new_app_id")
         if new_name == name:
             raise InvalidArgument.field("new_app_id", f"is already the name of app {name!r}")
-        async with self.locks.hold(min(name, new_name)), self.locks.hold(max(name, new_name)):
+        async with self._hold(min(name, new_name)), self._hold(max(name, new_name)):
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
                 _check_etag(old, etag)
@@ -544,7 +547,7 @@ class AppManager:
 
     async def set_desired_state(self, name: str, state: DesiredState) -> App:
         """Start or stop an app; ports are kept either way."""
-        async with self.locks.hold(name):
+        async with self._hold(name):
             async with self.store.transaction() as tx:
                 old = tx.get_app(name)
                 if old.desired_state is state:
@@ -561,7 +564,7 @@ class AppManager:
 
     async def restart(self, name: str) -> App:
         """Restart a running app's container."""
-        async with self.locks.hold(name):
+        async with self._hold(name):
             app = await self.store.get_app(name)
             if app.desired_state is not DesiredState.RUNNING:
                 raise FailedPrecondition(
@@ -588,7 +591,7 @@ class AppManager:
         Docker now (:class:`Unavailable` otherwise, and nothing changes); a named
         volume another app mounts too stays.
         """
-        async with self.locks.hold(name):
+        async with self._hold(name):
             app = await self.store.get_app(name)
             _check_etag(app, etag)
             try:
@@ -639,7 +642,7 @@ class AppManager:
         gets its result event now. A failure is reported on the app, and logged
         as an event once per distinct error rather than on every pass.
         """
-        async with self.locks.hold(name):
+        async with self._hold(name):
             app = await self.store.get_app(name)
             try:
                 down = (
@@ -647,7 +650,7 @@ class AppManager:
                     and not app.rollout_owed
                     and await self._crash_gate(app)
                 )
-                applied = await self._apply(app)
+                applied = await self._apply(app, rolling=down or app.rollout_owed)
                 if down and applied:
                     self.crashes.starting(name)
             except RuntimeFailure as exc:
@@ -712,8 +715,11 @@ class AppManager:
         except (Unavailable, RuntimeFailure) as exc:
             log.debug("could not refresh busy ports: %s", exc.message)
 
-    async def _apply(self, app: App) -> bool:
-        """Drive Docker to ``app``: True if applied, False if pending (Docker away)."""
+    async def _apply(self, app: App, *, rolling: bool = True) -> bool:
+        """Drive Docker to ``app``: True if applied, False if pending (Docker away). While
+        it works, reads say IN_PROGRESS if ``rolling`` (a change, or a real repair)."""
+        if rolling:
+            self.rolling.add(app.name)
         try:
             with self._following(app.name):
                 observed = self.observed[app.name] = await self.runtime.apply(app)
@@ -731,6 +737,16 @@ class AppManager:
         if failure is not None and app.revision > failure.revision:
             del self.failures[app.name]  # a newer change rolled out: the old refusal is history
         return True
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, name: str) -> AsyncIterator[None]:
+        """Hold app ``name``'s lock (its rollouts are one at a time); a rollout made under
+        it is over (no longer IN_PROGRESS) when it is released."""
+        async with self.locks.hold(name):
+            try:
+                yield
+            finally:
+                self.rolling.discard(name)
 
     @contextlib.contextmanager
     def _following(self, name: str) -> Iterator[None]:

@@ -179,3 +179,25 @@ async def test_a_loop_is_over_once_the_app_stays_up(manager: AppManager) -> None
         clock.now += crashes.CALM + 1
     assert manager.crashes.starts("web") == 0
     assert manager.restart_wait("web") == 0
+
+
+async def test_a_repair_that_finds_the_app_as_it_should_be_is_no_rollout(
+    manager: AppManager, runtime: FakeRuntime
+) -> None:
+    """A check of an app that runs as stored (the repair Docker's events set off after
+    every change) leaves it APPLIED in reads, not IN_PROGRESS; a repair that starts it
+    again is a rollout while it works."""
+    app = await manager.create("web", image="web:1")
+    seen: list[RolloutState | None] = []
+    real_apply = runtime.apply
+
+    async def watched_apply(app: App) -> Observed:
+        seen.append(manager.observed_state(await manager.get(app.name)).rollout)
+        return await real_apply(app)
+
+    runtime.apply = watched_apply  # type: ignore[method-assign]
+    await manager.converge("web")
+    runtime.exits["web"] = "not running: Exited (1)"
+    await manager.converge("web")
+    assert seen == [RolloutState.APPLIED, RolloutState.IN_PROGRESS]
+    assert manager.observed_state(app).rollout is not RolloutState.IN_PROGRESS

@@ -18,6 +18,7 @@ from miasma_grpc.domain.models import Port, PortRange, Protocol
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 RUNTIMES = ("auto", "container", "swarm")
+DURABILITIES = ("full", "fast")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -51,6 +52,9 @@ class Settings:
     max_message_bytes: int = 1024 * 1024
     rpc_timeout: float = 300.0
     allow_bind_mounts: bool = False  # host paths as volumes give apps the host's files
+    # full: every acknowledged change is on disk (fsync before the reply); fast: a process
+    # crash loses nothing, a power loss may lose the last changes (README "Reliability").
+    durability: str = "full"
 
     @property
     def tls(self) -> bool:
@@ -58,14 +62,17 @@ class Settings:
         return self.tls_cert is not None
 
     def exposure_warning(self) -> str:
-        """Why listening as configured is risky, or ``""``: beyond loopback, no token, no TLS."""
+        """Why listening as configured is risky, or ``""``: beyond loopback, nobody is asked
+        who they are (no token, no client certificates). TLS alone only hides the traffic."""
         host = self.listen.rpartition(":")[0].strip("[]")
         loopback = host == "localhost" or host == "::1" or host.startswith("127.")
-        if loopback or self.access_token or self.tls:
+        if loopback or self.access_token or self.tls_client_ca:
             return ""
+        how = "with TLS but" if self.tls else "without TLS,"
         return (
-            f"listening on {self.listen} without an access token or TLS: anyone who can reach "
-            "this address controls the Docker engine; set MIASMA_ACCESS_TOKEN and --tls-cert"
+            f"listening on {self.listen} {how} without an access token or client "
+            "certificates: anyone who can reach this address controls the Docker engine; set "
+            "MIASMA_ACCESS_TOKEN (and --tls-cert), or --tls-client-ca"
         )
 
     @property
@@ -156,6 +163,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         defaults.ready_timeout,
     )
     add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
+    add(
+        "durability",
+        "full: a change is on disk (fsync) before it is acknowledged, and survives a power "
+        "loss; fast: it survives a crash of the server, not of the machine (cheaper writes)",
+        defaults.durability,
+    )
     parser.add_argument(
         "--allow-bind-mounts",
         action=argparse.BooleanOptionalAction,
@@ -241,6 +254,7 @@ def load_settings(
             max_message_bytes=int(ns.max_message_size),
             rpc_timeout=_positive(float(ns.rpc_timeout), "--rpc-timeout"),
             allow_bind_mounts=bool(ns.allow_bind_mounts),
+            durability=str(ns.durability).lower(),
             event_max_age=float(ns.event_max_age),
             event_compaction_interval=_positive(
                 float(ns.event_compaction_interval), "--event-compaction-interval"
@@ -254,6 +268,8 @@ def load_settings(
             raise ValueError("--max-concurrent-rpcs must be >= 1 and --max-message-size >= 1024")
         if settings.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if settings.durability not in DURABILITIES:
+            raise ValueError(f"--durability must be one of {', '.join(DURABILITIES)}")
         if settings.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}")
         if settings.event_retention < 1 or settings.event_buffer < 1:

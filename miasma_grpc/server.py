@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from miasma_grpc.api.auth import TokenAuth
+from miasma_grpc.api.parsing import ParseRequests
 from miasma_grpc.api.reflection import enable_reflection
 from miasma_grpc.api.registry import APP_SERVICE, add_app_service
 from miasma_grpc.api.servicer import AppServicer
@@ -133,7 +134,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     engine = docker_host(settings)
     mode = await choose_runtime(settings, engine)
     runtime, busy_ports = build_runtime(mode, engine, settings)
-    async with SqliteStore(settings.db_path, ledger) as store, runtime:
+    store = SqliteStore(settings.db_path, ledger, durability=settings.durability)
+    async with store, runtime:
         manager = AppManager(
             store,
             runtime,
@@ -147,7 +149,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await hub.start()
         server = grpc.aio.server(
             options=(*KEEPALIVE, *message_limits(settings)),
-            interceptors=[TokenAuth(settings.access_token)] if settings.access_token else [],
+            interceptors=[
+                *([TokenAuth(settings.access_token)] if settings.access_token else []),
+                ParseRequests(),
+            ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         logs = AppLogs(manager)

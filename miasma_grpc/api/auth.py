@@ -2,6 +2,9 @@
 
 An interceptor, so no servicer can forget it. Tokens are compared in
 constant time. A refused call never reaches a handler, so it changes nothing.
+Nothing is answered before authentication but health: a method that does not
+exist is UNAUTHENTICATED too for a caller without the token (UNIMPLEMENTED would
+tell an anonymous caller what exists), and so is server reflection.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ class TokenAuth(Interceptor):
     ) -> Handler:
         """Pass the call on, or answer it with UNAUTHENTICATED."""
         handler = await continuation(details)
-        # No handler (an unknown method) stays UNIMPLEMENTED; health stays open.
-        if handler is None or details.method.startswith(OPEN_PREFIXES):
+        if details.method.startswith(OPEN_PREFIXES):  # health stays open
             return handler
         error = self._check(dict(details.invocation_metadata or ()))
-        return handler if error is None else _refusal(handler, error)
+        if error is None:
+            return handler  # an unknown method (None) is UNIMPLEMENTED for the token holder
+        return _refusal(handler, error)
 
     def _check(self, metadata: dict[str, Any]) -> Unauthenticated | None:
         header = metadata.get("authorization")
@@ -57,13 +61,16 @@ class TokenAuth(Interceptor):
         return None
 
 
-def _refusal(handler: Handler, error: Unauthenticated) -> Handler:
-    """A handler of the same kind as ``handler`` that only aborts with ``error``."""
+def _refusal(handler: Handler | None, error: Unauthenticated) -> Handler:
+    """A handler of the same kind as ``handler`` (unary for an unknown method: the call
+    is refused at its first message) that only aborts with ``error``."""
     status = to_status(error)
 
     async def abort(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+    if handler is None:
+        return grpc.unary_unary_rpc_method_handler(abort)
     options = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,

@@ -53,10 +53,14 @@ log = logging.getLogger(__name__)
 CommitListener = Callable[[int, Sequence[PortEvent]], None]
 REQUEST_IDS_KEPT = timedelta(days=1)  # a retry comes within seconds; a day is generous
 T = TypeVar("T")
+# How a commit reaches the disk, by --durability. FULL: each commit (a group of
+# transactions) is fsynced to the WAL before its callers are acknowledged, so an
+# acknowledged change survives a power loss. NORMAL: the WAL is fsynced at
+# checkpoints only; a crash of the process loses nothing, one of the machine may lose
+# the last commits.
+SYNCHRONOUS = {"full": "FULL", "fast": "NORMAL"}
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
-    # NORMAL survives process crashes; an OS crash may lose the last commits.
-    "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 5000",
 )
@@ -65,9 +69,10 @@ PRAGMAS = (
 class SqliteStore:
     """Apps, bindings, the published-port ledger and the event log in one SQLite file."""
 
-    def __init__(self, path: Path, ledger: PortLedger) -> None:
+    def __init__(self, path: Path, ledger: PortLedger, *, durability: str = "full") -> None:
         self.path = path
         self.ledger = ledger
+        self.synchronous = SYNCHRONOUS[durability]
         self._state = WorkingState({}, 0, ledger)
         self._committed = CommittedApps()  # what reads see: the apps as on disk
         self._listeners: list[CommitListener] = []
@@ -312,6 +317,7 @@ class SqliteStore:
         db.row_factory = sqlite3.Row
         for pragma in PRAGMAS:
             db.execute(pragma)
+        db.execute(f"PRAGMA synchronous = {self.synchronous}")
         _migrate(db)
         # A rollout holds old and new ports until it finishes; if the server died
         # in between, the ports no binding uses are released here, at start-up.

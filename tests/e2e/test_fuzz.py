@@ -634,12 +634,14 @@ def test_raw_bytes_get_an_error_or_an_answer_and_the_server_keeps_serving(
             check_effect(call, answer, before, after)
             check_ledger(after)
         else:
-            # Bytes that do not parse never reach Miasma's code: grpc answers by itself.
-            # grpc's sync server says INTERNAL ("Exception deserializing request!"); grpc.aio,
-            # which Miasma uses, says UNKNOWN ("Unexpected <class '...DecodeError'>"). Only
-            # here are INTERNAL and UNKNOWN accepted, and only for a deserialization failure.
-            assert answer.code in {Code.INTERNAL, Code.UNKNOWN}, (method, payload, answer)
-            assert "DecodeError" in answer.details or "deserializ" in answer.details, answer
+            # Bytes that do not parse: INVALID_ARGUMENT naming the message the method takes
+            # (api/parsing.py), nothing of the parser's insides (grpc alone said UNKNOWN
+            # with Python's DecodeError text).
+            assert answer.code is Code.INVALID_ARGUMENT, (method, payload, answer)
+            expected = f"miasma.v1.{method}Request"
+            assert answer.details == f"the request is not a valid {expected} message", answer
+            assert answer.info is not None
+            assert answer.info.reason == "MALFORMED_REQUEST"
             assert desired(apps(stub)) == desired(before)
             undecodable += 1
 

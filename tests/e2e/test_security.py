@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from miasma.v1 import apps_pb2
 from miasma_client import AsyncMiasmaClient, MiasmaClient, MiasmaError, Settings
 
@@ -76,6 +77,33 @@ def test_calls_without_the_right_token_are_refused_and_change_nothing(
         assert client.list_apps() == []
         client.create_app("web", test_image, stopped=True)
         assert [a.name for a in client.list_apps()] == ["apps/web"]
+
+
+def test_nothing_but_health_is_answered_before_the_token(token_server: ServerProcess) -> None:
+    """Without the token, a method that does not exist and server reflection are
+    UNAUTHENTICATED (UNIMPLEMENTED, or a list of services, would tell an anonymous caller
+    what exists); with it, the unknown method is UNIMPLEMENTED and reflection answers."""
+    unknown = "/miasma.v1.AppService/NoSuchMethod"
+    reflect = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    listing = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(token_server.address) as channel:
+        for metadata, code in (((), grpc.StatusCode.UNAUTHENTICATED),
+                               ((("authorization", f"Bearer {TOKEN}"),),
+                                grpc.StatusCode.UNIMPLEMENTED)):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as caught:
+                channel.unary_unary(unknown, None, None)(b"", timeout=10, metadata=metadata)
+            assert caught.value.code() is code
+        info = channel.stream_stream(
+            reflect, reflection_pb2.ServerReflectionRequest.SerializeToString,
+            reflection_pb2.ServerReflectionResponse.FromString,
+        )  # fmt: skip
+        with pytest.raises(grpc.RpcError) as anonymous:
+            next(iter(info(iter([listing]), timeout=10)))
+        assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        answer = next(iter(info(iter([listing]), timeout=10,
+                                metadata=(("authorization", f"Bearer {TOKEN}"),))))  # fmt: skip
+        names = {s.name for s in answer.list_services_response.service}
+        assert "miasma.v1.AppService" in names
 
 
 def test_cli_and_grpcurl_with_and_without_the_token(token_server: ServerProcess) -> None:

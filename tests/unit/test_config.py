@@ -75,22 +75,31 @@ def test_bad_values_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(
-    ("listen", "token", "tls", "warns"),
+    ("listen", "token", "tls", "client_ca", "warns"),
     [
-        ("127.0.0.1:50051", "", False, False),
-        ("localhost:50051", "", False, False),
-        ("[::1]:50051", "", False, False),
-        ("0.0.0.0:50051", "", False, True),
-        ("0.0.0.0:50051", "t", False, False),
-        ("10.0.0.5:50051", "", True, False),
+        ("127.0.0.1:50051", "", False, False, False),
+        ("localhost:50051", "", False, False, False),
+        ("[::1]:50051", "", False, False, False),
+        ("0.0.0.0:50051", "", False, False, True),
+        ("0.0.0.0:50051", "t", False, False, False),
+        ("10.0.0.5:50051", "", True, False, True),  # TLS hides the traffic, asks nobody
+        ("10.0.0.5:50051", "", True, True, False),
+        ("10.0.0.5:50051", "t", True, False, False),
     ],
 )
 def test_listening_beyond_loopback_unprotected_warns(
-    listen: str, token: str, tls: bool, warns: bool
+    listen: str, token: str, tls: bool, client_ca: bool, warns: bool
 ) -> None:
-    """Only an address beyond loopback with neither a token nor TLS gets the start-up warning."""
-    settings = Settings(listen=listen, access_token=token, tls_cert=Path("c.pem") if tls else None)
-    assert bool(settings.exposure_warning()) is warns
+    """An address beyond loopback where nobody is asked who they are (no token, no client
+    certificates; TLS alone or not) gets the start-up warning."""
+    settings = Settings(
+        listen=listen, access_token=token, tls_cert=Path("c.pem") if tls else None,
+        tls_client_ca=Path("ca.pem") if client_ca else None,
+    )  # fmt: skip
+    warning = settings.exposure_warning()
+    assert bool(warning) is warns
+    if warns and tls:
+        assert "with TLS but without an access token or client certificates" in warning
 
 
 def test_tls_flags_must_come_together() -> None:
@@ -117,3 +126,13 @@ def test_a_bad_boolean_in_the_environment_exits_with_usage() -> None:
     with pytest.raises(SystemExit) as caught:
         load_settings([], environ={"MIASMA_ALLOW_BIND_MOUNTS": "maybe"})
     assert "true or false" in str(caught.value.code)
+
+
+def test_durability_is_full_unless_asked_and_checked() -> None:
+    """--durability (or MIASMA_DURABILITY) is full by default, fast when asked; anything
+    else is refused at start-up."""
+    assert load_settings([], environ={}).durability == "full"
+    assert load_settings(["--durability", "FAST"], environ={}).durability == "fast"
+    assert load_settings([], environ={"MIASMA_DURABILITY": "fast"}).durability == "fast"
+    with pytest.raises(SystemExit):
+        load_settings(["--durability", "sometimes"], environ={})

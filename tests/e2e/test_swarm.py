@@ -487,7 +487,7 @@ def test_upgrade_pins_the_service_to_the_new_digest(
 
 def test_miasmas_postgres_template_runs_as_written(
     make_server: Callable[..., ServerProcess], swarm_host: str, docker_host: str,
-    postgres_image: str, tmp_path: Path,
+    postgres_image: str, tmp_path: Path, worker: swarm.Worker,
 ) -> None:  # fmt: skip
     """The Postgres page of Miasma's docs, its commands as written but the image (and the host
     folder, which must belong to the image's postgres user): `env:edit -a postgres`, then
@@ -495,7 +495,9 @@ def test_miasmas_postgres_template_runs_as_written(
     mounted and published as asked, and Postgres initialises its data in the host folder."""
     server = make_server(docker_host=swarm_host, runtime="swarm", published_range="19001-19999",
                          extra_args=["--allow-bind-mounts"])  # fmt: skip
-    copy_image(docker_host, swarm_host, postgres_image)
+    # Before its constraint, the app may be placed on any node: each has the image.
+    for host in (swarm_host, worker.host):
+        copy_image(docker_host, host, postgres_image)
     node = docker(swarm_host, "info", "-f", "{{.Swarm.NodeID}}").strip()
     docker(swarm_host, "node", "update", "--label-add", "database=true", node)
     data = tmp_path / "physical" / "pgdata"

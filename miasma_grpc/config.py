@@ -45,6 +45,7 @@ class Settings:
     event_buffer: int = 4096
     runtime: str = "auto"  # auto | container | swarm
     access_token: str = ""
+    access_file: Path | None = None  # named tokens and certificate subjects with roles
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -66,7 +67,7 @@ class Settings:
         who they are (no token, no client certificates). TLS alone only hides the traffic."""
         host = self.listen.rpartition(":")[0].strip("[]")
         loopback = host == "localhost" or host == "::1" or host.startswith("127.")
-        if loopback or self.access_token or self.tls_client_ca:
+        if loopback or self.access_token or self.access_file or self.tls_client_ca:
             return ""
         how = "with TLS but" if self.tls else "without TLS,"
         return (
@@ -164,6 +165,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add("log-level", "DEBUG, INFO, WARNING or ERROR", defaults.log_level)
     add(
+        "access-file",
+        "TOML file of named tokens (their SHA-256) and client certificate subjects, each "
+        "with a role (viewer, deployer, admin); read again on change and on SIGHUP",
+        None,
+    )
+    add(
         "durability",
         "full: a change is on disk (fsync) before it is acknowledged, and survives a power "
         "loss; fast: it survives a crash of the server, not of the machine (cheaper writes)",
@@ -247,6 +254,7 @@ def load_settings(
             event_buffer=int(ns.event_buffer),
             runtime=str(ns.runtime).lower(),
             access_token=str(ns.access_token),
+            access_file=Path(ns.access_file) if ns.access_file else None,
             tls_cert=Path(ns.tls_cert) if ns.tls_cert else None,
             tls_key=Path(ns.tls_key) if ns.tls_key else None,
             tls_client_ca=Path(ns.tls_client_ca) if ns.tls_client_ca else None,

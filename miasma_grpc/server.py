@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -13,7 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from miasma_grpc.api.auth import TokenAuth
+from miasma_grpc.access import AccessFile
+from miasma_grpc.api.auth import Access
 from miasma_grpc.api.parsing import ParseRequests
 from miasma_grpc.api.reflection import enable_reflection
 from miasma_grpc.api.registry import APP_SERVICE, add_app_service
@@ -37,6 +39,7 @@ log = logging.getLogger("miasma_grpc")
 SERVICE_NAME = APP_SERVICE.full_name
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 SHUTDOWN_GRACE = 5.0
+ACCESS_POLL = 1.0  # seconds between looks at the access file
 GC_YOUNGEST = 20_000  # allocations between collections of the youngest generation
 # HTTP/2 keepalive: ping idle connections so proxies and NATs keep watch streams
 # open, and accept clients' keepalive pings down to every 10 s.
@@ -130,6 +133,10 @@ def build_runtime(
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, then shut down gracefully."""
+    try:
+        access = AccessFile(settings.access_file, admin_token=settings.access_token)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"miasma-server: access file {settings.access_file}: {exc}") from None
     ledger = PortLedger(settings.published_range, settings.all_reserved)
     engine = docker_host(settings)
     mode = await choose_runtime(settings, engine)
@@ -150,7 +157,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         server = grpc.aio.server(
             options=(*KEEPALIVE, *message_limits(settings)),
             interceptors=[
-                *([TokenAuth(settings.access_token)] if settings.access_token else []),
+                Access(access),
                 ParseRequests(),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -206,7 +213,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     hub.compact_forever(settings.retention, settings.event_compaction_interval),
                     name="event-compaction",
                 ),
+                background.create_task(follow_access_file(access), name="access-file"),
             ]
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, functools.partial(access.reload, forced=True))
             try:
                 await stop.wait()
             finally:  # also when a background task failed (the group cancels this wait)
@@ -214,10 +224,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 await health_servicer.enter_graceful_shutdown()
                 hub.close()  # watch streams end with UNAVAILABLE and their resume revision
                 logs.close()  # so do log follows
+                loop.remove_signal_handler(signal.SIGHUP)
                 for task in tasks:
                     task.cancel()
                 await server.stop(SHUTDOWN_GRACE)
                 await manager.close()
+
+
+async def follow_access_file(access: AccessFile, every: float = ACCESS_POLL) -> None:
+    """Apply the access file again whenever it changes (SIGHUP does it at once)."""
+    while True:
+        await asyncio.sleep(every)
+        access.reload()
 
 
 async def main_async(settings: Settings) -> None:

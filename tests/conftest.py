@@ -13,6 +13,7 @@ from miasma.v1 import apps_pb2_grpc
 
 from scripts import engine, swarm
 from tests import docker_cli
+from tests.certs import Authority
 from tests.engines import throwaway_engine
 from tests.registry import running_registry
 from tests.server import ServerProcess
@@ -135,3 +136,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``127.0.0.1:PORT`` of a Docker registry on loopback (tests/registry.py)."""
     with running_registry(tmp_path_factory.mktemp("registry")) as address:
         yield address
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    """A throw-away CA with its files in the test's folder."""
+    return Authority(tmp_path)

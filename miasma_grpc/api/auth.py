@@ -1,84 +1,171 @@
-"""Access-token authentication: ``authorization: Bearer <token>`` on every call but health.
+"""Who calls, and may they: every call but health is authenticated, then authorized.
 
-An interceptor, so no servicer can forget it. Tokens are compared in
-constant time. A refused call never reaches a handler, so it changes nothing.
-Nothing is answered before authentication but health: a method that does not
-exist is UNAUTHENTICATED too for a caller without the token (UNIMPLEMENTED would
-tell an anonymous caller what exists), and so is server reflection.
+An interceptor, so no servicer can forget it. A caller is told apart by its bearer
+token (``authorization: Bearer <token>``; only the token's hash is compared, in
+constant time) or by its client certificate's subject (mutual TLS); the access file
+gives each a role (miasma_grpc/access.py), and the method's permission is checked
+against it (domain/access.py): ``UNAUTHENTICATED`` for an unknown caller,
+``PERMISSION_DENIED`` naming the permission for a role without it. A refused call
+never reaches a handler, so it changes nothing. Nothing is answered before
+authentication but health: a method that does not exist is UNAUTHENTICATED too for
+an unknown caller (UNIMPLEMENTED would tell it what exists), and so is reflection.
+
+A server given no token and no access file asks nobody (every caller is
+"anonymous", admin), as before.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from miasma_grpc.access import AccessFile
 from miasma_grpc.api.errors import to_status
-from miasma_grpc.domain.errors import Unauthenticated
+from miasma_grpc.domain.access import Identity, Role
+from miasma_grpc.domain.errors import MiasmaError, Unauthenticated
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # load balancers probe without credentials
+SERVICE_PREFIX = "/miasma.v1.AppService/"
+ANONYMOUS = Identity("anonymous", Role.ADMIN, source="none")
+# The caller of the call under way, for the handlers (whoami; the audit).
+CALLER: contextvars.ContextVar[Identity] = contextvars.ContextVar("caller", default=ANONYMOUS)
 
 # grpc's classes are generic only in their type stubs, not at run time.
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
     Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Context = grpc.aio.ServicerContext[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
     Interceptor = grpc.aio.ServerInterceptor
+    Context = grpc.aio.ServicerContext
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+CERT_NAMES = ("x509_common_name", "x509_subject_alternative_name")
 
 
-class TokenAuth(Interceptor):
-    """Lets a call through only with the right bearer token."""
+class Access(Interceptor):
+    """Authenticates and authorizes every call but health, from the access file in force."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = token.encode()
+    def __init__(self, access: AccessFile) -> None:
+        self.access = access
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> Handler:
-        """Pass the call on, or answer it with UNAUTHENTICATED."""
+        """The method's handler, behind the check of its caller."""
         handler = await continuation(details)
-        if details.method.startswith(OPEN_PREFIXES):  # health stays open
+        if details.method.startswith(OPEN_PREFIXES) or self.access.current.empty:
             return handler
-        error = self._check(dict(details.invocation_metadata or ()))
-        if error is None:
-            return handler  # an unknown method (None) is UNIMPLEMENTED for the token holder
-        return _refusal(handler, error)
+        method = details.method.rpartition("/")[2]
+        token = _bearer(dict(details.invocation_metadata or ()))
+        guard = Guard(
+            self.access, token, method if details.method.startswith(SERVICE_PREFIX) else ""
+        )
+        return _guarded(handler, guard)
 
-    def _check(self, metadata: dict[str, Any]) -> Unauthenticated | None:
-        header = metadata.get("authorization")
-        if not header:
-            return Unauthenticated(
-                "this server requires an access token: send 'authorization: Bearer <token>'",
-                reason="TOKEN_MISSING",
-            )
-        scheme, _, token = str(header).partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._expected):
-            return Unauthenticated("the access token is not valid", reason="TOKEN_INVALID")
+
+class Guard:
+    """The check of one call: who it is (token, else certificate), and may it."""
+
+    def __init__(self, access: AccessFile, token: str | None, method: str) -> None:
+        self.access = access
+        self.token = token
+        self.method = method  # an AppService method, or "" (reflection: any known caller)
+
+    def identify(self, context: Context) -> Identity:
+        """The caller; :class:`Unauthenticated` saying why not."""
+        known = self.access.current
+        if self.token is not None:
+            identity = known.by_token(self.token)
+            if identity is None:
+                raise Unauthenticated("the access token is not valid", reason="TOKEN_INVALID")
+            return identity
+        names = [
+            value.decode(errors="replace")
+            for key in CERT_NAMES
+            for value in (context.auth_context().get(key) or ())
+        ]
+        if names:
+            identity = known.by_subject(names)
+            if identity is None:
+                raise Unauthenticated(
+                    f"the client certificate ({', '.join(sorted(set(names)))}) has no role "
+                    "in the access file: add a [[certificate]] for its subject",
+                    reason="CERTIFICATE_UNKNOWN",
+                )
+            return identity
+        raise Unauthenticated(
+            "this server requires an access token: send 'authorization: Bearer <token>'",
+            reason="TOKEN_MISSING",
+        )
+
+    def admit(self, context: Context) -> Identity:
+        """The caller, if it may make this call (raises otherwise)."""
+        identity = self.identify(context)
+        if self.method:
+            identity.check(self.method)
+        return identity
+
+
+def _bearer(metadata: Mapping[str, Any]) -> str | None:
+    """The bearer token sent, "" for another scheme, None for no authorization header."""
+    header = metadata.get("authorization")
+    if header is None:
         return None
+    scheme, _, token = str(header).partition(" ")
+    return token if scheme.lower() == "bearer" else ""
 
 
-def _refusal(handler: Handler | None, error: Unauthenticated) -> Handler:
-    """A handler of the same kind as ``handler`` (unary for an unknown method: the call
-    is refused at its first message) that only aborts with ``error``."""
-    status = to_status(error)
-
-    async def abort(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+async def _admitted(guard: Guard, context: Context) -> None:
+    """Admit the call (setting CALLER for its handler), or abort it with why not."""
+    try:
+        CALLER.set(guard.admit(context))
+    except MiasmaError as exc:
+        status = to_status(exc)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+
+def _guarded(handler: Handler | None, guard: Guard) -> Handler:
+    """``handler`` behind ``guard``; for an unknown method (None), a unary handler that
+    answers UNIMPLEMENTED to a known caller and UNAUTHENTICATED to others."""
     if handler is None:
-        return grpc.unary_unary_rpc_method_handler(abort)
+
+        async def unknown(request: object, context: Context) -> None:
+            await _admitted(Guard(guard.access, guard.token, ""), context)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+        return grpc.unary_unary_rpc_method_handler(unknown)
     options = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    if handler.unary_unary is not None:
+        unary = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
+
+        async def unary_call(request: Any, context: Context) -> Any:
+            await _admitted(guard, context)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_call, **options)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(abort, **options)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(abort, **options)
+        stream = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.unary_stream)
+
+        async def stream_call(request: Any, context: Context) -> AsyncIterator[Any]:
+            await _admitted(guard, context)
+            async for item in stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(stream_call, **options)
     if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(abort, **options)
-    return grpc.unary_unary_rpc_method_handler(abort, **options)
+        both = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.stream_stream)
+
+        async def both_call(requests: Any, context: Context) -> AsyncIterator[Any]:
+            await _admitted(guard, context)
+            async for item in both(requests, context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(both_call, **options)
+    return handler  # a client-streaming method: Miasma has none

@@ -11,6 +11,7 @@ import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_grpc import __version__
+from miasma_grpc.api.auth import CALLER
 from miasma_grpc.api.convert import (
     PROTOCOL_TO_PROTO,
     binding_to_proto,
@@ -334,6 +335,17 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
                 yield log_item_to_proto(item)
         except MiasmaError as exc:
             await abort(context, exc)
+
+    @rpc
+    async def GetCaller(
+        self, request: apps_pb2.GetCallerRequest, context: Context
+    ) -> apps_pb2.GetCallerResponse:
+        """Who the server takes the caller for (set by the access check), and its rights."""
+        caller = CALLER.get()
+        return apps_pb2.GetCallerResponse(
+            name=caller.name, role=str(caller.role), source=caller.source,
+            permissions=caller.permissions,
+        )  # fmt: skip
 
     @rpc
     async def GetServerInfo(

@@ -104,6 +104,12 @@ class Unauthenticated(MiasmaError):
     reason = "UNAUTHENTICATED"
 
 
+class PermissionDenied(MiasmaError):
+    """Raised when the caller's role does not hold the permission a call needs."""
+
+    reason = "PERMISSION_DENIED"
+
+
 class DeadlineExceeded(MiasmaError):
     """Raised when a call runs past the server's per-call limit (``--rpc-timeout``).
 

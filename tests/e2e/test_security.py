@@ -120,12 +120,6 @@ def test_cli_and_grpcurl_with_and_without_the_token(token_server: ServerProcess)
     assert "miasma.v1.AppService" in listed.stdout
 
 
-@pytest.fixture
-def authority(tmp_path: Path) -> Authority:
-    """A throw-away CA with its files in the test's folder."""
-    return Authority(tmp_path)
-
-
 def test_tls_server_needs_a_trusting_client(
     make_server: Callable[..., ServerProcess], authority: Authority, tmp_path: Path
 ) -> None:

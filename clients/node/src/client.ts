@@ -38,6 +38,8 @@ import {
   ListVolumesRequest,
   type ListVolumesResponse,
   PortEventKind,
+  GetCallerRequest,
+  type GetCallerResponse,
   ReadLogsRequest,
   type ReadLogsResponse,
   RenameAppRequest,
@@ -202,6 +204,11 @@ export class MiasmaClient {
   /** Delete a volume Miasma made that no app mounts (FAILED_PRECONDITION while one does). */
   deleteVolume(request: DeepPartial<DeleteVolumeRequest>, options?: MiasmaCallOptions): Promise<DeleteVolumeResponse> {
     return this.unary(AppServiceService.deleteVolume, DeleteVolumeRequest.fromPartial(request), options);
+  }
+
+  /** Who the server takes this client for: token name or certificate subject, role, permissions. */
+  getCaller(request: DeepPartial<GetCallerRequest> = {}, options?: MiasmaCallOptions): Promise<GetCallerResponse> {
+    return this.unary(AppServiceService.getCaller, GetCallerRequest.fromPartial(request), options);
   }
 
   getServerInfo(

@@ -189,6 +189,7 @@ class MiasmaClient(_Connection):
     list_volumes = _blocking(ops.list_volumes)
     delete_volume = _blocking(ops.delete_volume)
     server_info = _blocking(ops.server_info)
+    whoami = _blocking(ops.whoami)
 
     def iter_apps(
         self,
@@ -326,6 +327,7 @@ class AsyncMiasmaClient(_Connection):
     list_volumes = _awaitable(ops.list_volumes)
     delete_volume = _awaitable(ops.delete_volume)
     server_info = _awaitable(ops.server_info)
+    whoami = _awaitable(ops.whoami)
 
     async def iter_apps(
         self,

@@ -326,6 +326,12 @@ def _duration(seconds: float | None) -> duration_pb2.Duration | None:
     return duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
 
 
+def whoami() -> Operation[apps_pb2.GetCallerResponse]:
+    """Who the server takes this client for (token name or certificate subject), its role
+    and permissions."""
+    return Operation("GetCaller", apps_pb2.GetCallerRequest(), _whole)
+
+
 def server_info() -> Operation[apps_pb2.GetServerInfoResponse]:
     """Version, Docker, runtime mode and port ranges of the server."""
     return Operation("GetServerInfo", apps_pb2.GetServerInfoRequest(), _whole)

@@ -114,6 +114,11 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/miasma.v1.AppService/GetCaller',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.GetCallerResponse.FromString,
+                _registered_method=True)
         self.WatchPortEvents = channel.unary_stream(
                 '/miasma.v1.AppService/WatchPortEvents',
                 request_serializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.SerializeToString,
@@ -249,6 +254,13 @@ class AppServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Who the server takes the caller for, and what it may do (`miasma whoami`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchPortEvents(self, request, context):
         """Streams port changes and rollout results, resumable by revision.
 
@@ -359,6 +371,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.GetCallerRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.GetCallerResponse.SerializeToString,
             ),
             'WatchPortEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchPortEvents,
@@ -781,6 +798,33 @@ class AppService:
             '/miasma.v1.AppService/GetServerInfo',
             miasma_dot_v1_dot_apps__pb2.GetServerInfoRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/GetCaller',
+            miasma_dot_v1_dot_apps__pb2.GetCallerRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.GetCallerResponse.FromString,
             options,
             channel_credentials,
             insecure,

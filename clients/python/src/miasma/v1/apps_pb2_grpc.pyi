@@ -83,6 +83,8 @@ class AppServiceStub:
     """Deletes a volume Miasma made that no app mounts (its data is gone)."""
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_apps_pb2.GetServerInfoRequest, _apps_pb2.GetServerInfoResponse]
     """Describes the server: version, Docker, runtime mode, port ranges."""
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_apps_pb2.GetCallerRequest, _apps_pb2.GetCallerResponse]
+    """Who the server takes the caller for, and what it may do (`miasma whoami`)."""
     WatchPortEvents: _grpc.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]
     """Streams port changes and rollout results, resumable by revision.
 
@@ -164,6 +166,8 @@ class AppServiceAsyncStub(AppServiceStub):
     """Deletes a volume Miasma made that no app mounts (its data is gone)."""
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_apps_pb2.GetServerInfoRequest, _apps_pb2.GetServerInfoResponse]  # type: ignore[assignment]
     """Describes the server: version, Docker, runtime mode, port ranges."""
+    GetCaller: _aio.UnaryUnaryMultiCallable[_apps_pb2.GetCallerRequest, _apps_pb2.GetCallerResponse]  # type: ignore[assignment]
+    """Who the server takes the caller for, and what it may do (`miasma whoami`)."""
     WatchPortEvents: _aio.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]  # type: ignore[assignment]
     """Streams port changes and rollout results, resumable by revision.
 
@@ -332,6 +336,14 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.GetServerInfoResponse, _abc.Awaitable[_apps_pb2.GetServerInfoResponse]]:
         """Describes the server: version, Docker, runtime mode, port ranges."""
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _apps_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.GetCallerResponse, _abc.Awaitable[_apps_pb2.GetCallerResponse]]:
+        """Who the server takes the caller for, and what it may do (`miasma whoami`)."""
 
     @_abc_1.abstractmethod
     def WatchPortEvents(

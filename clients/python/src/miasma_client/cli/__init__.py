@@ -73,6 +73,22 @@ def connect(state: State, server: str, token: str | None) -> None:
     out.print(f"Saved to {path}")
 
 
+@cli.command("whoami")
+@json_option()
+@pass_state
+def whoami(state: State, as_json: bool) -> None:
+    """Show who the server takes you for (token name or certificate subject) and its role."""
+    with state.client() as client:
+        caller = client.whoami()
+    if as_json:
+        print_json(caller)
+        return
+    how = {"token": "by token", "certificate": "by client certificate"}.get(caller.source)
+    out.print(f"{caller.name} ({caller.role}" + (f", {how})" if how else ": the server asks "
+              "nobody)"))  # fmt: skip
+    out.print(f"May: {', '.join(caller.permissions)}")
+
+
 @cli.command("server:info")
 @json_option()
 @pass_state

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -89,7 +90,9 @@ class Readiness:
             return
         self.state[app.name] = Listening(tuple(sorted(deaf)), self.timeout)
         self._tasks[app.name] = asyncio.create_task(
-            self._watch(app, started + self.timeout), name=f"readiness-{app.name}"
+            self._watch(app, started + self.timeout),
+            name=f"readiness-{app.name}",
+            context=contextvars.Context(),  # not the request's: its verdict is no caller's change
         )
 
     def forget(self, name: str) -> None:

@@ -157,7 +157,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         server = grpc.aio.server(
             options=(*KEEPALIVE, *message_limits(settings)),
             interceptors=[
-                Access(access),
+                Access(access, store.record_audit),
                 ParseRequests(),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

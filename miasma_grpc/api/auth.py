@@ -12,20 +12,32 @@ an unknown caller (UNIMPLEMENTED would tell it what exists), and so is reflectio
 
 A server given no token and no access file asks nobody (every caller is
 "anonymous", admin), as before.
+
+Every call that may change something, and every refused call, is recorded in the
+audit log (domain/audit.py): the changes in their own transactions, a refusal or a
+failure as a record of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError, Message
+from miasma.v1 import apps_pb2
 
 from miasma_grpc.access import AccessFile
+from miasma_grpc.api.audit import app_of, outcome, summarize
 from miasma_grpc.api.errors import to_status
-from miasma_grpc.domain.access import Identity, Role
+from miasma_grpc.domain.access import CHANGES, Identity, Role
+from miasma_grpc.domain.audit import AUDITED, AuditCall, AuditRecord
 from miasma_grpc.domain.errors import MiasmaError, Unauthenticated
+
+log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # load balancers probe without credentials
 SERVICE_PREFIX = "/miasma.v1.AppService/"
@@ -43,41 +55,49 @@ else:
     Interceptor = grpc.aio.ServerInterceptor
     Context = grpc.aio.ServicerContext
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+Recorder = Callable[[AuditRecord], Awaitable[None]]
 CERT_NAMES = ("x509_common_name", "x509_subject_alternative_name")
 
 
 class Access(Interceptor):
     """Authenticates and authorizes every call but health, from the access file in force."""
 
-    def __init__(self, access: AccessFile) -> None:
+    def __init__(self, access: AccessFile, record: Recorder) -> None:
         self.access = access
+        self.record = record  # writes an audit record of its own
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> Handler:
         """The method's handler, behind the check of its caller."""
         handler = await continuation(details)
-        if details.method.startswith(OPEN_PREFIXES) or self.access.current.empty:
+        if details.method.startswith(OPEN_PREFIXES):
             return handler
+        service = details.method.startswith(SERVICE_PREFIX)
         method = details.method.rpartition("/")[2]
+        if self.access.current.empty and not (service and method in CHANGES):
+            return handler  # nobody to tell apart, nothing to record
         token = _bearer(dict(details.invocation_metadata or ()))
-        guard = Guard(
-            self.access, token, method if details.method.startswith(SERVICE_PREFIX) else ""
-        )
+        guard = Guard(self.access, token, method if service else "", self.record)
         return _guarded(handler, guard)
 
 
 class Guard:
     """The check of one call: who it is (token, else certificate), and may it."""
 
-    def __init__(self, access: AccessFile, token: str | None, method: str) -> None:
+    def __init__(
+        self, access: AccessFile, token: str | None, method: str, record: Recorder
+    ) -> None:
         self.access = access
         self.token = token
         self.method = method  # an AppService method, or "" (reflection: any known caller)
+        self.record = record
 
     def identify(self, context: Context) -> Identity:
         """The caller; :class:`Unauthenticated` saying why not."""
         known = self.access.current
+        if known.empty:
+            return ANONYMOUS
         if self.token is not None:
             identity = known.by_token(self.token)
             if identity is None:
@@ -119,13 +139,56 @@ def _bearer(metadata: Mapping[str, Any]) -> str | None:
     return token if scheme.lower() == "bearer" else ""
 
 
-async def _admitted(guard: Guard, context: Context) -> None:
-    """Admit the call (setting CALLER for its handler), or abort it with why not."""
+async def _admitted(guard: Guard, context: Context, request: object = None) -> None:
+    """Admit the call (setting CALLER, and AUDITED for a change, for its handler), or
+    record the refusal and abort the call with why."""
+    message = _message(guard.method, request)
+    app = app_of(guard.method, message) if message is not None else ""
     try:
-        CALLER.set(guard.admit(context))
+        identity = guard.admit(context)
     except MiasmaError as exc:
+        if isinstance(exc, Unauthenticated):
+            who, source = "unknown", "token" if guard.token is not None else "none"
+        else:
+            known = guard.identify(context)
+            who, source = known.name, known.source
+        await _record(guard, AuditRecord(who, source, guard.method or "?", app, outcome(exc), ""))
         status = to_status(exc)
         await context.abort(status.code, status.details, status.trailing_metadata)
+    CALLER.set(identity)
+    if guard.method in CHANGES:
+        summary = summarize(message) if message is not None else "(not a valid request)"
+        AUDITED.set(AuditCall(identity.name, identity.source, guard.method, app, summary))
+
+
+def _message(method: str, request: object) -> Message | None:
+    """The request as a message: the handler's parses it later (api/parsing.py), so here
+    it may come as bytes; None when it does not parse (the handler then refuses it)."""
+    if isinstance(request, Message):
+        return request
+    kind = getattr(apps_pb2, f"{method}Request", None)
+    if not isinstance(request, bytes) or kind is None:
+        return None
+    try:
+        return cast(Message, kind.FromString(request))
+    except DecodeError:
+        return None
+
+
+async def _ended(guard: Guard, exc: BaseException, context: Context) -> None:
+    """A change method's call ended in ``exc``: record how (its changes are recorded)."""
+    call = AUDITED.get()
+    if call is None or isinstance(exc, asyncio.CancelledError):
+        return
+    await _record(guard, call.record(outcome(exc, context.code(), context.details())))
+
+
+async def _record(guard: Guard, record: AuditRecord) -> None:
+    try:
+        await guard.record(record)
+    except MiasmaError as exc:  # the call's own answer matters more than its record
+        log.error("could not write an audit record (%s %s): %s", record.method, record.result,
+                  exc.message)  # fmt: skip
 
 
 def _guarded(handler: Handler | None, guard: Guard) -> Handler:
@@ -134,7 +197,7 @@ def _guarded(handler: Handler | None, guard: Guard) -> Handler:
     if handler is None:
 
         async def unknown(request: object, context: Context) -> None:
-            await _admitted(Guard(guard.access, guard.token, ""), context)
+            await _admitted(Guard(guard.access, guard.token, "", guard.record), context)
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
 
         return grpc.unary_unary_rpc_method_handler(unknown)
@@ -146,15 +209,19 @@ def _guarded(handler: Handler | None, guard: Guard) -> Handler:
         unary = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
         async def unary_call(request: Any, context: Context) -> Any:
-            await _admitted(guard, context)
-            return await unary(request, context)
+            await _admitted(guard, context, request)
+            try:
+                return await unary(request, context)
+            except BaseException as exc:
+                await _ended(guard, exc, context)
+                raise
 
         return grpc.unary_unary_rpc_method_handler(unary_call, **options)
     if handler.unary_stream is not None:
         stream = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.unary_stream)
 
         async def stream_call(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _admitted(guard, context)
+            await _admitted(guard, context, request)
             async for item in stream(request, context):
                 yield item
 

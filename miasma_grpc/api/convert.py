@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import duration_pb2, timestamp_pb2
 from miasma.v1 import apps_pb2
 
+from miasma_grpc.domain.audit import AuditRecord
 from miasma_grpc.domain.errors import InvalidArgument
 from miasma_grpc.domain.events import EventKind, PortEvent, Progress, SnapshotComplete, WatchItem
 from miasma_grpc.domain.logs import MAX_TAIL, LogLine, LogNotice, Stream
@@ -175,6 +176,15 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
         value = value.replace(tzinfo=UTC)  # stored times are UTC
     seconds = (value - _EPOCH) // _SECOND
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
+
+
+def audit_record_to_proto(record: AuditRecord) -> apps_pb2.AuditRecord:
+    """Domain audit record -> proto."""
+    return apps_pb2.AuditRecord(
+        id=record.id, time=_timestamp(record.time), identity=record.identity,
+        source=record.source, method=record.method, app=record.app,
+        revision=record.revision, result=record.result, summary=record.summary,
+    )  # fmt: skip
 
 
 def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App:

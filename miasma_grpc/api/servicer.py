@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -14,6 +15,7 @@ from miasma_grpc import __version__
 from miasma_grpc.api.auth import CALLER
 from miasma_grpc.api.convert import (
     PROTOCOL_TO_PROTO,
+    audit_record_to_proto,
     binding_to_proto,
     decode_page_token,
     desired_state_from_proto,
@@ -41,6 +43,9 @@ from miasma_grpc.domain.placement import PlacementEdit
 from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields, PortEdit
 from miasma_grpc.events import EventHub
 from miasma_grpc.logs import AppLogs
+
+DEFAULT_AUDIT_PAGE = 100
+MAX_AUDIT_PAGE = 1000
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -346,6 +351,29 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             name=caller.name, role=str(caller.role), source=caller.source,
             permissions=caller.permissions,
         )  # fmt: skip
+
+    @rpc
+    async def ListAuditRecords(
+        self, request: apps_pb2.ListAuditRecordsRequest, context: Context
+    ) -> apps_pb2.ListAuditRecordsResponse:
+        """The audit log, newest first, a page at a time (docs/security.md)."""
+        limit = request.page_size or DEFAULT_AUDIT_PAGE
+        if not 0 < limit <= MAX_AUDIT_PAGE:
+            raise InvalidArgument.field("page_size", f"must be between 1 and {MAX_AUDIT_PAGE}")
+        before = 0
+        if request.page_token:
+            if not request.page_token.isdigit():
+                raise InvalidArgument.field("page_token", "is not one this method gave")
+            before = int(request.page_token)
+        app = f"apps/{parse_resource_name(request.app, 'app')}" if request.app else ""
+        since = request.since_time.ToDatetime(UTC) if request.HasField("since_time") else None
+        records = await self.manager.store.read_audit(
+            app=app, identity=request.identity, since=since, before_id=before, limit=limit
+        )
+        return apps_pb2.ListAuditRecordsResponse(
+            records=[audit_record_to_proto(r) for r in records],
+            next_page_token=str(records[-1].id) if len(records) == limit else "",
+        )
 
     @rpc
     async def GetServerInfo(

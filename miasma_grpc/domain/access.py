@@ -66,6 +66,11 @@ PERMISSIONS: dict[str, Permission] = {
     "RenameApp": Permission("apps.rename", Role.DEPLOYER),
     "DeleteApp": Permission("apps.delete", Role.ADMIN),
     "DeleteVolume": Permission("volumes.delete", Role.ADMIN),
+    "ListAuditRecords": Permission("audit.read", Role.ADMIN),
+}
+# The methods that may change something: each is recorded in the audit log.
+CHANGES = frozenset(m for m, p in PERMISSIONS.items() if p.role > Role.VIEWER) - {
+    "ListAuditRecords"
 }
 
 

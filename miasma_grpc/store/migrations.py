@@ -114,4 +114,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE apps ADD COLUMN volume_stem TEXT NOT NULL DEFAULT '';
     """,
+    # 11: the audit log: each change, in its own transaction, and each refused call.
+    """
+    CREATE TABLE audit (
+        id       INTEGER PRIMARY KEY,
+        time     TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        source   TEXT NOT NULL,
+        method   TEXT NOT NULL,
+        app      TEXT NOT NULL,     -- '' for none
+        revision INTEGER NOT NULL,  -- the change's; 0 for a refusal or failure
+        result   TEXT NOT NULL,     -- 'OK', or 'CODE REASON: message'
+        summary  TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_app ON audit (app, id);
+    CREATE INDEX audit_by_identity ON audit (identity, id);
+    """,
 )

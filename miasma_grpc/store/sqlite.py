@@ -29,7 +29,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -37,14 +37,15 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 
 from miasma_grpc.domain.allocator import PortLedger
+from miasma_grpc.domain.audit import AUDITED, AuditRecord
 from miasma_grpc.domain.errors import Aborted, MiasmaError, NotFound, Unavailable
 from miasma_grpc.domain.events import PortEvent, Retention
 from miasma_grpc.domain.models import App, DesiredState, Port, Protocol
-from miasma_grpc.store import events
+from miasma_grpc.store import audit, events
 from miasma_grpc.store.migrations import MIGRATIONS
 from miasma_grpc.store.readmodel import CommittedApps
 from miasma_grpc.store.rows import group_apps, now, select_snapshot
-from miasma_grpc.store.transaction import Transaction, WorkingState, run_ops
+from miasma_grpc.store.transaction import Op, Transaction, WorkingState, run_ops
 
 __all__ = ["CommitListener", "SqliteStore", "Transaction", "now"]
 
@@ -210,8 +211,21 @@ class SqliteStore:
             self._committer = asyncio.create_task(self._commit_queued(), name="sqlite-commit")
         return done
 
+    async def record_audit(self, record: AuditRecord) -> None:
+        """Write an audit record of its own (a refusal, or how a call ended)."""
+        async with self.transaction() as tx:
+            tx.ops.append(Op(audit.INSERT, audit.row(record)))
+
+    async def read_audit(
+        self, *, app: str, identity: str, since: datetime | None, before_id: int, limit: int
+    ) -> list[AuditRecord]:
+        """Audit records newest first (see :func:`miasma_grpc.store.audit.read`)."""
+        return await audit.read(
+            self._db, app=app, identity=identity, since=since, before_id=before_id, limit=limit
+        )
+
     async def compact_events(self, retention: Retention) -> int:
-        """Apply ``retention`` to the event log; returns the new floor."""
+        """Apply ``retention`` to the event log (and the audit log); returns the new floor."""
 
         def compact(db: sqlite3.Connection) -> tuple[int, set[str]]:
             with db:  # BEGIN … COMMIT (ROLLBACK on error)
@@ -220,6 +234,7 @@ class SqliteStore:
                 gone = {row[0] for row in db.execute(
                     "DELETE FROM requests WHERE time < ? RETURNING id", (expired,)
                 )}  # fmt: skip
+                audit.compact(db, retention, now())
                 return events.compact(db, retention, now()), gone
 
         try:
@@ -356,6 +371,12 @@ class _Commit:
         if self.store._applied != self.applied:
             raise RuntimeError("a transaction body awaited while another transaction ran")
         if self.tx.ops or self.tx.revision:
+            call = AUDITED.get()
+            if call is not None and not call.changes and self.tx.revision:
+                # A caller's change: its record goes with it (once per call: what follows,
+                # a rollout's result or a revert, is the change's own consequence).
+                call.changes += 1
+                self.tx.ops.append(Op(audit.INSERT, audit.row(call.record("OK", self.tx.revision))))
             # Cancelling the waiter cancels only this future: the batch keeps the change.
             await self.store._queue_commit(self.tx)
 

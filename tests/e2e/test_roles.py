@@ -72,6 +72,7 @@ CALLS: dict[str, Request] = {
     "RenameApp": lambda r: apps_pb2.RenameAppRequest(name=f"apps/x-{r}", new_app_id=f"y-{r}"),
     "DeleteApp": lambda r: apps_pb2.DeleteAppRequest(name=f"apps/y-{r}"),
     "DeleteVolume": lambda r: apps_pb2.DeleteVolumeRequest(name="no-such-volume"),
+    "ListAuditRecords": lambda r: apps_pb2.ListAuditRecordsRequest(page_size=1),
 }
 STREAMS = {"WatchPortEvents", "ReadLogs"}
 
@@ -151,6 +152,42 @@ def test_each_role_may_make_exactly_its_calls_and_a_refusal_changes_nothing(
                 else:
                     assert code is grpc.StatusCode.PERMISSION_DENIED, (role_name, method, code)
                     assert everything(channel) == before, (role_name, method)
+    check_the_audit_log(server)
+
+
+def check_the_audit_log(server: ServerProcess) -> None:
+    """Every refusal of the table is in the audit log with who and what; every change the
+    roles made is there once, written with the change (its revision); the filters work;
+    `miasma audit` shows them."""
+    with MiasmaClient(server.address, token=TOKENS["admin"]) as admin:
+        records = list(admin.list_audit_records(limit=1000).records)
+        refused = {(r.identity, r.method) for r in records if r.result.startswith("PERMISSION")}
+        expected = {
+            (f"{name}-bot", method)
+            for name in TOKENS
+            for method, permission in PERMISSIONS.items()
+            if Role.parse(name) < permission.role
+        }
+        assert refused == expected
+        made = [(r.identity, r.method, r.app) for r in records if r.result == "OK"]
+        for name in ("deployer", "admin"):
+            assert (f"{name}-bot", "CreateApp", f"apps/new-{name}") in made
+            assert (f"{name}-bot", "RenameApp", f"apps/x-{name}") in made
+        assert ("admin-bot", "DeleteApp", "apps/y-admin") in made
+        assert len(made) == len(set(made)), made  # once per call
+        assert all(r.revision > 0 for r in records if r.result == "OK")
+        ci = admin.list_audit_records(identity="viewer-bot", limit=1000).records
+        assert {r.identity for r in ci} == {"viewer-bot"}
+        one = admin.list_audit_records("new-deployer", limit=1000).records
+        assert [(r.method, r.result) for r in one] == [("CreateApp", "OK")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
+    env |= {"MIASMA_SERVER": server.address, "MIASMA_TOKEN": TOKENS["admin"],
+            "MIASMA_CONFIG": "/nonexistent/miasma.json"}  # fmt: skip
+    shown = subprocess.run([MIASMA, "audit", "--by", "viewer-bot", "-n", "5"], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "viewer-bot" in shown.stdout
+    assert "PERMISSION_DENIED" in shown.stdout
 
 
 def whoami(server: ServerProcess, token: str) -> apps_pb2.GetCallerResponse:

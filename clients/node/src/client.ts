@@ -40,6 +40,8 @@ import {
   PortEventKind,
   GetCallerRequest,
   type GetCallerResponse,
+  ListAuditRecordsRequest,
+  type ListAuditRecordsResponse,
   ReadLogsRequest,
   type ReadLogsResponse,
   RenameAppRequest,
@@ -209,6 +211,14 @@ export class MiasmaClient {
   /** Who the server takes this client for: token name or certificate subject, role, permissions. */
   getCaller(request: DeepPartial<GetCallerRequest> = {}, options?: MiasmaCallOptions): Promise<GetCallerResponse> {
     return this.unary(AppServiceService.getCaller, GetCallerRequest.fromPartial(request), options);
+  }
+
+  /** The audit log, newest first: changes and refused calls (admin only). */
+  listAuditRecords(
+    request: DeepPartial<ListAuditRecordsRequest> = {},
+    options?: MiasmaCallOptions,
+  ): Promise<ListAuditRecordsResponse> {
+    return this.unary(AppServiceService.listAuditRecords, ListAuditRecordsRequest.fromPartial(request), options);
   }
 
   getServerInfo(

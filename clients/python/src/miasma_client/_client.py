@@ -190,6 +190,7 @@ class MiasmaClient(_Connection):
     delete_volume = _blocking(ops.delete_volume)
     server_info = _blocking(ops.server_info)
     whoami = _blocking(ops.whoami)
+    list_audit_records = _blocking(ops.list_audit_records)
 
     def iter_apps(
         self,
@@ -328,6 +329,7 @@ class AsyncMiasmaClient(_Connection):
     delete_volume = _awaitable(ops.delete_volume)
     server_info = _awaitable(ops.server_info)
     whoami = _awaitable(ops.whoami)
+    list_audit_records = _awaitable(ops.list_audit_records)
 
     async def iter_apps(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import duration_pb2, field_mask_pb2
@@ -304,6 +305,23 @@ def list_volumes(app: str = "") -> Operation[list[apps_pb2.VolumeInfo]]:
     """The volumes Miasma made (of one app, if given), with the apps that mount them."""
     request = apps_pb2.ListVolumesRequest(app=resource_name(app) if app else "")
     return Operation("ListVolumes", request, lambda response: list(response.volumes))
+
+
+def list_audit_records(
+    app: str = "", *, identity: str = "", since: datetime | timedelta | None = None,
+    limit: int = 100, page_token: str = "",
+) -> Operation[apps_pb2.ListAuditRecordsResponse]:  # fmt: skip
+    """The audit log, newest first: the changes and refused calls (of ``app``, by
+    ``identity``, since a time or that long ago), ``limit`` at a time (admin only)."""
+    request = apps_pb2.ListAuditRecordsRequest(
+        app=resource_name(app) if app else "", identity=identity, page_size=limit,
+        page_token=page_token,
+    )  # fmt: skip
+    if since is not None:
+        request.since_time.FromDatetime(
+            datetime.now(UTC) - since if isinstance(since, timedelta) else since
+        )
+    return Operation("ListAuditRecords", request, _whole)
 
 
 def delete_volume(name: str) -> Operation[apps_pb2.VolumeInfo]:

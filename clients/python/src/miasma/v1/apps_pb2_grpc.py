@@ -119,6 +119,11 @@ class AppServiceStub:
                 request_serializer=miasma_dot_v1_dot_apps__pb2.GetCallerRequest.SerializeToString,
                 response_deserializer=miasma_dot_v1_dot_apps__pb2.GetCallerResponse.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/miasma.v1.AppService/ListAuditRecords',
+                request_serializer=miasma_dot_v1_dot_apps__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=miasma_dot_v1_dot_apps__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
         self.WatchPortEvents = channel.unary_stream(
                 '/miasma.v1.AppService/WatchPortEvents',
                 request_serializer=miasma_dot_v1_dot_apps__pb2.WatchPortEventsRequest.SerializeToString,
@@ -261,6 +266,14 @@ class AppServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """The audit log, newest first: every change (written in the change's own
+        transaction) and every refused call, with who made it (`miasma audit`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchPortEvents(self, request, context):
         """Streams port changes and rollout results, resumable by revision.
 
@@ -376,6 +389,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.GetCaller,
                     request_deserializer=miasma_dot_v1_dot_apps__pb2.GetCallerRequest.FromString,
                     response_serializer=miasma_dot_v1_dot_apps__pb2.GetCallerResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=miasma_dot_v1_dot_apps__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=miasma_dot_v1_dot_apps__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
             'WatchPortEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchPortEvents,
@@ -825,6 +843,33 @@ class AppService:
             '/miasma.v1.AppService/GetCaller',
             miasma_dot_v1_dot_apps__pb2.GetCallerRequest.SerializeToString,
             miasma_dot_v1_dot_apps__pb2.GetCallerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miasma.v1.AppService/ListAuditRecords',
+            miasma_dot_v1_dot_apps__pb2.ListAuditRecordsRequest.SerializeToString,
+            miasma_dot_v1_dot_apps__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,10 @@ class AppServiceStub:
     """Describes the server: version, Docker, runtime mode, port ranges."""
     GetCaller: _grpc.UnaryUnaryMultiCallable[_apps_pb2.GetCallerRequest, _apps_pb2.GetCallerResponse]
     """Who the server takes the caller for, and what it may do (`miasma whoami`)."""
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_apps_pb2.ListAuditRecordsRequest, _apps_pb2.ListAuditRecordsResponse]
+    """The audit log, newest first: every change (written in the change's own
+    transaction) and every refused call, with who made it (`miasma audit`).
+    """
     WatchPortEvents: _grpc.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]
     """Streams port changes and rollout results, resumable by revision.
 
@@ -168,6 +172,10 @@ class AppServiceAsyncStub(AppServiceStub):
     """Describes the server: version, Docker, runtime mode, port ranges."""
     GetCaller: _aio.UnaryUnaryMultiCallable[_apps_pb2.GetCallerRequest, _apps_pb2.GetCallerResponse]  # type: ignore[assignment]
     """Who the server takes the caller for, and what it may do (`miasma whoami`)."""
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_apps_pb2.ListAuditRecordsRequest, _apps_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """The audit log, newest first: every change (written in the change's own
+    transaction) and every refused call, with who made it (`miasma audit`).
+    """
     WatchPortEvents: _aio.UnaryStreamMultiCallable[_apps_pb2.WatchPortEventsRequest, _apps_pb2.WatchPortEventsResponse]  # type: ignore[assignment]
     """Streams port changes and rollout results, resumable by revision.
 
@@ -344,6 +352,16 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apps_pb2.GetCallerResponse, _abc.Awaitable[_apps_pb2.GetCallerResponse]]:
         """Who the server takes the caller for, and what it may do (`miasma whoami`)."""
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _apps_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apps_pb2.ListAuditRecordsResponse, _abc.Awaitable[_apps_pb2.ListAuditRecordsResponse]]:
+        """The audit log, newest first: every change (written in the change's own
+        transaction) and every refused call, with who made it (`miasma audit`).
+        """
 
     @_abc_1.abstractmethod
     def WatchPortEvents(

@@ -850,6 +850,53 @@ export interface GetServerInfoRequest {
 export interface GetCallerRequest {
 }
 
+export interface ListAuditRecordsRequest {
+  /** Only the records of this app, "apps/{app}"; empty: every app. */
+  app: string;
+  /** Only those of this caller (a token's name or a certificate's subject). */
+  identity: string;
+  /** Only those at or after this time. */
+  sinceTime:
+    | Date
+    | undefined;
+  /** At most this many (default 100, at most 1000). */
+  pageSize: number;
+  /** From a previous response: the records before those it held. */
+  pageToken: string;
+}
+
+/** One audited call: a change it made, or its refusal. */
+export interface AuditRecord {
+  /** Increasing with time: a later record has a greater id. */
+  id: number;
+  time:
+    | Date
+    | undefined;
+  /** Who called: the token's name, the certificate's subject, or "anonymous". */
+  identity: string;
+  /** "token", "certificate" or "none". */
+  source: string;
+  /** The method called, "EditApp". */
+  method: string;
+  /** The app it named, "apps/{app}" (empty for none). */
+  app: string;
+  /**
+   * The server revision of the change this record was written with; 0 for a
+   * record of a refusal or failure (written on its own).
+   */
+  revision: number;
+  /** "OK" for a change; else the gRPC code and reason, and the message. */
+  result: string;
+  /** The request in brief (variables' values left out). */
+  summary: string;
+}
+
+export interface ListAuditRecordsResponse {
+  records: AuditRecord[];
+  /** Pass it back for the older records; empty when there are no more. */
+  nextPageToken: string;
+}
+
 export interface GetCallerResponse {
   /**
    * The token's name in the access file ("admin" for MIASMA_ACCESS_TOKEN), the
@@ -5383,6 +5430,447 @@ export const GetCallerRequest: MessageFns<GetCallerRequest> = {
   },
 };
 
+function createBaseListAuditRecordsRequest(): ListAuditRecordsRequest {
+  return { app: "", identity: "", sinceTime: undefined, pageSize: 0, pageToken: "" };
+}
+
+export const ListAuditRecordsRequest: MessageFns<ListAuditRecordsRequest> = {
+  encode(message: ListAuditRecordsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.app !== "") {
+      writer.uint32(10).string(message.app);
+    }
+    if (message.identity !== "") {
+      writer.uint32(18).string(message.identity);
+    }
+    if (message.sinceTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.sinceTime), writer.uint32(26).fork()).join();
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(32).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(42).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditRecordsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditRecordsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.app = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.identity = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sinceTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditRecordsRequest {
+    return {
+      app: isSet(object.app) ? globalThis.String(object.app) : "",
+      identity: isSet(object.identity) ? globalThis.String(object.identity) : "",
+      sinceTime: isSet(object.sinceTime)
+        ? fromJsonTimestamp(object.sinceTime)
+        : isSet(object.since_time)
+        ? fromJsonTimestamp(object.since_time)
+        : undefined,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAuditRecordsRequest): unknown {
+    const obj: any = {};
+    if (message.app !== "") {
+      obj.app = message.app;
+    }
+    if (message.identity !== "") {
+      obj.identity = message.identity;
+    }
+    if (message.sinceTime !== undefined) {
+      obj.sinceTime = message.sinceTime.toISOString();
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAuditRecordsRequest>): ListAuditRecordsRequest {
+    return ListAuditRecordsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAuditRecordsRequest>): ListAuditRecordsRequest {
+    const message = createBaseListAuditRecordsRequest();
+    message.app = object.app ?? "";
+    message.identity = object.identity ?? "";
+    message.sinceTime = object.sinceTime ?? undefined;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseAuditRecord(): AuditRecord {
+  return {
+    id: 0,
+    time: undefined,
+    identity: "",
+    source: "",
+    method: "",
+    app: "",
+    revision: 0,
+    result: "",
+    summary: "",
+  };
+}
+
+export const AuditRecord: MessageFns<AuditRecord> = {
+  encode(message: AuditRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).int64(message.id);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(18).fork()).join();
+    }
+    if (message.identity !== "") {
+      writer.uint32(26).string(message.identity);
+    }
+    if (message.source !== "") {
+      writer.uint32(34).string(message.source);
+    }
+    if (message.method !== "") {
+      writer.uint32(42).string(message.method);
+    }
+    if (message.app !== "") {
+      writer.uint32(50).string(message.app);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(56).int64(message.revision);
+    }
+    if (message.result !== "") {
+      writer.uint32(66).string(message.result);
+    }
+    if (message.summary !== "") {
+      writer.uint32(74).string(message.summary);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuditRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuditRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.identity = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.app = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.revision = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.result = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.summary = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuditRecord {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      identity: isSet(object.identity) ? globalThis.String(object.identity) : "",
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+      app: isSet(object.app) ? globalThis.String(object.app) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      result: isSet(object.result) ? globalThis.String(object.result) : "",
+      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+    };
+  },
+
+  toJSON(message: AuditRecord): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.identity !== "") {
+      obj.identity = message.identity;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    if (message.app !== "") {
+      obj.app = message.app;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.result !== "") {
+      obj.result = message.result;
+    }
+    if (message.summary !== "") {
+      obj.summary = message.summary;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AuditRecord>): AuditRecord {
+    return AuditRecord.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuditRecord>): AuditRecord {
+    const message = createBaseAuditRecord();
+    message.id = object.id ?? 0;
+    message.time = object.time ?? undefined;
+    message.identity = object.identity ?? "";
+    message.source = object.source ?? "";
+    message.method = object.method ?? "";
+    message.app = object.app ?? "";
+    message.revision = object.revision ?? 0;
+    message.result = object.result ?? "";
+    message.summary = object.summary ?? "";
+    return message;
+  },
+};
+
+function createBaseListAuditRecordsResponse(): ListAuditRecordsResponse {
+  return { records: [], nextPageToken: "" };
+}
+
+export const ListAuditRecordsResponse: MessageFns<ListAuditRecordsResponse> = {
+  encode(message: ListAuditRecordsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      AuditRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditRecordsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditRecordsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(AuditRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditRecordsResponse {
+    return {
+      records: globalThis.Array.isArray(object?.records) ? object.records.map((e: any) => AuditRecord.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAuditRecordsResponse): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => AuditRecord.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAuditRecordsResponse>): ListAuditRecordsResponse {
+    return ListAuditRecordsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAuditRecordsResponse>): ListAuditRecordsResponse {
+    const message = createBaseListAuditRecordsResponse();
+    message.records = object.records?.map((e) => AuditRecord.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 function createBaseGetCallerResponse(): GetCallerResponse {
   return { name: "", role: "", source: "", permissions: [] };
 }
@@ -6928,6 +7416,21 @@ export const AppServiceService = {
     responseDeserialize: (value: Buffer): GetCallerResponse => GetCallerResponse.decode(value),
   },
   /**
+   * The audit log, newest first: every change (written in the change's own
+   * transaction) and every refused call, with who made it (`miasma audit`).
+   */
+  listAuditRecords: {
+    path: "/miasma.v1.AppService/ListAuditRecords" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAuditRecordsRequest): Buffer =>
+      Buffer.from(ListAuditRecordsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAuditRecordsRequest => ListAuditRecordsRequest.decode(value),
+    responseSerialize: (value: ListAuditRecordsResponse): Buffer =>
+      Buffer.from(ListAuditRecordsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAuditRecordsResponse => ListAuditRecordsResponse.decode(value),
+  },
+  /**
    * Streams port changes and rollout results, resumable by revision.
    *
    * With start_revision 0 the stream opens with the current bindings of
@@ -7027,6 +7530,11 @@ export interface AppServiceServer extends UntypedServiceImplementation {
   getServerInfo: handleUnaryCall<GetServerInfoRequest, GetServerInfoResponse>;
   /** Who the server takes the caller for, and what it may do (`miasma whoami`). */
   getCaller: handleUnaryCall<GetCallerRequest, GetCallerResponse>;
+  /**
+   * The audit log, newest first: every change (written in the change's own
+   * transaction) and every refused call, with who made it (`miasma audit`).
+   */
+  listAuditRecords: handleUnaryCall<ListAuditRecordsRequest, ListAuditRecordsResponse>;
   /**
    * Streams port changes and rollout results, resumable by revision.
    *
@@ -7332,6 +7840,25 @@ export interface AppServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetCallerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The audit log, newest first: every change (written in the change's own
+   * transaction) and every refused call, with who made it (`miasma audit`).
+   */
+  listAuditRecords(
+    request: ListAuditRecordsRequest,
+    callback: (error: ServiceError | null, response: ListAuditRecordsResponse) => void,
+  ): ClientUnaryCall;
+  listAuditRecords(
+    request: ListAuditRecordsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAuditRecordsResponse) => void,
+  ): ClientUnaryCall;
+  listAuditRecords(
+    request: ListAuditRecordsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAuditRecordsResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams port changes and rollout results, resumable by revision.

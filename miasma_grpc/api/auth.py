@@ -24,7 +24,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -32,7 +32,14 @@ from miasma.v1 import apps_pb2
 
 from miasma_grpc.access import AccessFile
 from miasma_grpc.api.audit import app_of, outcome, summarize
-from miasma_grpc.api.errors import to_status
+from miasma_grpc.api.handlers import (
+    SERVICE_PREFIX,
+    Context,
+    Continuation,
+    Handler,
+    Interceptor,
+    abort,
+)
 from miasma_grpc.domain.access import CHANGES, Identity, Role
 from miasma_grpc.domain.audit import AUDITED, AuditCall, AuditRecord
 from miasma_grpc.domain.errors import MiasmaError, Unauthenticated
@@ -40,21 +47,10 @@ from miasma_grpc.domain.errors import MiasmaError, Unauthenticated
 log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # load balancers probe without credentials
-SERVICE_PREFIX = "/miasma.v1.AppService/"
 ANONYMOUS = Identity("anonymous", Role.ADMIN, source="none")
 # The caller of the call under way, for the handlers (whoami; the audit).
 CALLER: contextvars.ContextVar[Identity] = contextvars.ContextVar("caller", default=ANONYMOUS)
 
-# grpc's classes are generic only in their type stubs, not at run time.
-if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    Context = grpc.aio.ServicerContext[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    Interceptor = grpc.aio.ServerInterceptor
-    Context = grpc.aio.ServicerContext
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 Recorder = Callable[[AuditRecord], Awaitable[None]]
 CERT_NAMES = ("x509_common_name", "x509_subject_alternative_name")
 
@@ -153,8 +149,7 @@ async def _admitted(guard: Guard, context: Context, request: object = None) -> N
             known = guard.identify(context)
             who, source = known.name, known.source
         await _record(guard, AuditRecord(who, source, guard.method or "?", app, outcome(exc), ""))
-        status = to_status(exc)
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        await abort(context, exc)
     CALLER.set(identity)
     if guard.method in CHANGES:
         summary = summarize(message) if message is not None else "(not a valid request)"

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from miasma_grpc.api.errors import to_status
+from miasma_grpc.api.handlers import SERVICE_PREFIX, Context, Handler, Interceptor, abort
 from miasma_grpc.domain.errors import InvalidArgument
-
-SERVICE_PREFIX = "/miasma.v1.AppService/"
-
-if TYPE_CHECKING:
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    Context = grpc.aio.ServicerContext[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    Interceptor = grpc.aio.ServerInterceptor
-    Context = grpc.aio.ServicerContext
 
 
 class ParseRequests(Interceptor):
@@ -54,13 +43,8 @@ def _parsing(handler: Handler, parse: Callable[[bytes], Any], expected: str) -> 
         try:
             return parse(raw)
         except DecodeError:
-            status = to_status(
-                InvalidArgument(
-                    f"the request is not a valid {expected} message",
-                    reason="MALFORMED_REQUEST",
-                )
-            )
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            malformed = f"the request is not a valid {expected} message"
+            await abort(context, InvalidArgument(malformed, reason="MALFORMED_REQUEST"))
 
     serializer = handler.response_serializer
     if handler.unary_unary is not None:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
@@ -31,7 +31,7 @@ from miasma_grpc.api.convert import (
     volumes_from_proto,
     watch_item_to_proto,
 )
-from miasma_grpc.api.errors import to_status
+from miasma_grpc.api.handlers import abort
 from miasma_grpc.api.replies import AppReplies
 from miasma_grpc.apps import AppManager, EditResult
 from miasma_grpc.config import Settings
@@ -55,13 +55,6 @@ UPDATABLE = (
     "image", "command", "env", "constraints", "volumes", "stop_grace", "group", "hidden"
 )  # fmt: skip
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-async def abort(context: Context, error: MiasmaError) -> NoReturn:
-    """End the call with ``error`` as a rich status."""
-    status = to_status(error)
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("abort() always raises") from error  # pragma: no cover
 
 
 def rpc(method: Handler[Req, Resp], *, bounded: bool = True) -> Handler[Req, Resp]:

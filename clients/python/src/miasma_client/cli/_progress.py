@@ -33,6 +33,7 @@ class Phases:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.polled = True  # by following()'s thread; settle() polls itself, and says so
         self._said = ""  # the last phase printed, off a terminal
         self._status: Status | None = (
             err.status(f"{name}: waiting for the server…") if err.is_terminal else None
@@ -71,6 +72,8 @@ def following(client: MiasmaClient, name: str) -> Iterator[Phases]:
 
     def poll(phases: Phases) -> None:
         while not done.wait(POLL_INTERVAL):
+            if not phases.polled:
+                continue  # settle() reads the app now: one GetApp per interval is enough
             try:
                 phases.show(client.get_app(name).observed.phase)
             except MiasmaError:  # not created yet, gone meanwhile, or the server away
@@ -92,6 +95,8 @@ def settle(
     """Wait until the rollout of ``app`` is over (showing its phases), then say whether it
     came up: exit code 8 with why when it did not."""
     deadline = time.monotonic() + timeout
+    if phases is not None:
+        phases.polled = False
     while not app_status(app).settled and time.monotonic() < deadline:
         if phases is not None:
             phases.show(app.observed.phase)

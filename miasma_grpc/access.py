@@ -11,6 +11,8 @@ The file is TOML, edited by the operator::
     [[certificate]]
     subject = "ci.internal"    # a client certificate's CN or DNS name (--tls-client-ca)
     role = "deployer"
+    apps = ["web-*", "api"]    # optional: only apps whose name matches one of these,
+    groups = ["staging"]       #   or whose group is one of these (either key alone too)
 
 It is read again when it changes (looked at every second) and on SIGHUP; a file
 that does not read keeps the identities in force and says why in the log.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import tomllib
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miasma_grpc.domain.access import Identity, Role
+from miasma_grpc.domain.access import Identity, Role, Scope
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ def _entries(data: Mapping[str, Any], table: str) -> list[Mapping[str, Any]]:
 
 def _identity(entry: Mapping[str, Any], where: str, source: str, extra: set[str]) -> Identity:
     key = "name" if source == "token" else "subject"
-    allowed = {key, "role"} | extra
+    allowed = {key, "role", "apps", "groups"} | extra
     unknown = set(entry) - allowed
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
@@ -125,7 +128,27 @@ def _identity(entry: Mapping[str, Any], where: str, source: str, extra: set[str]
         role = Role.parse(str(entry.get("role", "")))
     except ValueError as exc:
         raise ValueError(f"{where} ({name}): {exc}") from None
-    return Identity(name.strip(), role, source)
+    return Identity(name.strip(), role, source, _scope(entry, f"{where} ({name})"))
+
+
+def _scope(entry: Mapping[str, Any], where: str) -> Scope | None:
+    """The apps an entry is limited to: None (all) unless it has ``apps`` or ``groups``."""
+    if "apps" not in entry and "groups" not in entry:
+        return None
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("apps", "groups"):
+        items = entry.get(key, [])
+        if not isinstance(items, list) or not all(
+            isinstance(i, str) and i.strip() and i.isprintable() for i in items
+        ):
+            raise ValueError(f"{where}: {key} must be a list of non-empty strings")
+        lists[key] = tuple(i.strip() for i in items)
+    if not lists["apps"] and not lists["groups"]:
+        raise ValueError(
+            f"{where}: apps and groups are empty, so it could touch no app: "
+            "name some, or leave both keys out for all apps"
+        )
+    return Scope(lists["apps"], lists["groups"])
 
 
 def _unique(name: str, names: set[str], where: str) -> None:
@@ -181,14 +204,21 @@ def main() -> None:
     new = sub.add_parser("token", help="make a new token for the access file")
     new.add_argument("name")
     new.add_argument("--role", default="viewer", choices=[str(r) for r in Role])
+    new.add_argument("--apps", action="append", default=[], metavar="PATTERN",
+                     help="limit it to apps whose name matches (web-*); repeatable")  # fmt: skip
+    new.add_argument("--groups", action="append", default=[], metavar="GROUP",
+                     help="limit it to apps of this group; repeatable")  # fmt: skip
     ns = parser.parse_args()
     token = secrets.token_urlsafe(32)
     print(f"token (give it to {ns.name}; it is not kept anywhere): {token}")
     print()
     print("[[token]]")
-    print(f'name = "{ns.name}"')
+    print(f"name = {json.dumps(ns.name)}")
     print(f'role = "{ns.role}"')
     print(f'sha256 = "{token_hash(token)}"')
+    for key in ("apps", "groups"):
+        if values := getattr(ns, key):
+            print(f"{key} = {json.dumps(values)}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -622,9 +622,14 @@ class AppManager:
         apps = await self.store.list_apps()
         return [(info, _holders(info, apps)) for info in await self.runtime.list_volumes()]
 
-    async def delete_volume(self, name: str) -> VolumeInfo:
-        """Delete a volume Miasma made that no app mounts."""
+    async def delete_volume(
+        self, name: str, *, allowed: Callable[[VolumeInfo], Awaitable[object]] | None = None
+    ) -> VolumeInfo:
+        """Delete a volume Miasma made that no app mounts (and that ``allowed`` lets go:
+        it raises if not)."""
         info = await self.runtime.inspect_volume(validate_volume_name(name))
+        if allowed is not None:
+            await allowed(info)
         if holders := _holders(info, await self.store.list_apps()):
             raise FailedPrecondition(
                 f"volume {name!r} is mounted by app {holders[0]!r}: remove it from the app "
@@ -861,7 +866,7 @@ def _record(
 ) -> None:
     """Log a port event in ``tx``, at ``revision`` or at a fresh one."""
     revision = revision or tx.next_revision()
-    tx.record(PortEvent(revision, app.name, kind, old, new, message, now()))
+    tx.record(PortEvent(revision, app.name, kind, old, new, message, now(), app.group))
 
 
 def _holders(info: VolumeInfo, apps: Sequence[App]) -> tuple[str, ...]:

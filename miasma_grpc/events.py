@@ -102,7 +102,11 @@ class EventHub:
                 revision, apps = await self.store.snapshot(app)
                 for current in apps:
                     yield PortEvent(
-                        revision, current.name, EventKind.SNAPSHOT, new=current.bindings
+                        revision,
+                        current.name,
+                        EventKind.SNAPSHOT,
+                        new=current.bindings,
+                        group=current.group,
                     )
                 yield SnapshotComplete(revision)
                 cursor = revision

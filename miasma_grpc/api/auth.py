@@ -21,7 +21,6 @@ failure as a record of its own.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
@@ -40,16 +39,13 @@ from miasma_grpc.api.handlers import (
     Interceptor,
     abort,
 )
-from miasma_grpc.domain.access import CHANGES, Identity, Role
+from miasma_grpc.domain.access import ANONYMOUS, CALLER, CHANGES, Identity
 from miasma_grpc.domain.audit import AUDITED, AuditCall, AuditRecord
 from miasma_grpc.domain.errors import MiasmaError, Unauthenticated
 
 log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # load balancers probe without credentials
-ANONYMOUS = Identity("anonymous", Role.ADMIN, source="none")
-# The caller of the call under way, for the handlers (whoami; the audit).
-CALLER: contextvars.ContextVar[Identity] = contextvars.ContextVar("caller", default=ANONYMOUS)
 
 Recorder = Callable[[AuditRecord], Awaitable[None]]
 CERT_NAMES = ("x509_common_name", "x509_subject_alternative_name")
@@ -88,6 +84,7 @@ class Guard:
         self.token = token
         self.method = method  # an AppService method, or "" (reflection: any known caller)
         self.record = record
+        self.app = ""  # the app the request names, once read
 
     def identify(self, context: Context) -> Identity:
         """The caller; :class:`Unauthenticated` saying why not."""
@@ -139,7 +136,7 @@ async def _admitted(guard: Guard, context: Context, request: object = None) -> N
     """Admit the call (setting CALLER, and AUDITED for a change, for its handler), or
     record the refusal and abort the call with why."""
     message = _message(guard.method, request)
-    app = app_of(guard.method, message) if message is not None else ""
+    guard.app = app = app_of(guard.method, message) if message is not None else ""
     try:
         identity = guard.admit(context)
     except MiasmaError as exc:
@@ -171,11 +168,19 @@ def _message(method: str, request: object) -> Message | None:
 
 
 async def _ended(guard: Guard, exc: BaseException, context: Context) -> None:
-    """A change method's call ended in ``exc``: record how (its changes are recorded)."""
-    call = AUDITED.get()
-    if call is None or isinstance(exc, asyncio.CancelledError):
+    """A call ended in ``exc``: record how a change call ended (its changes are recorded),
+    and any call refused by the handler (an app out of the caller's scope)."""
+    if isinstance(exc, asyncio.CancelledError):
         return
-    await _record(guard, call.record(outcome(exc, context.code(), context.details())))
+    result = outcome(exc, context.code(), context.details())
+    call = AUDITED.get()
+    if call is not None:
+        await _record(guard, call.record(result))
+    elif context.code() == grpc.StatusCode.PERMISSION_DENIED:
+        caller = CALLER.get()
+        await _record(
+            guard, AuditRecord(caller.name, caller.source, guard.method, guard.app, result, "")
+        )
 
 
 async def _record(guard: Guard, record: AuditRecord) -> None:
@@ -217,8 +222,12 @@ def _guarded(handler: Handler | None, guard: Guard) -> Handler:
 
         async def stream_call(request: Any, context: Context) -> AsyncIterator[Any]:
             await _admitted(guard, context, request)
-            async for item in stream(request, context):
-                yield item
+            try:
+                async for item in stream(request, context):
+                    yield item
+            except BaseException as exc:
+                await _ended(guard, exc, context)
+                raise
 
         return grpc.unary_stream_rpc_method_handler(stream_call, **options)
     if handler.stream_stream is not None:

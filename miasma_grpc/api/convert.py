@@ -350,6 +350,7 @@ def event_to_proto(event: PortEvent) -> apps_pb2.PortEvent:
         new_bindings=[binding_to_proto(b, i) for i, b in enumerate(event.new)],
         message=event.message,
         time=_timestamp(event.time),
+        group=event.group,
     )
 
 

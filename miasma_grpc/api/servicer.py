@@ -12,7 +12,6 @@ import grpc
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
 from miasma_grpc import __version__
-from miasma_grpc.api.auth import CALLER
 from miasma_grpc.api.convert import (
     PROTOCOL_TO_PROTO,
     audit_record_to_proto,
@@ -33,14 +32,23 @@ from miasma_grpc.api.convert import (
 )
 from miasma_grpc.api.handlers import abort
 from miasma_grpc.api.replies import AppReplies
+from miasma_grpc.api.scopes import check, groups_of, in_scope, scoped, visible_records
 from miasma_grpc.apps import AppManager, EditResult
 from miasma_grpc.config import Settings
+from miasma_grpc.domain.access import CALLER
 from miasma_grpc.domain.env import EnvEdit, env_edit_from_mask
-from miasma_grpc.domain.errors import DeadlineExceeded, InvalidArgument, MiasmaError
+from miasma_grpc.domain.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    MiasmaError,
+    PermissionDenied,
+)
+from miasma_grpc.domain.events import PortEvent
 from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
 from miasma_grpc.domain.placement import PlacementEdit
 from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields, PortEdit
+from miasma_grpc.domain.volumes import VolumeInfo
 from miasma_grpc.events import EventHub
 from miasma_grpc.logs import AppLogs
 
@@ -112,6 +120,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             raise InvalidArgument.field(
                 "app_id", "the app's name is required", reason="APP_ID_REQUIRED"
             )
+        check(request.app_id, request.app.group)
         app = await self.manager.create(
             request.app_id,
             image=request.app.image,
@@ -134,7 +143,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.GetAppRequest, context: Context
     ) -> bytes:
         """Return one app (its reply as encoded at its last change)."""
-        app = await self.manager.get(parse_resource_name(request.name))
+        app = await self.manager.get(await scoped(self.manager, parse_resource_name(request.name)))
         return self.replies.get_app(app)
 
     @rpc
@@ -145,14 +154,15 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         change)."""
         limit = page_size(request.page_size)
         where = list_filter_from_proto(request)
-        revision, apps = await self.manager.list(
-            after=decode_page_token(request.page_token, where.key),
-            limit=limit + 1,
-            group=where.group,
-            desired=where.desired,
-            rollout=where.rollout,
-            hidden=where.hidden,
-        )
+
+        async def read(after: str, count: int) -> tuple[int, list[App]]:
+            return await self.manager.list(
+                after=after, limit=count, group=where.group, desired=where.desired,
+                rollout=where.rollout, hidden=where.hidden,
+            )  # fmt: skip
+
+        after = decode_page_token(request.page_token, where.key)
+        revision, apps = await in_scope(read, after, limit + 1)
         token = encode_page_token(apps[limit - 1].name, where.key) if len(apps) > limit else ""
         return self.replies.list_apps(apps[:limit], token, revision)
 
@@ -162,8 +172,10 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> apps_pb2.UpdateAppResponse:
         """Change image, command, env (whole, or ``env.KEY`` one by one), constraints,
         volumes, the stop grace period or the group, as selected by the field mask."""
-        name = parse_resource_name(request.app.name, "app.name")
+        name = await scoped(self.manager, parse_resource_name(request.app.name, "app.name"))
         paths = list(request.update_mask.paths) or set_fields(request.app)
+        if "group" in paths:
+            check(name, request.app.group)
         env_edit = env_edit_from_mask(paths, request.app.env)
         for index, path in enumerate(paths):
             if path not in UPDATABLE and not path.startswith("env."):
@@ -194,7 +206,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> apps_pb2.DeleteAppResponse:
         """Delete an app, its container and its ports (and its volumes, if asked)."""
         app, deleted = await self.manager.delete(
-            parse_resource_name(request.name),
+            await scoped(self.manager, parse_resource_name(request.name)),
             etag=request.etag,
             delete_volumes=request.delete_volumes,
         )
@@ -205,7 +217,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.StartAppRequest, context: Context
     ) -> apps_pb2.StartAppResponse:
         """Start an app."""
-        name = parse_resource_name(request.name)
+        name = await scoped(self.manager, parse_resource_name(request.name))
         app = await self.manager.set_desired_state(name, DesiredState.RUNNING)
         return apps_pb2.StartAppResponse(app=self._proto(app))
 
@@ -214,7 +226,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.StopAppRequest, context: Context
     ) -> apps_pb2.StopAppResponse:
         """Stop an app; its ports stay reserved."""
-        name = parse_resource_name(request.name)
+        name = await scoped(self.manager, parse_resource_name(request.name))
         app = await self.manager.set_desired_state(name, DesiredState.STOPPED)
         return apps_pb2.StopAppResponse(app=self._proto(app))
 
@@ -223,7 +235,9 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.RestartAppRequest, context: Context
     ) -> apps_pb2.RestartAppResponse:
         """Restart an app's container."""
-        app = await self.manager.restart(parse_resource_name(request.name))
+        app = await self.manager.restart(
+            await scoped(self.manager, parse_resource_name(request.name))
+        )
         return apps_pb2.RestartAppResponse(app=self._proto(app))
 
     @rpc
@@ -232,7 +246,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> apps_pb2.EditPortsResponse:
         """Add/remove published and target ports atomically."""
         result = await self.manager.edit(
-            parse_resource_name(request.name),
+            await scoped(self.manager, parse_resource_name(request.name)),
             ports=_port_edit(request),
             validate_only=request.validate_only,
             etag=request.etag,
@@ -245,8 +259,11 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.EditAppRequest, context: Context
     ) -> apps_pb2.EditAppResponse:
         """Add/remove ports and volumes, set/unset variables, in one atomic change."""
+        name = await scoped(self.manager, parse_resource_name(request.name))
+        if request.HasField("group"):
+            check(name, request.group)
         result = await self.manager.edit(
-            parse_resource_name(request.name),
+            name,
             ports=_port_edit(request),
             volumes=volume_edit_from_proto(request.add_volumes, request.remove_volumes),
             env=EnvEdit(dict(request.set_env), tuple(request.unset_env)),
@@ -266,8 +283,10 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.RenameAppRequest, context: Context
     ) -> apps_pb2.RenameAppResponse:
         """Give an app a new name, keeping everything it has."""
+        name = await scoped(self.manager, parse_resource_name(request.name))
+        check(request.new_app_id, (await self.manager.get(name)).group)
         app = await self.manager.rename(
-            parse_resource_name(request.name),
+            name,
             request.new_app_id,
             etag=request.etag,
             validate_only=request.validate_only,
@@ -279,11 +298,18 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.ListVolumesRequest, context: Context
     ) -> apps_pb2.ListVolumesResponse:
         """The volumes Miasma made, with the apps that mount them."""
-        app = parse_resource_name(request.app, "app") if request.app else None
+        app = (
+            await scoped(self.manager, parse_resource_name(request.app, "app"))
+            if request.app
+            else None
+        )
+        caller = CALLER.get()
+        groups = groups_of(await self.manager.store.list_apps())
         volumes = [
             volume_info_to_proto(info, holders)
             for info, holders in await self.manager.list_volumes()
-            if app is None or info.app == app or app in holders
+            if (app is None or info.app == app or app in holders)
+            and any(caller.covers(a, groups.get(a, "")) for a in (info.app, *holders) if a)
         ]
         return apps_pb2.ListVolumesResponse(volumes=volumes)
 
@@ -292,7 +318,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         self, request: apps_pb2.DeleteVolumeRequest, context: Context
     ) -> apps_pb2.DeleteVolumeResponse:
         """Delete a volume Miasma made that no app mounts."""
-        info = await self.manager.delete_volume(request.name)
+        info = await self.manager.delete_volume(request.name, allowed=self._volume_in_scope)
         return apps_pb2.DeleteVolumeResponse(volume=volume_info_to_proto(info, ()))
 
     async def WatchPortEvents(
@@ -301,12 +327,17 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         """Stream port events from ``start_revision`` (0: snapshot first), with heartbeats."""
         try:
             app = parse_watch_name(request.name)
+            if app is not None:
+                await scoped(self.manager, app)
+            caller = CALLER.get()
             if request.start_revision < 0:
                 raise InvalidArgument.field("start_revision", "must be 0 or a revision seen before")
             items = self.hub.watch(
                 app, request.start_revision, heartbeat=self.settings.watch_heartbeat
             )
             async for item in items:
+                if isinstance(item, PortEvent) and not caller.covers(item.app, item.group):
+                    continue  # out of the caller's scope (a heartbeat tells the revision)
                 yield watch_item_to_proto(item)
         except MiasmaError as exc:
             await abort(context, exc)
@@ -318,7 +349,9 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         """Pull the app's image again; roll it out if it changed. Not bounded by
         --rpc-timeout, as a pull may take minutes: the pull has its own limit (5 minutes,
         runtime/docker.py PULL_TIMEOUT) and a rollout waits at most for the app to come up."""
-        app, changed = await self.manager.upgrade(parse_resource_name(request.name))
+        app, changed = await self.manager.upgrade(
+            await scoped(self.manager, parse_resource_name(request.name))
+        )
         return apps_pb2.UpgradeAppResponse(app=self._proto(app), changed=changed)
 
     async def ReadLogs(
@@ -326,7 +359,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> AsyncIterator[apps_pb2.ReadLogsResponse]:
         """Stream an app's output (docs/logs.md); not bounded by --rpc-timeout."""
         try:
-            name = parse_resource_name(request.name)
+            name = await scoped(self.manager, parse_resource_name(request.name))
             query = logs_query_from_proto(request)
             items = self.logs.read(name, tail=query.tail, since=query.since, follow=query.follow)
             async for item in items:
@@ -340,9 +373,11 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
     ) -> apps_pb2.GetCallerResponse:
         """Who the server takes the caller for (set by the access check), and its rights."""
         caller = CALLER.get()
+        scope = caller.scope
         return apps_pb2.GetCallerResponse(
             name=caller.name, role=str(caller.role), source=caller.source,
-            permissions=caller.permissions,
+            permissions=caller.permissions, app_patterns=scope.apps if scope else (),
+            groups=scope.groups if scope else (),
         )  # fmt: skip
 
     @rpc
@@ -358,15 +393,33 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             if not request.page_token.isdigit():
                 raise InvalidArgument.field("page_token", "is not one this method gave")
             before = int(request.page_token)
-        app = f"apps/{parse_resource_name(request.app, 'app')}" if request.app else ""
+        app = (
+            f"apps/{await scoped(self.manager, parse_resource_name(request.app, 'app'))}"
+            if request.app
+            else ""
+        )
         since = request.since_time.ToDatetime(UTC) if request.HasField("since_time") else None
         records = await self.manager.store.read_audit(
             app=app, identity=request.identity, since=since, before_id=before, limit=limit
         )
+        visible = visible_records(records, groups_of(await self.manager.store.list_apps()))
         return apps_pb2.ListAuditRecordsResponse(
-            records=[audit_record_to_proto(r) for r in records],
+            records=[audit_record_to_proto(r) for r in visible],
             next_page_token=str(records[-1].id) if len(records) == limit else "",
         )
+
+    async def _volume_in_scope(self, info: VolumeInfo) -> None:
+        """A volume may be deleted by a caller whose scope covers the app it was made for
+        (a volume made for no app: by a caller limited to no apps)."""
+        caller = CALLER.get()
+        if caller.scope is not None and not info.app:
+            raise PermissionDenied(
+                f"{caller.name} may not delete volume {info.name!r}: it was made for no app, "
+                f"and its role is limited to {caller.scope}",
+                reason="APP_OUT_OF_SCOPE",
+            )
+        if caller.scope is not None:
+            await scoped(self.manager, info.app)
 
     @rpc
     async def GetServerInfo(

@@ -9,12 +9,18 @@ Three roles, each holding the one before (Kubernetes' view/edit/admin):
 
 The table below is the one place a method's permission is written; a method
 missing from it is refused to all.
+
+A role may be limited to some apps (a :class:`Scope`: names matching a pattern, or
+apps of a group): every app a call names, reads or changes must be in it, before and
+after the change.
 """
 
 from __future__ import annotations
 
 import enum
+from contextvars import ContextVar
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from miasma_grpc.domain.errors import PermissionDenied
 
@@ -75,12 +81,35 @@ CHANGES = frozenset(m for m, p in PERMISSIONS.items() if p.role > Role.VIEWER) -
 
 
 @dataclass(frozen=True)
+class Scope:
+    """The apps a role is limited to: names matching one of ``apps`` (shell patterns:
+    ``web-*``), and apps whose group is one of ``groups``."""
+
+    apps: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def covers(self, name: str, group: str = "") -> bool:
+        """Whether the app ``name`` (of ``group``) is in the scope."""
+        return any(fnmatchcase(name, p) for p in self.apps) or bool(group and group in self.groups)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.apps:
+            parts.append(f"apps {', '.join(self.apps)}")
+        if self.groups:
+            parts.append(f"group{'s' if len(self.groups) > 1 else ''} {', '.join(self.groups)}")
+        return " and ".join(parts) or "no app"
+
+
+@dataclass(frozen=True)
 class Identity:
-    """Who calls: a named token or a certificate subject, and its role."""
+    """Who calls: a named token or a certificate subject, its role, and the apps it is
+    limited to (None: all)."""
 
     name: str
     role: Role
     source: str = "token"  # "token", "certificate", or "none" (a server that asks nobody)
+    scope: Scope | None = None
 
     @property
     def permissions(self) -> list[str]:
@@ -100,3 +129,25 @@ class Identity:
                 metadata={"permission": permission.name, "role": str(permission.role)},
             )
         return permission
+
+    def covers(self, name: str, group: str = "") -> bool:
+        """Whether the app ``name`` (of ``group``) is one this identity may see and touch."""
+        return self.scope is None or self.scope.covers(name, group)
+
+    def check_app(self, name: str, group: str = "") -> None:
+        """:class:`PermissionDenied` if the app ``name`` (of ``group``) is not in the scope."""
+        if not self.covers(name, group):
+            raise PermissionDenied(
+                f"{self.name} may not touch app {name!r}"
+                + (f" (group {group!r})" if group else "")
+                + f": its role is limited to {self.scope}",
+                reason="APP_OUT_OF_SCOPE",
+                resource=f"apps/{name}",
+            )
+
+
+# The caller of the call under way (set by the access check, api/auth.py): the
+# handlers read it (whoami; the scope of lists), the store checks a change's apps
+# against its scope.
+ANONYMOUS = Identity("anonymous", Role.ADMIN, source="none")  # a server that asks nobody
+CALLER: ContextVar[Identity] = ContextVar("caller", default=ANONYMOUS)

@@ -38,6 +38,7 @@ class PortEvent:
     new: tuple[Binding, ...] = ()
     message: str = ""
     time: datetime | None = None
+    group: str = ""  # the app's group when the event was written
 
 
 @dataclass(frozen=True)

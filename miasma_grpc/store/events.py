@@ -16,7 +16,7 @@ import aiosqlite
 from miasma_grpc.domain.events import EventKind, PortEvent, Retention
 from miasma_grpc.domain.models import Binding, Protocol, PublishMode
 
-_COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time"
+_COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time, app_group"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -46,10 +46,11 @@ def _event(row: sqlite3.Row) -> PortEvent:
         new=_load(row["new_bindings"]),
         message=row["message"],
         time=datetime.fromisoformat(row["time"]),
+        group=row["app_group"],
     )
 
 
-INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def row(event: PortEvent) -> tuple[object, ...]:
@@ -63,6 +64,7 @@ def row(event: PortEvent) -> tuple[object, ...]:
         _dump(event.new),
         event.message,
         event.time.isoformat(),
+        event.group,
     )
 
 

@@ -130,4 +130,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_by_app ON audit (app, id);
     CREATE INDEX audit_by_identity ON audit (identity, id);
     """,
+    # 12: the group of an event's app when it was written (a group-limited watcher's
+    # view; older events take the app's group now).
+    """
+    ALTER TABLE events ADD COLUMN app_group TEXT NOT NULL DEFAULT '';
+    UPDATE events SET app_group = coalesce(
+        (SELECT group_name FROM apps WHERE apps.name = events.app), '');
+    """,
 )

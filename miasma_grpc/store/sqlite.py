@@ -36,6 +36,7 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
+from miasma_grpc.domain.access import CALLER
 from miasma_grpc.domain.allocator import PortLedger
 from miasma_grpc.domain.audit import AUDITED, AuditRecord
 from miasma_grpc.domain.errors import Aborted, MiasmaError, NotFound, Unavailable
@@ -373,12 +374,25 @@ class _Commit:
         if self.tx.ops or self.tx.revision:
             call = AUDITED.get()
             if call is not None and not call.changes and self.tx.revision:
-                # A caller's change: its record goes with it (once per call: what follows,
-                # a rollout's result or a revert, is the change's own consequence).
+                # A caller's change: every app it touches is in the caller's scope, before
+                # and after (the last guard: the handlers check first, to say it sooner);
+                # its record goes with it (once per call: what follows, a rollout's result
+                # or a revert, is the change's own consequence).
+                _check_scope(self.tx)
                 call.changes += 1
                 self.tx.ops.append(Op(audit.INSERT, audit.row(call.record("OK", self.tx.revision))))
             # Cancelling the waiter cancels only this future: the batch keeps the change.
             await self.store._queue_commit(self.tx)
+
+
+def _check_scope(tx: Transaction) -> None:
+    caller = CALLER.get()
+    if caller.scope is None:
+        return
+    for name, after in tx.apps.items():
+        for app in (tx.state.apps.get(name), after):
+            if app is not None:
+                caller.check_app(app.name, app.group)
 
 
 def _write_one_by_one(db: sqlite3.Connection, batch: list[Transaction]) -> list[MiasmaError | None]:

@@ -5,6 +5,8 @@ a restart, and client certificates as identities."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +22,6 @@ from miasma_client import MiasmaClient, MiasmaError, Settings
 
 from miasma_grpc.access import token_hash
 from miasma_grpc.domain.access import PERMISSIONS, Role
-from tests.certs import Authority
 from tests.polling import eventually
 from tests.server import ServerProcess
 
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.docker
 TOKENS = {"viewer": "v-token", "deployer": "d-token", "admin": "a-token"}
 IMAGE = "miasma-test/busybox:latest"
 MIASMA = str(Path(sys.executable).with_name("miasma"))
+README = Path(__file__).resolve().parents[2] / "README.md"
 STOPPED = apps_pb2.DESIRED_STATE_STOPPED
 Request = Callable[[str], Message]
 
@@ -225,41 +227,63 @@ def _logged(server: ServerProcess, text: str) -> None:
     assert text in server.log_path.read_text()
 
 
+def readme_block(test: str) -> list[str]:
+    """The lines of the README's bash block marked as tested by ``test``, with no
+    comments."""
+    text = README.read_text(encoding="utf-8")
+    block = re.search(rf"<!-- tested: tests/e2e/test_roles\.py::{test} -->\n\s*```bash\n(.*?)```",
+                      text, re.S)  # fmt: skip
+    assert block is not None, f"no README block tested by {test}"
+    lines = [line.strip() for line in block[1].splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def test_a_client_certificate_is_an_identity(
-    make_server: Callable[..., ServerProcess], authority: Authority, tmp_path: Path
+    make_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    """With mutual TLS, a certificate whose subject the access file names is that
-    identity (no token); one it does not name is UNAUTHENTICATED, CERTIFICATE_UNKNOWN; a
-    viewer certificate may read, not change."""
-    pair = authority.issue("server", server=True)
-    ci, stranger = authority.issue("ci.internal", server=False), authority.issue("x", server=False)
-    access = tmp_path / "access.toml"
-    access.write_text('[[certificate]]\nsubject = "ci.internal"\nrole = "viewer"\n')
+    """The README's mutual-TLS steps as written (OpenSSL makes the CA and the
+    certificates; the access file names router.internal; `miasma whoami` with the
+    router's certificate says who it is); a viewer certificate may read, not change; one
+    the CA signed but the file does not name is UNAUTHENTICATED, CERTIFICATE_UNKNOWN."""
+    steps = readme_block("test_a_client_certificate_is_an_identity")
+    made = [line for line in steps if line.startswith(("openssl", "printf"))]
+    stranger = [line.replace("router", "stranger") for line in made if "router" in line]
+    for line in [*made, *stranger[:2]]:
+        done = subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True,
+                              text=True, check=False, timeout=60)  # fmt: skip
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+    [run] = [line for line in steps if line.startswith("make run")]
+    args = shlex.split(run.partition('ARGS="')[2].rstrip('"'))
     server = make_server(
         published_range="29601-29699",
-        extra_args=["--tls-cert", str(pair.cert), "--tls-key", str(pair.key),
-                    "--tls-client-ca", str(authority.cert), "--access-file", str(access)],
+        extra_args=[str(tmp_path / a) if a.endswith((".pem", ".key", ".toml")) else a
+                    for a in args],
         credentials=grpc.ssl_channel_credentials(
-            authority.cert.read_bytes(), ci.key.read_bytes(), ci.cert.read_bytes()
+            *[(tmp_path / f).read_bytes() for f in ("ca.pem", "router.key", "router.pem")]
         ),
     )  # fmt: skip
+    [whoami_line] = [line for line in steps if line.startswith("miasma ")]
+    command, _, said = whoami_line.partition("#")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
+    env |= {"MIASMA_SERVER": server.address, "MIASMA_CONFIG": str(tmp_path / "cli.json")}
+    shown = subprocess.run([MIASMA, *shlex.split(command)[1:]], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=60, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(said.strip().removeprefix("-> "))
 
-    def client(pair_of: object) -> MiasmaClient:
-        settings = Settings(server=server.address, tls_ca=str(authority.cert),
-                            tls_cert=str(pair_of.cert), tls_key=str(pair_of.key))  # type: ignore[attr-defined]  # fmt: skip
+    def client(name: str) -> MiasmaClient:
+        settings = Settings(server=server.address, tls_ca=str(tmp_path / "ca.pem"),
+                            tls_cert=str(tmp_path / f"{name}.pem"),
+                            tls_key=str(tmp_path / f"{name}.key"))  # fmt: skip
         return MiasmaClient(settings=settings, timeout=20)
 
-    with client(ci) as known:
-        caller = known.whoami()
-        assert (caller.name, caller.role, caller.source) == (
-            "ci.internal", "viewer", "certificate",
-        )  # fmt: skip
+    with client("router") as known:
         assert known.list_apps() == []
         with pytest.raises(MiasmaError) as refused:
             known.create_app("web", IMAGE, stopped=True)
         assert refused.value.code is grpc.StatusCode.PERMISSION_DENIED
         assert known.list_apps() == []
-    with client(stranger) as unknown, pytest.raises(MiasmaError) as no:
+    with client("stranger") as unknown, pytest.raises(MiasmaError) as no:
         unknown.whoami()
     assert (no.value.code, no.value.reason) == (
         grpc.StatusCode.UNAUTHENTICATED, "CERTIFICATE_UNKNOWN",
@@ -269,11 +293,13 @@ def test_a_client_certificate_is_an_identity(
 def test_the_readme_token_steps_work_as_written(
     make_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    """`python -m miasma_grpc.access token ci --role deployer` prints a token and its
-    [[token]] block; with the block in the access file, `MIASMA_TOKEN=… miasma whoami`
-    says `ci (deployer, by token)`, and the token's bearer may deploy, not delete."""
+    """`python -m miasma_grpc.access token ci --role deployer --apps 'web*'` prints a token
+    and its [[token]] block; with the block in the access file, `MIASMA_TOKEN=… miasma
+    whoami` says `ci (deployer, by token)` on apps web*, and the token's bearer may
+    deploy web, not db, and may not delete."""
     made = subprocess.run(
-        [sys.executable, "-m", "miasma_grpc.access", "token", "ci", "--role", "deployer"],
+        [sys.executable, "-m", "miasma_grpc.access", "token", "ci", "--role", "deployer",
+         "--apps", "web*"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     first, _, block = made.stdout.partition("\n\n")
@@ -290,6 +316,12 @@ def test_the_readme_token_steps_work_as_written(
                            timeout=60, check=False)  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("ci (deployer, by token)")
+    assert "On: apps web*" in shown.stdout
+    outside = subprocess.run([MIASMA, "apps:create", "db", "-i", IMAGE, "--stopped"],
+                             capture_output=True, text=True, env=env, timeout=60,
+                             check=False)  # fmt: skip
+    assert outside.returncode == 7
+    assert "limited to apps web*" in outside.stderr
     created = subprocess.run([MIASMA, "apps:create", "web", "-i", IMAGE, "--stopped"],
                              capture_output=True, text=True, env=env, timeout=60,
                              check=False)  # fmt: skip

@@ -4,6 +4,7 @@ change's own transaction, once per call; what is refused writes nothing; retenti
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from miasma.v1 import apps_pb2
 
 from miasma_grpc.api.audit import app_of, outcome, summarize
+from miasma_grpc.domain.access import CALLER, Identity, Role, Scope
 from miasma_grpc.domain.allocator import PortLedger
 from miasma_grpc.domain.audit import AUDITED, AuditCall, AuditRecord
 from miasma_grpc.domain.errors import AlreadyExists, PermissionDenied
@@ -114,3 +116,27 @@ def test_a_summary_leaves_the_values_of_variables_out() -> None:
     assert app_of("CreateApp", apps_pb2.CreateAppRequest(app_id="web")) == "apps/web"
     refused = PermissionDenied("viewer may not", metadata={})
     assert outcome(refused) == "PERMISSION_DENIED PERMISSION_DENIED: viewer may not"
+
+
+async def test_a_change_outside_the_callers_scope_is_refused_by_the_store(
+    store: SqliteStore, call: AuditCall
+) -> None:
+    """The last guard of a scope: whatever a handler checked, a caller's change whose app
+    is outside its scope, before or after, is refused in its transaction and not made
+    (a race that moved the app away, a group changed under the caller)."""
+    async with store.transaction() as tx:
+        tx.insert_app(app("web", 3001))
+    token = CALLER.set(Identity("ci", Role.DEPLOYER, scope=Scope(groups=("staging",))))
+    try:
+
+        async def move(group: str) -> None:
+            async with store.transaction() as tx:
+                tx.update_app(replace(tx.get_app("web"), group=group))
+                tx.next_revision()
+
+        with pytest.raises(PermissionDenied, match="limited to group staging"):
+            await move("staging")  # before: web is in no group
+        assert (await store.get_app("web")).group == ""
+        assert await records(store) == []
+    finally:
+        CALLER.reset(token)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from miasma_grpc.access import AccessFile, parse_access, token_hash
-from miasma_grpc.domain.access import PERMISSIONS, Identity, Role
+from miasma_grpc.domain.access import PERMISSIONS, Identity, Role, Scope
 from miasma_grpc.domain.errors import PermissionDenied
 
 GOOD = f"""
@@ -53,8 +53,14 @@ def test_a_good_file_names_each_caller_with_its_role() -> None:
         ("[[token]]\nname='a'\nrole='viewer'\nsha256='abc'", "sha256 must be 64 hex digits"),
         (f"[[token]]\nname='a'\nrole='boss'\nsha256='{'0' * 64}'", "unknown role 'boss'"),
         (f"[[token]]\nname=''\nrole='viewer'\nsha256='{'0' * 64}'", "name must be"),
-        (f"[[token]]\nname='a'\nrole='viewer'\nsha256='{'0' * 64}'\napps=['x']",
-         "unknown keys ['apps']"),
+        (f"[[token]]\nname='a'\nrole='viewer'\nsha256='{'0' * 64}'\nteams=['x']",
+         "unknown keys ['teams']"),
+        (f"[[token]]\nname='a'\nrole='viewer'\nsha256='{'0' * 64}'\napps='web-*'",
+         "token #1 (a): apps must be a list of non-empty strings"),
+        ("[[certificate]]\nsubject='s'\nrole='viewer'\ngroups=['']",
+         "certificate #1 (s): groups must be a list"),
+        ("[[certificate]]\nsubject='s'\nrole='viewer'\napps=[]\ngroups=[]",
+         "could touch no app"),
         (f"[[token]]\nname='a'\nrole='viewer'\nsha256='{'0' * 64}'\n"
          f"[[token]]\nname='a'\nrole='viewer'\nsha256='{'1' * 64}'", "used twice"),
         (f"[[token]]\nname='a'\nrole='viewer'\nsha256='{'0' * 64}'\n"
@@ -114,3 +120,29 @@ def test_each_role_holds_the_permissions_of_the_ones_below() -> None:
     with pytest.raises(PermissionDenied, match="no role may"):
         admin.check("NoSuchMethod")
     assert set(viewer.permissions) < set(deployer.permissions) < set(admin.permissions)
+
+
+def test_a_role_limited_to_apps_covers_names_by_pattern_and_apps_by_group() -> None:
+    """``apps`` are shell patterns on the name, ``groups`` the app's group; either one
+    lets an app in; refusals say what the role is limited to."""
+    access = parse_access(
+        "[[certificate]]\nsubject='ci'\nrole='deployer'\napps=['web-*', 'api']\n"
+        "groups=['staging']\n[[certificate]]\nsubject='ops'\nrole='admin'\n"
+    )
+    ci = access.by_subject(["ci"])
+    assert ci is not None
+    assert ci.scope == Scope(("web-*", "api"), ("staging",))
+    assert [ci.covers(*app) for app in [("web-1",), ("api",), ("db", "staging")]] == [True] * 3
+    assert [ci.covers(*app) for app in [("apix",), ("db",), ("db", "prod")]] == [False] * 3
+    with pytest.raises(PermissionDenied) as refused:
+        ci.check_app("db", "prod")
+    assert refused.value.reason == "APP_OUT_OF_SCOPE"
+    assert refused.value.message == (
+        "ci may not touch app 'db' (group 'prod'): its role is limited to apps web-*, api "
+        "and group staging"
+    )
+    ops = access.by_subject(["ops"])
+    assert ops is not None
+    assert ops.scope is None
+    assert ops.covers("anything", "any")
+    assert str(Scope(groups=("a", "b"))) == "groups a, b"

@@ -1625,6 +1625,8 @@ class GetCallerResponse(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     PERMISSIONS_FIELD_NUMBER: _builtins.int
+    APP_PATTERNS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The token's name in the access file ("admin" for MIASMA_ACCESS_TOKEN), the
     client certificate's subject, or "anonymous" on a server that asks nobody.
@@ -1637,6 +1639,14 @@ class GetCallerResponse(_message.Message):
     def permissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The permissions the role holds ("apps.get", "apps.update", "apps.delete", ...)."""
 
+    @_builtins.property
+    def app_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The apps the role is limited to: names matching one of these shell patterns
+        ("web-*"), or apps of one of these groups. Both empty: every app.
+        """
+
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -1644,10 +1654,12 @@ class GetCallerResponse(_message.Message):
         role: _builtins.str = ...,
         source: _builtins.str = ...,
         permissions: _abc.Iterable[_builtins.str] | None = ...,
+        app_patterns: _abc.Iterable[_builtins.str] | None = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "permissions", b"permissions", "role", b"role", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_patterns", b"app_patterns", "groups", b"groups", "name", b"name", "permissions", b"permissions", "role", b"role", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1750,6 +1762,7 @@ class PortEvent(_message.Message):
     NEW_BINDINGS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """Server-wide revision of the event; strictly increasing along a stream."""
     app: _builtins.str
@@ -1757,6 +1770,8 @@ class PortEvent(_message.Message):
     kind: Global___PortEventKind.ValueType
     message: _builtins.str
     """Why a rollout failed or is pending."""
+    group: _builtins.str
+    """The app's group when the event was recorded ("" for none)."""
     @_builtins.property
     def old_bindings(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortBinding]:
         """Bindings before the event (CHANGED, RELEASED)."""
@@ -1779,10 +1794,11 @@ class PortEvent(_message.Message):
         new_bindings: _abc.Iterable[Global___PortBinding] | None = ...,
         message: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "kind", b"kind", "message", b"message", "new_bindings", b"new_bindings", "old_bindings", b"old_bindings", "revision", b"revision", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "group", b"group", "kind", b"kind", "message", b"message", "new_bindings", b"new_bindings", "old_bindings", b"old_bindings", "revision", b"revision", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

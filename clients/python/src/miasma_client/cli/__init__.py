@@ -87,6 +87,9 @@ def whoami(state: State, as_json: bool) -> None:
     out.print(f"{caller.name} ({caller.role}" + (f", {how})" if how else ": the server asks "
               "nobody)"))  # fmt: skip
     out.print(f"May: {', '.join(caller.permissions)}")
+    scope = [f"apps {', '.join(caller.app_patterns)}"] if caller.app_patterns else []
+    scope += [f"groups {', '.join(caller.groups)}"] if caller.groups else []
+    out.print(f"On: {' and '.join(scope) if scope else 'every app'}")
 
 
 @cli.command("server:info")

@@ -909,6 +909,12 @@ export interface GetCallerResponse {
   source: string;
   /** The permissions the role holds ("apps.get", "apps.update", "apps.delete", ...). */
   permissions: string[];
+  /**
+   * The apps the role is limited to: names matching one of these shell patterns
+   * ("web-*"), or apps of one of these groups. Both empty: every app.
+   */
+  appPatterns: string[];
+  groups: string[];
 }
 
 export interface GetServerInfoResponse {
@@ -956,7 +962,11 @@ export interface PortEvent {
   /** Why a rollout failed or is pending. */
   message: string;
   /** When the event was recorded. */
-  time: Date | undefined;
+  time:
+    | Date
+    | undefined;
+  /** The app's group when the event was recorded ("" for none). */
+  group: string;
 }
 
 /** Sent once after the SNAPSHOT events of a start_revision 0 stream. */
@@ -5872,7 +5882,7 @@ export const ListAuditRecordsResponse: MessageFns<ListAuditRecordsResponse> = {
 };
 
 function createBaseGetCallerResponse(): GetCallerResponse {
-  return { name: "", role: "", source: "", permissions: [] };
+  return { name: "", role: "", source: "", permissions: [], appPatterns: [], groups: [] };
 }
 
 export const GetCallerResponse: MessageFns<GetCallerResponse> = {
@@ -5888,6 +5898,12 @@ export const GetCallerResponse: MessageFns<GetCallerResponse> = {
     }
     for (const v of message.permissions) {
       writer.uint32(34).string(v!);
+    }
+    for (const v of message.appPatterns) {
+      writer.uint32(42).string(v!);
+    }
+    for (const v of message.groups) {
+      writer.uint32(50).string(v!);
     }
     return writer;
   },
@@ -5937,6 +5953,22 @@ export const GetCallerResponse: MessageFns<GetCallerResponse> = {
             message.permissions.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.appPatterns.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.groups.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5957,6 +5989,12 @@ export const GetCallerResponse: MessageFns<GetCallerResponse> = {
       permissions: globalThis.Array.isArray(object?.permissions)
         ? object.permissions.map((e: any) => globalThis.String(e))
         : [],
+      appPatterns: globalThis.Array.isArray(object?.appPatterns)
+        ? object.appPatterns.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.app_patterns)
+        ? object.app_patterns.map((e: any) => globalThis.String(e))
+        : [],
+      groups: globalThis.Array.isArray(object?.groups) ? object.groups.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -5974,6 +6012,12 @@ export const GetCallerResponse: MessageFns<GetCallerResponse> = {
     if (message.permissions?.length) {
       obj.permissions = message.permissions;
     }
+    if (message.appPatterns?.length) {
+      obj.appPatterns = message.appPatterns;
+    }
+    if (message.groups?.length) {
+      obj.groups = message.groups;
+    }
     return obj;
   },
 
@@ -5986,6 +6030,8 @@ export const GetCallerResponse: MessageFns<GetCallerResponse> = {
     message.role = object.role ?? "";
     message.source = object.source ?? "";
     message.permissions = object.permissions?.map((e) => e) || [];
+    message.appPatterns = object.appPatterns?.map((e) => e) || [];
+    message.groups = object.groups?.map((e) => e) || [];
     return message;
   },
 };
@@ -6361,7 +6407,7 @@ export const WatchPortEventsRequest: MessageFns<WatchPortEventsRequest> = {
 };
 
 function createBasePortEvent(): PortEvent {
-  return { revision: 0, app: "", kind: 0, oldBindings: [], newBindings: [], message: "", time: undefined };
+  return { revision: 0, app: "", kind: 0, oldBindings: [], newBindings: [], message: "", time: undefined, group: "" };
 }
 
 export const PortEvent: MessageFns<PortEvent> = {
@@ -6386,6 +6432,9 @@ export const PortEvent: MessageFns<PortEvent> = {
     }
     if (message.time !== undefined) {
       Timestamp.encode(toTimestamp(message.time), writer.uint32(58).fork()).join();
+    }
+    if (message.group !== "") {
+      writer.uint32(66).string(message.group);
     }
     return writer;
   },
@@ -6459,6 +6508,14 @@ export const PortEvent: MessageFns<PortEvent> = {
             message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6488,6 +6545,7 @@ export const PortEvent: MessageFns<PortEvent> = {
         : [],
       message: isSet(object.message) ? globalThis.String(object.message) : "",
       time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
     };
   },
 
@@ -6514,6 +6572,9 @@ export const PortEvent: MessageFns<PortEvent> = {
     if (message.time !== undefined) {
       obj.time = message.time.toISOString();
     }
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
     return obj;
   },
 
@@ -6529,6 +6590,7 @@ export const PortEvent: MessageFns<PortEvent> = {
     message.newBindings = object.newBindings?.map((e) => PortBinding.fromPartial(e)) || [];
     message.message = object.message ?? "";
     message.time = object.time ?? undefined;
+    message.group = object.group ?? "";
     return message;
   },
 };

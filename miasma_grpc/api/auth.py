@@ -132,9 +132,11 @@ def _bearer(metadata: Mapping[str, Any]) -> str | None:
     return token if scheme.lower() == "bearer" else ""
 
 
-async def _admitted(guard: Guard, context: Context, request: object = None) -> None:
+async def _admitted(guard: Guard, context: Context, request: object = None) -> object:
     """Admit the call (setting CALLER, and AUDITED for a change, for its handler), or
-    record the refusal and abort the call with why."""
+    record the refusal and abort the call with why. The request for the handler: parsed
+    here once (the handler's parsing takes it as it is), else the bytes, for the handler
+    to refuse as malformed (api/parsing.py) now that the caller is known."""
     message = _message(guard.method, request)
     guard.app = app = app_of(guard.method, message) if message is not None else ""
     try:
@@ -151,11 +153,12 @@ async def _admitted(guard: Guard, context: Context, request: object = None) -> N
     if guard.method in CHANGES:
         summary = summarize(message) if message is not None else "(not a valid request)"
         AUDITED.set(AuditCall(identity.name, identity.source, guard.method, app, summary))
+    return request if message is None else message
 
 
 def _message(method: str, request: object) -> Message | None:
-    """The request as a message: the handler's parses it later (api/parsing.py), so here
-    it may come as bytes; None when it does not parse (the handler then refuses it)."""
+    """The request as a message (the handlers take bytes: api/parsing.py); None when it
+    does not parse."""
     if isinstance(request, Message):
         return request
     kind = getattr(apps_pb2, f"{method}Request", None)
@@ -209,7 +212,7 @@ def _guarded(handler: Handler | None, guard: Guard) -> Handler:
         unary = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
         async def unary_call(request: Any, context: Context) -> Any:
-            await _admitted(guard, context, request)
+            request = await _admitted(guard, context, request)
             try:
                 return await unary(request, context)
             except BaseException as exc:
@@ -221,7 +224,7 @@ def _guarded(handler: Handler | None, guard: Guard) -> Handler:
         stream = cast(Callable[[Any, Context], AsyncIterator[Any]], handler.unary_stream)
 
         async def stream_call(request: Any, context: Context) -> AsyncIterator[Any]:
-            await _admitted(guard, context, request)
+            request = await _admitted(guard, context, request)
             try:
                 async for item in stream(request, context):
                     yield item

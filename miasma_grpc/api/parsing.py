@@ -4,7 +4,8 @@ grpc parses a request before any handler runs, and answers a parse failure with
 ``UNKNOWN`` and Python's ``DecodeError`` text. This interceptor has each AppService
 handler take the request's bytes and parse them itself, so the caller learns that
 its bytes are no ``miasma.v1.EditAppRequest`` (say), and nothing of the server's
-insides.
+insides. A request the access check (api/auth.py, outermost) has parsed already
+comes as a message and is taken as it is: each request is parsed once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from miasma_grpc.api.handlers import SERVICE_PREFIX, Context, Handler, Interceptor, abort
 from miasma_grpc.domain.errors import InvalidArgument
@@ -39,7 +40,9 @@ class ParseRequests(Interceptor):
 
 
 def _parsing(handler: Handler, parse: Callable[[bytes], Any], expected: str) -> Handler:
-    async def parsed(raw: bytes, context: Context) -> Any:
+    async def parsed(raw: bytes | Message, context: Context) -> Any:
+        if isinstance(raw, Message):
+            return raw
         try:
             return parse(raw)
         except DecodeError:

@@ -47,6 +47,7 @@ from miasma_grpc.domain.models import (
     DesiredState,
     Observed,
     RolloutState,
+    Route,
     Volume,
 )
 from miasma_grpc.domain.names import validate_app_name, validate_group
@@ -60,6 +61,7 @@ from miasma_grpc.domain.ports import (
     plan_edit,
     published_ports,
 )
+from miasma_grpc.domain.routes import RouteEdit, taken, validate_routes
 from miasma_grpc.domain.volumes import (
     VolumeEdit,
     VolumeInfo,
@@ -271,6 +273,7 @@ class AppManager:
         stop_grace: float = DEFAULT_STOP_GRACE,
         group: str = "",
         hidden: bool = False,
+        routes: Sequence[Route] = (),
         validate_only: bool = False,
         request_id: str = "",
     ) -> App:
@@ -308,8 +311,10 @@ class AppManager:
                     uid=new_uid(),
                     create_time=stamp,
                     update_time=stamp,
+                    routes=validate_routes(routes, bindings, "app.routes"),
                 )
                 check_holders(app, tx.state.apps, self.instance, field="app.volumes", new=mounts)
+                _routes_free(tx, app)
                 if validate_only:  # the transaction ends with nothing to write
                     return app
                 app = replace(app, revision=tx.next_revision())
@@ -338,6 +343,7 @@ class AppManager:
         placement: PlacementEdit = PlacementEdit(),
         group: str | None = None,
         hidden: bool | None = None,
+        routes: RouteEdit = RouteEdit(),
         validate_only: bool = False,
         etag: str = "",
         request_id: str = "",
@@ -380,6 +386,12 @@ class AppManager:
                         planned, tx.state.apps, self.instance, field="add_volumes",
                         new=[normalized(v) for v in volumes.add],  # as planned, in order
                     )  # fmt: skip
+                if routes or (old.routes and planned.bindings != old.bindings):
+                    # a port edit may take away a slot a route goes to: refused
+                    planned = replace(
+                        planned, routes=routes.applied_to(old.routes, planned.bindings)
+                    )
+                    _routes_free(tx, planned)
                 if validate_only:  # the transaction ends with nothing to write
                     return EditResult(planned, diff_bindings(old.bindings, planned.bindings))
                 if planned == old:
@@ -408,6 +420,8 @@ class AppManager:
                     )
                     if stopped:
                         tx.release_ports_except(name, published_ports(new.bindings))
+                elif new.routes != old.routes:
+                    _record(tx, EventKind.ROUTES_CHANGED, new, new.revision, new=new.bindings)
             if new.rollout_owed and new.desired_state is DesiredState.RUNNING:
                 new = await self._rollout(old, new)
             return EditResult(new, diff_bindings(old.bindings, new.bindings))
@@ -866,7 +880,7 @@ def _record(
 ) -> None:
     """Log a port event in ``tx``, at ``revision`` or at a fresh one."""
     revision = revision or tx.next_revision()
-    tx.record(PortEvent(revision, app.name, kind, old, new, message, now(), app.group))
+    tx.record(PortEvent(revision, app.name, kind, old, new, message, now(), app.group, app.routes))
 
 
 def _holders(info: VolumeInfo, apps: Sequence[App]) -> tuple[str, ...]:
@@ -918,7 +932,18 @@ def _check_etag(app: App, etag: str) -> None:
 
 def _bookkeeping(old: App, new: App) -> bool:
     """Whether ``new`` differs from ``old`` only in what Docker never sees."""
-    return replace(new, group=old.group, hidden=old.hidden) == old
+    return replace(new, group=old.group, hidden=old.hidden, routes=old.routes) == old
+
+
+def _routes_free(tx: Transaction, app: App) -> None:
+    """ALREADY_EXISTS naming the app that has one of ``app``'s hosts and paths already."""
+    if app.routes:
+        others = (
+            (other.name, other.routes)
+            for other in {**tx.state.apps, **tx.apps}.values()
+            if other is not None and other.name != app.name
+        )
+        taken(app.routes, others)
 
 
 def _validate_spec(

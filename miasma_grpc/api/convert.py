@@ -26,6 +26,7 @@ from miasma_grpc.domain.models import (
     Protocol,
     PublishMode,
     RolloutState,
+    Route,
     Volume,
     env_names,
 )
@@ -52,6 +53,7 @@ EVENT_KIND_TO_PROTO = {
     EventKind.ROLLOUT_FAILED: apps_pb2.PORT_EVENT_KIND_ROLLOUT_FAILED,
     EventKind.ROLLOUT_PENDING: apps_pb2.PORT_EVENT_KIND_ROLLOUT_PENDING,
     EventKind.NOT_LISTENING: apps_pb2.PORT_EVENT_KIND_NOT_LISTENING,
+    EventKind.ROUTES_CHANGED: apps_pb2.PORT_EVENT_KIND_ROUTES_CHANGED,
 }
 ROLLOUT_TO_PROTO = {
     None: apps_pb2.ROLLOUT_STATE_UNSPECIFIED,
@@ -122,6 +124,16 @@ def edit_from_proto(
 def volumes_from_proto(volumes: Iterable[apps_pb2.Volume]) -> tuple[Volume, ...]:
     """Repeated ``Volume`` messages -> domain volumes (validated by the domain)."""
     return tuple(Volume(v.source, v.target, v.read_only) for v in volumes)
+
+
+def routes_from_proto(routes: Iterable[apps_pb2.Route]) -> tuple[Route, ...]:
+    """Repeated ``Route`` messages -> domain routes (validated by the domain)."""
+    return tuple(Route(r.host, r.path_prefix, r.slot, r.tls) for r in routes)
+
+
+def routes_to_proto(routes: Iterable[Route]) -> list[apps_pb2.Route]:
+    """Domain routes -> ``Route`` messages."""
+    return [apps_pb2.Route(host=r.host, path_prefix=r.path, slot=r.slot, tls=r.tls) for r in routes]
 
 
 def volume_edit_from_proto(
@@ -225,6 +237,7 @@ def app_to_proto(app: App, observed: Observed, public_host: str) -> apps_pb2.App
         group=app.group,
         hidden=app.hidden,
         image_digest=app.image_digest,
+        routes=routes_to_proto(app.routes),
     )
 
 
@@ -351,6 +364,7 @@ def event_to_proto(event: PortEvent) -> apps_pb2.PortEvent:
         message=event.message,
         time=_timestamp(event.time),
         group=event.group,
+        routes=routes_to_proto(event.routes),
     )
 
 

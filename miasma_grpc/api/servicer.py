@@ -24,6 +24,7 @@ from miasma_grpc.api.convert import (
     log_item_to_proto,
     logs_query_from_proto,
     page_size,
+    routes_from_proto,
     stop_grace_from_proto,
     volume_edit_from_proto,
     volume_info_to_proto,
@@ -48,6 +49,7 @@ from miasma_grpc.domain.models import App, DesiredState
 from miasma_grpc.domain.names import parse_resource_name, parse_watch_name
 from miasma_grpc.domain.placement import PlacementEdit
 from miasma_grpc.domain.ports import CREATE_FIELDS, EditFields, PortEdit
+from miasma_grpc.domain.routes import RouteEdit
 from miasma_grpc.domain.volumes import VolumeInfo
 from miasma_grpc.events import EventHub
 from miasma_grpc.logs import AppLogs
@@ -133,6 +135,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             stop_grace=stop_grace_from_proto(request.app),
             group=request.app.group,
             hidden=request.app.hidden,
+            routes=routes_from_proto(request.app.routes),
             validate_only=request.validate_only,
             request_id=request.request_id,
         )
@@ -272,6 +275,9 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             ),
             group=request.group if request.HasField("group") else None,
             hidden=request.hidden if request.HasField("hidden") else None,
+            routes=RouteEdit(
+                routes_from_proto(request.add_routes), routes_from_proto(request.remove_routes)
+            ),
             validate_only=request.validate_only,
             etag=request.etag,
             request_id=request.request_id,

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from miasma_grpc.domain.models import Binding
+from miasma_grpc.domain.models import Binding, Route
 
 
 class EventKind(enum.StrEnum):
@@ -25,6 +25,7 @@ class EventKind(enum.StrEnum):
     ROLLOUT_FAILED = "rollout_failed"
     ROLLOUT_PENDING = "rollout_pending"
     NOT_LISTENING = "not_listening"  # runs, but not on its ports after the ready timeout
+    ROUTES_CHANGED = "routes_changed"  # its routes changed (no rollout: the router's part)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class PortEvent:
     message: str = ""
     time: datetime | None = None
     group: str = ""  # the app's group when the event was written
+    routes: tuple[Route, ...] = ()  # the app's routes when the event was written
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,25 @@ class Observed:
     not_listening: tuple[int, ...] = ()  # TCP target ports not answering after the wait
 
 
+@dataclass(frozen=True, order=True)
+class Route:
+    """``host`` (and ``path``, "" for every path) to the app's port ``slot``; ``tls``: on
+    the router's HTTPS port too."""
+
+    host: str
+    path: str = ""
+    slot: int = 0
+    tls: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What may belong to one app only: the host and the path."""
+        return (self.host, self.path)
+
+    def __str__(self) -> str:
+        return f"{self.host}{self.path}"
+
+
 @dataclass(frozen=True)
 class App:
     """An app's desired state as stored, plus bookkeeping."""
@@ -211,6 +230,7 @@ class App:
     # The name the app had when it was created, once it is renamed ("": its name): the
     # volumes Miasma makes for its image are named after it, and stay so (docs/volumes.md).
     volume_stem: str = ""
+    routes: tuple[Route, ...] = ()  # host names the router sends to the app's ports
 
     @property
     def volume_owner(self) -> str:

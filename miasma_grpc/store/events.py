@@ -14,9 +14,10 @@ from datetime import datetime
 import aiosqlite
 
 from miasma_grpc.domain.events import EventKind, PortEvent, Retention
-from miasma_grpc.domain.models import Binding, Protocol, PublishMode
+from miasma_grpc.domain.models import Binding, Protocol, PublishMode, Route
+from miasma_grpc.store.rows import dump_routes, load_routes
 
-_COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time, app_group"
+_COLUMNS = "revision, app, kind, old_bindings, new_bindings, message, time, app_group, app_routes"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -27,6 +28,15 @@ def _dump(bindings: tuple[Binding, ...]) -> str:
         for b in bindings
     ]
     return json.dumps(slots, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _routes_text(routes: tuple[Route, ...]) -> str:
+    return dump_routes(routes) if routes else "[]"
+
+
+def _routes(text: str) -> tuple[Route, ...]:
+    return load_routes(text) if text != "[]" else ()
 
 
 def _load(text: str) -> tuple[Binding, ...]:
@@ -47,10 +57,11 @@ def _event(row: sqlite3.Row) -> PortEvent:
         message=row["message"],
         time=datetime.fromisoformat(row["time"]),
         group=row["app_group"],
+        routes=_routes(row["app_routes"]),
     )
 
 
-INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def row(event: PortEvent) -> tuple[object, ...]:
@@ -65,6 +76,7 @@ def row(event: PortEvent) -> tuple[object, ...]:
         event.message,
         event.time.isoformat(),
         event.group,
+        _routes_text(event.routes),
     )
 
 

@@ -137,4 +137,10 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE events SET app_group = coalesce(
         (SELECT group_name FROM apps WHERE apps.name = events.app), '');
     """,
+    # 13: the routes of an app (host, path, slot, tls: JSON), and those of an event's app
+    # when it was written (docs/routing.md).
+    """
+    ALTER TABLE apps ADD COLUMN routes TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE events ADD COLUMN app_routes TEXT NOT NULL DEFAULT '[]';
+    """,
 )

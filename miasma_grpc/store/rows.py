@@ -8,12 +8,20 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from miasma_grpc.domain.models import App, Binding, DesiredState, Protocol, PublishMode, Volume
+from miasma_grpc.domain.models import (
+    App,
+    Binding,
+    DesiredState,
+    Protocol,
+    PublishMode,
+    Route,
+    Volume,
+)
 
 APP_COLUMNS = (
     "name, image, command, env, desired_state, revision, create_time, update_time, constraints, "
     "applied_revision, volumes, stop_grace, uid, node, group_name, hidden, image_digest, "
-    "volume_stem"
+    "volume_stem, routes"
 )
 _APP_COLUMNS_OF_A = ", ".join(f"a.{c}" for c in APP_COLUMNS.split(", "))
 _BINDING_COLUMNS_OF_B = (
@@ -93,7 +101,18 @@ def app_row(app: App) -> tuple[Any, ...]:
         int(app.hidden),
         app.image_digest,
         app.volume_stem,
+        dump_routes(app.routes),
     )
+
+
+def dump_routes(routes: Sequence[Route]) -> str:
+    """Routes as stored: a JSON list of [host, path, slot, tls]."""
+    return json.dumps([[r.host, r.path, r.slot, r.tls] for r in routes], separators=(",", ":"))
+
+
+def load_routes(text: str) -> tuple[Route, ...]:
+    """Routes as :func:`dump_routes` stored them."""
+    return tuple(Route(h, p, s, bool(t)) for h, p, s, t in json.loads(text))
 
 
 def binding_rows(app: str, bindings: Sequence[Binding]) -> list[tuple[Any, ...]]:
@@ -139,6 +158,7 @@ def _app_from_row(row: sqlite3.Row, bindings: Sequence[Binding]) -> App:
         hidden=bool(row["hidden"]),
         image_digest=row["image_digest"],
         volume_stem=row["volume_stem"],
+        routes=load_routes(row["routes"]),
     )
 
 

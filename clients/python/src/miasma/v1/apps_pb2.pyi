@@ -153,6 +153,10 @@ class _PortEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PortEve
     """The app runs but did not listen on every TCP target port within the ready
     timeout after its rollout; message says on which.
     """
+    PORT_EVENT_KIND_ROUTES_CHANGED: _PortEventKind.ValueType  # 9
+    """The app's routes changed, and nothing else that Docker sees (routes, and
+    the current bindings).
+    """
 
 class PortEventKind(_PortEventKind, metaclass=_PortEventKindEnumTypeWrapper):
     """What happened to an app's ports."""
@@ -181,6 +185,10 @@ PORT_EVENT_KIND_ROLLOUT_PENDING: PortEventKind.ValueType  # 7
 PORT_EVENT_KIND_NOT_LISTENING: PortEventKind.ValueType  # 8
 """The app runs but did not listen on every TCP target port within the ready
 timeout after its rollout; message says on which.
+"""
+PORT_EVENT_KIND_ROUTES_CHANGED: PortEventKind.ValueType  # 9
+"""The app's routes changed, and nothing else that Docker sees (routes, and
+the current bindings).
 """
 Global___PortEventKind: _TypeAlias = PortEventKind  # noqa: Y015
 
@@ -429,6 +437,7 @@ class App(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     HIDDEN_FIELD_NUMBER: _builtins.int
     IMAGE_DIGEST_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "apps/{app}"; {app} is a DNS label."""
     image: _builtins.str
@@ -513,6 +522,12 @@ class App(_message.Message):
         (rounded up).
         """
 
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]:
+        """Host names the router sends to the app's ports (docs/routing.md). Set at
+        CreateApp; changed with EditApp (add_routes, remove_routes).
+        """
+
     def __init__(
         self,
         *,
@@ -536,14 +551,57 @@ class App(_message.Message):
         group: _builtins.str = ...,
         hidden: _builtins.bool = ...,
         image_digest: _builtins.str = ...,
+        routes: _abc.Iterable[Global___Route] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "observed", b"observed", "stop_grace", b"stop_grace", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "hidden", b"hidden", "image", b"image", "image_digest", b"image_digest", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bindings", b"bindings", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "desired_state", b"desired_state", "env", b"env", "etag", b"etag", "group", b"group", "hidden", b"hidden", "image", b"image", "image_digest", b"image_digest", "name", b"name", "node", b"node", "observed", b"observed", "revision", b"revision", "routes", b"routes", "stop_grace", b"stop_grace", "uid", b"uid", "update_time", b"update_time", "urls", b"urls", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___App: _TypeAlias = App  # noqa: Y015
+
+@_typing.final
+class Route(_message.Message):
+    """A host name, and a path prefix, that the router sends to one of an app's
+    ports: it follows the app's published port through every port move.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PATH_PREFIX_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """A DNS name, lower case: "web.localhost", "api.example.com". Required."""
+    path_prefix: _builtins.str
+    """"" for every path, or a prefix starting with "/": "/api" matches /api and
+    /api/..., and is passed on as it is. A host and path belong to one app.
+    """
+    slot: _builtins.int
+    """The app's port slot the route goes to: 0 is PORT (PORT_1), 1 is PORT_2, ...
+    A TCP slot the app has.
+    """
+    tls: _builtins.bool
+    """Also serve the route on the router's HTTPS port, with a certificate from
+    the router's own local CA (public names: ACME, docs/routing.md).
+    """
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        path_prefix: _builtins.str = ...,
+        slot: _builtins.int = ...,
+        tls: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "path_prefix", b"path_prefix", "slot", b"slot", "tls", b"tls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Route: _TypeAlias = Route  # noqa: Y015
 
 @_typing.final
 class CreateAppRequest(_message.Message):
@@ -1224,6 +1282,8 @@ class EditAppRequest(_message.Message):
     REMOVE_CONSTRAINTS_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     HIDDEN_FIELD_NUMBER: _builtins.int
+    ADD_ROUTES_FIELD_NUMBER: _builtins.int
+    REMOVE_ROUTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"apps/{app}"."""
     validate_only: _builtins.bool
@@ -1284,6 +1344,15 @@ class EditAppRequest(_message.Message):
     def remove_constraints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Placement constraints to remove (each must be one the app has)."""
 
+    @_builtins.property
+    def add_routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]:
+        """Routes to add (a host and path the app has is replaced) and to remove (by
+        host and path_prefix); a host and path another app has is ALREADY_EXISTS
+        (ROUTE_TAKEN) naming it.
+        """
+
+    @_builtins.property
+    def remove_routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]: ...
     def __init__(
         self,
         *,
@@ -1303,10 +1372,12 @@ class EditAppRequest(_message.Message):
         remove_constraints: _abc.Iterable[_builtins.str] | None = ...,
         group: _builtins.str | None = ...,
         hidden: _builtins.bool | None = ...,
+        add_routes: _abc.Iterable[Global___Route] | None = ...,
+        remove_routes: _abc.Iterable[Global___Route] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_group", b"_group", "_hidden", b"_hidden", "group", b"group", "hidden", b"hidden"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group", b"_group", "_hidden", b"_hidden", "add_constraints", b"add_constraints", "add_published_ports", b"add_published_ports", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "group", b"group", "hidden", b"hidden", "name", b"name", "remove_constraints", b"remove_constraints", "remove_published_ports", b"remove_published_ports", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "request_id", b"request_id", "set_env", b"set_env", "unset_env", b"unset_env", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group", b"_group", "_hidden", b"_hidden", "add_constraints", b"add_constraints", "add_published_ports", b"add_published_ports", "add_routes", b"add_routes", "add_target_ports", b"add_target_ports", "add_volumes", b"add_volumes", "etag", b"etag", "group", b"group", "hidden", b"hidden", "name", b"name", "remove_constraints", b"remove_constraints", "remove_published_ports", b"remove_published_ports", "remove_routes", b"remove_routes", "remove_target_ports", b"remove_target_ports", "remove_volumes", b"remove_volumes", "request_id", b"request_id", "set_env", b"set_env", "unset_env", b"unset_env", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__group: _TypeAlias = _typing.Literal["group"]  # noqa: Y015
     _WhichOneofArgType__group: _TypeAlias = _typing.Literal["_group", b"_group"]  # noqa: Y015
@@ -1763,6 +1834,7 @@ class PortEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """Server-wide revision of the event; strictly increasing along a stream."""
     app: _builtins.str
@@ -1784,6 +1856,13 @@ class PortEvent(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the event was recorded."""
 
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]:
+        """The app's routes when the event was recorded: a router needs nothing else
+        (send the host to the slot's published port once ROLLOUT_APPLIED says it
+        serves there).
+        """
+
     def __init__(
         self,
         *,
@@ -1795,10 +1874,11 @@ class PortEvent(_message.Message):
         message: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         group: _builtins.str = ...,
+        routes: _abc.Iterable[Global___Route] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "group", b"group", "kind", b"kind", "message", b"message", "new_bindings", b"new_bindings", "old_bindings", b"old_bindings", "revision", b"revision", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "group", b"group", "kind", b"kind", "message", b"message", "new_bindings", b"new_bindings", "old_bindings", b"old_bindings", "revision", b"revision", "routes", b"routes", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

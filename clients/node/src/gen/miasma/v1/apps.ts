@@ -246,6 +246,11 @@ export enum PortEventKind {
    * timeout after its rollout; message says on which.
    */
   PORT_EVENT_KIND_NOT_LISTENING = 8,
+  /**
+   * PORT_EVENT_KIND_ROUTES_CHANGED - The app's routes changed, and nothing else that Docker sees (routes, and
+   * the current bindings).
+   */
+  PORT_EVENT_KIND_ROUTES_CHANGED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -278,6 +283,9 @@ export function portEventKindFromJSON(object: any): PortEventKind {
     case 8:
     case "PORT_EVENT_KIND_NOT_LISTENING":
       return PortEventKind.PORT_EVENT_KIND_NOT_LISTENING;
+    case 9:
+    case "PORT_EVENT_KIND_ROUTES_CHANGED":
+      return PortEventKind.PORT_EVENT_KIND_ROUTES_CHANGED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -305,6 +313,8 @@ export function portEventKindToJSON(object: PortEventKind): string {
       return "PORT_EVENT_KIND_ROLLOUT_PENDING";
     case PortEventKind.PORT_EVENT_KIND_NOT_LISTENING:
       return "PORT_EVENT_KIND_NOT_LISTENING";
+    case PortEventKind.PORT_EVENT_KIND_ROUTES_CHANGED:
+      return "PORT_EVENT_KIND_ROUTES_CHANGED";
     case PortEventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -524,11 +534,40 @@ export interface App {
    * registry). Empty: the image its reference names on the engine.
    */
   imageDigest: string;
+  /**
+   * Host names the router sends to the app's ports (docs/routing.md). Set at
+   * CreateApp; changed with EditApp (add_routes, remove_routes).
+   */
+  routes: Route[];
 }
 
 export interface App_EnvEntry {
   key: string;
   value: string;
+}
+
+/**
+ * A host name, and a path prefix, that the router sends to one of an app's
+ * ports: it follows the app's published port through every port move.
+ */
+export interface Route {
+  /** A DNS name, lower case: "web.localhost", "api.example.com". Required. */
+  host: string;
+  /**
+   * "" for every path, or a prefix starting with "/": "/api" matches /api and
+   * /api/..., and is passed on as it is. A host and path belong to one app.
+   */
+  pathPrefix: string;
+  /**
+   * The app's port slot the route goes to: 0 is PORT (PORT_1), 1 is PORT_2, ...
+   * A TCP slot the app has.
+   */
+  slot: number;
+  /**
+   * Also serve the route on the router's HTTPS port, with a certificate from
+   * the router's own local CA (public names: ACME, docs/routing.md).
+   */
+  tls: boolean;
 }
 
 export interface CreateAppRequest {
@@ -795,7 +834,16 @@ export interface EditAppRequest {
     | string
     | undefined;
   /** Hide or show the app in listings (App.hidden). Unset: unchanged. */
-  hidden?: boolean | undefined;
+  hidden?:
+    | boolean
+    | undefined;
+  /**
+   * Routes to add (a host and path the app has is replaced) and to remove (by
+   * host and path_prefix); a host and path another app has is ALREADY_EXISTS
+   * (ROUTE_TAKEN) naming it.
+   */
+  addRoutes: Route[];
+  removeRoutes: Route[];
 }
 
 export interface EditAppRequest_SetEnvEntry {
@@ -967,6 +1015,12 @@ export interface PortEvent {
     | undefined;
   /** The app's group when the event was recorded ("" for none). */
   group: string;
+  /**
+   * The app's routes when the event was recorded: a router needs nothing else
+   * (send the host to the slot's published port once ROLLOUT_APPLIED says it
+   * serves there).
+   */
+  routes: Route[];
 }
 
 /** Sent once after the SNAPSHOT events of a start_revision 0 stream. */
@@ -1647,6 +1701,7 @@ function createBaseApp(): App {
     group: "",
     hidden: false,
     imageDigest: "",
+    routes: [],
   };
 }
 
@@ -1711,6 +1766,9 @@ export const App: MessageFns<App> = {
     }
     if (message.imageDigest !== "") {
       writer.uint32(162).string(message.imageDigest);
+    }
+    for (const v of message.routes) {
+      Route.encode(v!, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -1891,6 +1949,14 @@ export const App: MessageFns<App> = {
             message.imageDigest = reader.string();
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.routes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1964,6 +2030,9 @@ export const App: MessageFns<App> = {
         : isSet(object.image_digest)
         ? globalThis.String(object.image_digest)
         : "",
+      routes: globalThis.Array.isArray(object?.routes)
+        ? object.routes.map((e: any) => Route.fromJSON(e))
+        : [],
     };
   },
 
@@ -2035,6 +2104,9 @@ export const App: MessageFns<App> = {
     if (message.imageDigest !== "") {
       obj.imageDigest = message.imageDigest;
     }
+    if (message.routes?.length) {
+      obj.routes = message.routes.map((e) => Route.toJSON(e));
+    }
     return obj;
   },
 
@@ -2075,6 +2147,7 @@ export const App: MessageFns<App> = {
     message.group = object.group ?? "";
     message.hidden = object.hidden ?? false;
     message.imageDigest = object.imageDigest ?? "";
+    message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2160,6 +2233,127 @@ export const App_EnvEntry: MessageFns<App_EnvEntry> = {
     const message = createBaseApp_EnvEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseRoute(): Route {
+  return { host: "", pathPrefix: "", slot: 0, tls: false };
+}
+
+export const Route: MessageFns<Route> = {
+  encode(message: Route, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.pathPrefix !== "") {
+      writer.uint32(18).string(message.pathPrefix);
+    }
+    if (message.slot !== 0) {
+      writer.uint32(24).int32(message.slot);
+    }
+    if (message.tls !== false) {
+      writer.uint32(32).bool(message.tls);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Route {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoute();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pathPrefix = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.slot = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.tls = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Route {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      pathPrefix: isSet(object.pathPrefix)
+        ? globalThis.String(object.pathPrefix)
+        : isSet(object.path_prefix)
+        ? globalThis.String(object.path_prefix)
+        : "",
+      slot: isSet(object.slot) ? globalThis.Number(object.slot) : 0,
+      tls: isSet(object.tls) ? globalThis.Boolean(object.tls) : false,
+    };
+  },
+
+  toJSON(message: Route): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.pathPrefix !== "") {
+      obj.pathPrefix = message.pathPrefix;
+    }
+    if (message.slot !== 0) {
+      obj.slot = Math.round(message.slot);
+    }
+    if (message.tls !== false) {
+      obj.tls = message.tls;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Route>): Route {
+    return Route.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Route>): Route {
+    const message = createBaseRoute();
+    message.host = object.host ?? "";
+    message.pathPrefix = object.pathPrefix ?? "";
+    message.slot = object.slot ?? 0;
+    message.tls = object.tls ?? false;
     return message;
   },
 };
@@ -4350,6 +4544,8 @@ function createBaseEditAppRequest(): EditAppRequest {
     removeConstraints: [],
     group: undefined,
     hidden: undefined,
+    addRoutes: [],
+    removeRoutes: [],
   };
 }
 
@@ -4402,6 +4598,12 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     }
     if (message.hidden !== undefined) {
       writer.uint32(128).bool(message.hidden);
+    }
+    for (const v of message.addRoutes) {
+      Route.encode(v!, writer.uint32(138).fork()).join();
+    }
+    for (const v of message.removeRoutes) {
+      Route.encode(v!, writer.uint32(146).fork()).join();
     }
     return writer;
   },
@@ -4550,6 +4752,22 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
             message.hidden = reader.bool();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.addRoutes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.removeRoutes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4650,6 +4868,16 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
         : [],
       group: isSet(object.group) ? globalThis.String(object.group) : undefined,
       hidden: isSet(object.hidden) ? globalThis.Boolean(object.hidden) : undefined,
+      addRoutes: globalThis.Array.isArray(object?.addRoutes)
+        ? object.addRoutes.map((e: any) => Route.fromJSON(e))
+        : globalThis.Array.isArray(object?.add_routes)
+        ? object.add_routes.map((e: any) => Route.fromJSON(e))
+        : [],
+      removeRoutes: globalThis.Array.isArray(object?.removeRoutes)
+        ? object.removeRoutes.map((e: any) => Route.fromJSON(e))
+        : globalThis.Array.isArray(object?.remove_routes)
+        ? object.remove_routes.map((e: any) => Route.fromJSON(e))
+        : [],
     };
   },
 
@@ -4709,6 +4937,12 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     if (message.hidden !== undefined) {
       obj.hidden = message.hidden;
     }
+    if (message.addRoutes?.length) {
+      obj.addRoutes = message.addRoutes.map((e) => Route.toJSON(e));
+    }
+    if (message.removeRoutes?.length) {
+      obj.removeRoutes = message.removeRoutes.map((e) => Route.toJSON(e));
+    }
     return obj;
   },
 
@@ -4741,6 +4975,8 @@ export const EditAppRequest: MessageFns<EditAppRequest> = {
     message.removeConstraints = object.removeConstraints?.map((e) => e) || [];
     message.group = object.group ?? undefined;
     message.hidden = object.hidden ?? undefined;
+    message.addRoutes = object.addRoutes?.map((e) => Route.fromPartial(e)) || [];
+    message.removeRoutes = object.removeRoutes?.map((e) => Route.fromPartial(e)) || [];
     return message;
   },
 };
@@ -6407,7 +6643,17 @@ export const WatchPortEventsRequest: MessageFns<WatchPortEventsRequest> = {
 };
 
 function createBasePortEvent(): PortEvent {
-  return { revision: 0, app: "", kind: 0, oldBindings: [], newBindings: [], message: "", time: undefined, group: "" };
+  return {
+    revision: 0,
+    app: "",
+    kind: 0,
+    oldBindings: [],
+    newBindings: [],
+    message: "",
+    time: undefined,
+    group: "",
+    routes: [],
+  };
 }
 
 export const PortEvent: MessageFns<PortEvent> = {
@@ -6435,6 +6681,9 @@ export const PortEvent: MessageFns<PortEvent> = {
     }
     if (message.group !== "") {
       writer.uint32(66).string(message.group);
+    }
+    for (const v of message.routes) {
+      Route.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -6516,6 +6765,14 @@ export const PortEvent: MessageFns<PortEvent> = {
             message.group = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.routes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6546,6 +6803,7 @@ export const PortEvent: MessageFns<PortEvent> = {
       message: isSet(object.message) ? globalThis.String(object.message) : "",
       time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
       group: isSet(object.group) ? globalThis.String(object.group) : "",
+      routes: globalThis.Array.isArray(object?.routes) ? object.routes.map((e: any) => Route.fromJSON(e)) : [],
     };
   },
 
@@ -6575,6 +6833,9 @@ export const PortEvent: MessageFns<PortEvent> = {
     if (message.group !== "") {
       obj.group = message.group;
     }
+    if (message.routes?.length) {
+      obj.routes = message.routes.map((e) => Route.toJSON(e));
+    }
     return obj;
   },
 
@@ -6591,6 +6852,7 @@ export const PortEvent: MessageFns<PortEvent> = {
     message.message = object.message ?? "";
     message.time = object.time ?? undefined;
     message.group = object.group ?? "";
+    message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
     return message;
   },
 };

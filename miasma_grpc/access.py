@@ -74,8 +74,11 @@ class AccessList:
         return None
 
 
-def parse_access(text: str, *, admin_token: str = "") -> AccessList:
-    """The identities of an access file's ``text`` (plus ``admin_token``, if given).
+def parse_access(
+    text: str, *, admin_token: str = "", services: Mapping[str, Identity] | None = None
+) -> AccessList:
+    """The identities of an access file's ``text`` (plus ``admin_token``, if given, and the
+    server's own ``services`` by token hash, where anyone is asked at all).
     ``ValueError`` saying where, for anything malformed: it is not applied."""
     try:
         data = tomllib.loads(text)
@@ -105,6 +108,8 @@ def parse_access(text: str, *, admin_token: str = "") -> AccessList:
         subjects[identity.name] = identity
     if admin_token:
         tokens.setdefault(token_hash(admin_token), Identity("admin", Role.ADMIN))
+    if tokens or subjects:
+        tokens.update(services or {})
     return AccessList(tokens, subjects)
 
 
@@ -163,6 +168,7 @@ class AccessFile:
     def __init__(self, path: Path | None, *, admin_token: str = "") -> None:
         self.path = path
         self.admin_token = admin_token
+        self.services: dict[str, Identity] = {}  # the server's own callers, by token hash
         self._stamp: tuple[int, int] | None = None
         self.current = parse_access("", admin_token=admin_token)
         if path is not None:
@@ -171,9 +177,19 @@ class AccessFile:
     def _read(self) -> AccessList:
         assert self.path is not None
         stat = self.path.stat()
-        access = parse_access(self.path.read_text(encoding="utf-8"), admin_token=self.admin_token)
+        access = parse_access(self.path.read_text(encoding="utf-8"), admin_token=self.admin_token,
+                              services=self.services)  # fmt: skip
         self._stamp = (stat.st_mtime_ns, stat.st_size)
         return access
+
+    def service_token(self, name: str, role: Role) -> str:
+        """A new token for one of the server's own parts (the router) as ``name`` with
+        ``role``, kept in memory only; "" when the server asks nobody."""
+        token = secrets.token_urlsafe(32)
+        self.services[token_hash(token)] = Identity(name, role, "internal")
+        text = self.path.read_text(encoding="utf-8") if self.path is not None else ""
+        self.current = parse_access(text, admin_token=self.admin_token, services=self.services)
+        return "" if self.current.empty else token
 
     def reload(self, *, forced: bool = False) -> bool:
         """Read the file again if it changed (or ``forced``: SIGHUP); whether the identities

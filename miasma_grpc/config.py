@@ -17,6 +17,8 @@ from miasma_grpc.domain.events import Retention
 from miasma_grpc.domain.models import Port, PortRange, Protocol
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+ROUTERS = ("", "caddy")
+DEFAULT_ROUTER_DRAIN = 2.0
 RUNTIMES = ("auto", "container", "swarm")
 DURABILITIES = ("full", "fast")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -56,6 +58,29 @@ class Settings:
     # full: every acknowledged change is on disk (fsync before the reply); fast: a process
     # crash loses nothing, a power loss may lose the last changes (README "Reliability").
     durability: str = "full"
+    # The router (docs/routing.md): "caddy" runs Caddy, following the port events.
+    router: str = ""
+    router_http: str = "127.0.0.1:8080"
+    router_https: str = "127.0.0.1:8443"
+    router_upstream_host: str = "127.0.0.1"
+    router_acme_email: str = ""
+    caddy: str = "caddy"
+    # Seconds an old container serves on after its successor is applied (-1: 2 with a
+    # router, else 0).
+    drain: float = -1.0
+
+    def router_port(self, scheme: str) -> int:
+        """The port the router serves ``scheme`` (http, https) on; 0 without a router."""
+        if not self.router:
+            return 0
+        return _port_of(self.router_http if scheme == "http" else self.router_https)
+
+    @property
+    def drain_seconds(self) -> float:
+        """How long an old container keeps serving after a start-first rollout."""
+        if self.drain >= 0:
+            return self.drain
+        return DEFAULT_ROUTER_DRAIN if self.router else 0.0
 
     @property
     def tls(self) -> bool:
@@ -92,8 +117,18 @@ class Settings:
 
     @property
     def all_reserved(self) -> frozenset[Port]:
-        """Configured reserved ports plus the server's own port (TCP)."""
-        return frozenset({*self.reserved_ports, Port(self.listen_port, Protocol.TCP)})
+        """Configured reserved ports plus the server's own port, and the router's (TCP)."""
+        own = [self.listen_port]
+        if self.router:
+            own += [_port_of(self.router_http), _port_of(self.router_https)]
+        return frozenset({*self.reserved_ports, *(Port(p, Protocol.TCP) for p in own)})
+
+
+def _port_of(address: str) -> int:
+    host, sep, port = address.rpartition(":")
+    if not (host and sep and port.isdigit() and 0 < int(port) <= 65535):
+        raise ValueError(f"a router address must be HOST:PORT, got {address!r}")
+    return int(port)
 
 
 def parse_ports(text: str) -> tuple[Port, ...]:
@@ -184,6 +219,25 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "and write the host's files (as root, with most images) [env "
         f"{env_name('allow-bind-mounts')}; default: {defaults.allow_bind_mounts}]",
     )
+    add("router", "run a router for apps' routes: caddy (docs/routing.md); none if empty", "")
+    add("router-http", "HOST:PORT the router serves HTTP on", defaults.router_http)
+    add("router-https", "HOST:PORT the router serves HTTPS on (routes with tls)",
+        defaults.router_https)  # fmt: skip
+    add("router-upstream-host", "address the router reaches apps' published ports at",
+        defaults.router_upstream_host)  # fmt: skip
+    add(
+        "router-acme-email",
+        "ACME account e-mail: public host names of TLS routes get certificates from Let's "
+        "Encrypt (local names always from the router's own CA)",
+        "",
+    )
+    add("caddy", "the Caddy binary the router runs", defaults.caddy)
+    add(
+        "drain",
+        "seconds an old container keeps serving after its successor is applied, so routers "
+        "following the events move first (default: 2 with --router, else 0)",
+        -1.0,
+    )
     add(
         "access-token",
         "require 'authorization: Bearer <token>' on every call but health (prefer the env "
@@ -263,6 +317,13 @@ def load_settings(
             rpc_timeout=_positive(float(ns.rpc_timeout), "--rpc-timeout"),
             allow_bind_mounts=bool(ns.allow_bind_mounts),
             durability=str(ns.durability).lower(),
+            router=str(ns.router).lower(),
+            router_http=str(ns.router_http),
+            router_https=str(ns.router_https),
+            router_upstream_host=str(ns.router_upstream_host),
+            router_acme_email=str(ns.router_acme_email),
+            caddy=str(ns.caddy),
+            drain=float(ns.drain),
             event_max_age=float(ns.event_max_age),
             event_compaction_interval=_positive(
                 float(ns.event_compaction_interval), "--event-compaction-interval"
@@ -278,6 +339,11 @@ def load_settings(
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if settings.durability not in DURABILITIES:
             raise ValueError(f"--durability must be one of {', '.join(DURABILITIES)}")
+        if settings.router not in ROUTERS:
+            raise ValueError("--router must be caddy (or empty for none)")
+        if not settings.drain < float("inf"):
+            raise ValueError(f"--drain must be finite, got {ns.drain}")
+        settings.all_reserved  # noqa: B018 - validates the router's addresses early
         if settings.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}")
         if settings.event_retention < 1 or settings.event_buffer < 1:

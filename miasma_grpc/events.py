@@ -107,6 +107,7 @@ class EventHub:
                         EventKind.SNAPSHOT,
                         new=current.bindings,
                         group=current.group,
+                        routes=current.routes,
                     )
                 yield SnapshotComplete(revision)
                 cursor = revision

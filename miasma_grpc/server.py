@@ -22,11 +22,14 @@ from miasma_grpc.api.registry import APP_SERVICE, add_app_service
 from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
 from miasma_grpc.config import Settings
+from miasma_grpc.domain.access import Role
 from miasma_grpc.domain.allocator import PortLedger, RandomTargets
 from miasma_grpc.events import EventHub
 from miasma_grpc.logs import AppLogs
 from miasma_grpc.observer import Observer
 from miasma_grpc.reconcile import Reconciler
+from miasma_grpc.router.caddy import Listen, RouterFailure
+from miasma_grpc.router.service import Router, RouterSettings
 from miasma_grpc.runtime.base import HostPorts
 from miasma_grpc.runtime.containers import DockerContainerRuntime
 from miasma_grpc.runtime.docker import ENGINE_ERRORS
@@ -127,6 +130,7 @@ def build_runtime(
         publish_address=settings.publish_address,
         # A remote engine's container addresses cannot be probed from here: no wait.
         ready_timeout=settings.ready_timeout if local_engine(engine) else 0.0,
+        drain=settings.drain_seconds,
     )
     return container, local
 
@@ -177,6 +181,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.warning(warning)
         if port == 0:
             raise SystemExit(f"cannot listen on {settings.listen}")
+        router = build_router(settings)
+        if router is not None:
+            # The router watches the events over a socket of its own, as a viewer.
+            router_socket = router.caddy.sockets / "grpc.sock"
+            server.add_insecure_port(f"unix:{router_socket}")
+            router_token = access.service_token("router", Role.VIEWER)
+            try:
+                await router.start()
+            except RouterFailure as exc:
+                await router.caddy.close()
+                raise SystemExit(f"miasma-server: router: {exc.message}") from None
 
         async def reachability(up: bool) -> None:
             if up:
@@ -215,6 +230,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 ),
                 background.create_task(follow_access_file(access), name="access-file"),
             ]
+            if router is not None:
+                tasks.append(background.create_task(
+                    router.run(f"unix:{router_socket}", router_token), name="router"
+                ))  # fmt: skip
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, functools.partial(access.reload, forced=True))
             try:
@@ -229,6 +248,21 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     task.cancel()
                 await server.stop(SHUTDOWN_GRACE)
                 await manager.close()
+
+
+def build_router(settings: Settings) -> Router | None:
+    """The router of ``--router``, or None."""
+    if not settings.router:
+        return None
+    return Router(
+        RouterSettings(
+            home=settings.db_path.parent / "router",
+            listen=Listen(settings.router_http, settings.router_https),
+            upstream_host=settings.router_upstream_host,
+            caddy=settings.caddy,
+            acme_email=settings.router_acme_email,
+        )
+    )
 
 
 async def follow_access_file(access: AccessFile, every: float = ACCESS_POLL) -> None:

@@ -148,8 +148,10 @@ def ensure_test_image(docker_host: str, tag: str = TEST_IMAGE) -> str:
 # the VOLUME /var/lib/postgresql/data, STOPSIGNAL SIGINT (fast shutdown).
 POSTGRES_IMAGE = "miasma-test/postgres:15"
 POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "postgres-image.sh"
+CADDY_SCRIPT = REPO_ROOT / "scripts" / "caddy.sh"
 # Building may install postgresql-15 and busybox-static with apt-get first.
 _POSTGRES_IMAGE_TIMEOUT = 900.0
+_APT_TIMEOUT = 900.0  # seconds: an apt-get update and install
 
 
 def ensure_postgres_image(docker_host: str, tag: str = POSTGRES_IMAGE) -> str:
@@ -162,3 +164,10 @@ def ensure_postgres_image(docker_host: str, tag: str = POSTGRES_IMAGE) -> str:
     if built != tag:
         raise EngineError(f"postgres-image.sh printed {built!r}, expected {tag!r}")
     return tag
+
+
+def ensure_caddy() -> str:
+    """The path of a ``caddy`` binary, Debian's package installed if none (scripts/caddy.sh)."""
+    result = run_script(CADDY_SCRIPT, timeout=_APT_TIMEOUT, error=EngineError)
+    lines = output_lines(result, EngineError)
+    return lines[-1] if lines else ""

@@ -448,6 +448,9 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             ],
             public_host=self.settings.public_host,
             bind_mounts_allowed=self.settings.allow_bind_mounts,
+            router=self.settings.router,
+            router_http_port=self.settings.router_port("http"),
+            router_https_port=self.settings.router_port("https"),
         )
 
 

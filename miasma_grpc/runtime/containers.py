@@ -31,6 +31,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 from aiodocker.containers import DockerContainer
@@ -117,13 +118,28 @@ class DockerContainerRuntime(DockerVolumes):
         instance: str = "miasma",
         publish_address: str = DEFAULT_PUBLISH_ADDRESS,
         ready_timeout: float = 0.0,
+        drain: float = 0.0,
     ) -> None:
         super().__init__(docker_host)
         self.instance = instance
         self.network = instance
         self.publish_address = publish_address
         self.ready_timeout = ready_timeout  # 0: remove the old container as soon as the new starts
+        # Seconds an old container keeps serving once its successor is applied, while
+        # routers and clients that follow the events move (docs/routing.md).
+        self.drain = drain
+        self._retiring: dict[str, asyncio.Task[None]] = {}  # container ID -> its removal
         self._network_lock = asyncio.Lock()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in set(self._retiring.values()):  # the reconciler removes them at next start
+            task.cancel()
+        await super().__aexit__(exc_type, exc, tb)
 
     # -- Runtime protocol ----------------------------------------------------
 
@@ -149,6 +165,9 @@ class DockerContainerRuntime(DockerVolumes):
             for container in containers:
                 await self._stop(container, app.stop_grace, "the container")
             return Observed(running=0, total=0)
+        for container in containers:  # this rollout deals with them now
+            if (retiring := self._retiring.pop(container.id, None)) is not None:
+                retiring.cancel()
         want = self._hash(app)
         current = [c for c in containers if self._current(app, want, c)]
         stale = [c for c in containers if c not in current]
@@ -189,6 +208,8 @@ class DockerContainerRuntime(DockerVolumes):
             )
         by_app: dict[str, list[DockerContainer]] = {}
         for container in found:
+            if container.id in self._retiring:
+                continue  # serves out its drain, then goes
             if name := _labels(container).get(LABEL_APP):
                 by_app.setdefault(name, []).append(container)
         in_sync: dict[str, Observed] = {}
@@ -334,18 +355,26 @@ class DockerContainerRuntime(DockerVolumes):
         await self.check_mountable(mounts)
         network = await self._ensure_network()
         new_ports = {b.published_port for b in app.bindings}
-        stop_first = writable(mounts) or any(_published(c) & new_ports for c in stale)
         serving = [c for c in stale if _running(c)]
+        # Stop-first for a container that writes the app's volumes (two processes on one
+        # data directory corrupt it) or holds a port the new one needs; the others serve
+        # on until the new one is up.
+        in_the_way = serving if writable(mounts) else [
+            c for c in serving if _published(c) & new_ports
+        ]  # fmt: skip
         stopped: list[DockerContainer] = []
-        if stop_first:
-            for container in serving:
-                await self._stop(container, app.stop_grace, "the old container")
-                stopped.append(container)
+        for container in in_the_way:
+            await self._stop(container, app.stop_grace, "the old container")
+            stopped.append(container)
         name = self._name(app, want)
-        for container in stale:  # a copy made by hand may hold the name the new one needs
+        for container in stale:  # an old one (or a copy made by hand) may hold the name
             if name in _names(container):
-                async with docker_errors(f"rename a stale container of app {app.name!r}"):
-                    await container.rename(f"{name}-stale-{container.id[:8]}")
+                try:
+                    async with docker_errors(f"rename a stale container of app {app.name!r}"):
+                        await container.rename(f"{name}-stale-{container.id[:8]}")
+                except RuntimeFailure as exc:
+                    if not _gone(exc):
+                        raise
         try:
             say("starting the new container")
             new = await self._create_and_start(app, want, mounts, network)
@@ -366,7 +395,32 @@ class DockerContainerRuntime(DockerVolumes):
                 except (RuntimeFailure, Unavailable) as exc:
                     log.error("could not restore app %s: %s", app.name, exc)
             raise
-        await self._remove_all(stale, app.stop_grace, "the old container")
+        if self.drain > 0 and any(c not in stopped for c in serving):
+            self._retire(stale, app)
+        else:
+            await self._remove_all(stale, app.stop_grace, "the old container")
+
+    def _retire(self, containers: list[DockerContainer], app: App) -> None:
+        """Remove ``containers`` after the drain: the new container is applied (and said
+        so) at once, and the old one serves the requests still sent to it meanwhile."""
+        say(f"the old container serves {self.drain:g} s more, while routers move")
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(self.drain)
+                await self._remove_all(containers, app.stop_grace)
+            except (RuntimeFailure, Unavailable) as exc:
+                log.warning("could not remove an old container of app %s (the reconciler "
+                            "will): %s", app.name, exc.message)  # fmt: skip
+            finally:
+                this = asyncio.current_task()
+                for container in containers:
+                    if self._retiring.get(container.id) is this:
+                        del self._retiring[container.id]
+
+        task = asyncio.create_task(later(), name=f"retire-{app.name}")
+        for container in containers:
+            self._retiring[container.id] = task
 
     async def _create_and_start(
         self, app: App, want: str, mounts: Sequence[Mount], network: str
@@ -511,8 +565,13 @@ class DockerContainerRuntime(DockerVolumes):
                 async with docker_errors("remove a container"):
                     await container.delete(force=True)
             except RuntimeFailure as exc:
-                if "No such container" not in exc.message:
+                if not _gone(exc):
                     raise
+
+
+def _gone(exc: RuntimeFailure) -> bool:
+    """Whether Docker refused because the container is gone already."""
+    return "No such container" in exc.message
 
 
 async def accepts(address: str, port: int) -> bool:

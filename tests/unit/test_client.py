@@ -43,7 +43,7 @@ def test_public_surface_is_pinned() -> None:
         "InvalidInput",
         "MiasmaClient", "MiasmaError", "Operation", "PortLike", "Settings", "SettingsError",
         "VolumeLike", "app_status", "config_path", "format_port", "format_volume", "parse_port",
-        "parse_ports", "parse_volume", "parse_volumes", "resource_name",
+        "parse_ports", "parse_volume", "parse_volumes", "resource_name", "route",
     ])  # fmt: skip
 
 

@@ -7,7 +7,7 @@ server code (``miasma_grpc``); a test checks it.
 
 from miasma_client._client import DEFAULT_TIMEOUT, AsyncMiasmaClient, MiasmaClient
 from miasma_client._errors import FieldViolation, InvalidInput, MiasmaError
-from miasma_client._operations import Operation, resource_name
+from miasma_client._operations import Operation, resource_name, route
 from miasma_client._ports import PortLike, format_port, parse_port, parse_ports
 from miasma_client._settings import DEFAULT_SERVER, Settings, SettingsError, config_path
 from miasma_client._status import AppStatus, app_status
@@ -36,4 +36,5 @@ __all__ = [
     "parse_volume",
     "parse_volumes",
     "resource_name",
+    "route",
 ]

@@ -268,6 +268,8 @@ def edit_app(
     remove_constraints: Iterable[str] = (),
     group: str | None = None,
     hidden: bool | None = None,
+    add_routes: Iterable[apps_pb2.Route] = (),
+    remove_routes: Iterable[apps_pb2.Route] = (),
     validate_only: bool = False,
     etag: str = "",
     request_id: str | None = None,
@@ -278,7 +280,9 @@ def edit_app(
     Volumes are ``"SOURCE:TARGET[:ro]"`` strings or ``Volume`` messages; a
     removal may name the target alone (``"/data"``). ``set_env`` leaves the
     variables it does not name as they are. ``group`` and ``hidden`` change only
-    when given (``group=""`` takes the app out of its group).
+    when given (``group=""`` takes the app out of its group). Routes are
+    ``Route`` messages (:func:`route` makes one); a route to a host and path the
+    app has replaces it; a removal matches by host and path.
     """
     request = apps_pb2.EditAppRequest(
         name=resource_name(name),
@@ -294,11 +298,19 @@ def edit_app(
         remove_constraints=list(remove_constraints),
         group=group,
         hidden=hidden,
+        add_routes=list(add_routes),
+        remove_routes=list(remove_routes),
         validate_only=validate_only,
         etag=etag,
         request_id=_request_id(request_id),
     )
     return Operation("EditApp", request, _whole)
+
+
+def route(host: str, path: str = "", *, slot: int = 0, tls: bool = False) -> apps_pb2.Route:
+    """A route: ``host`` (and ``path``, a prefix like "/api") to the app's port ``slot``
+    (0: ``PORT``); ``tls`` also on the router's HTTPS port."""
+    return apps_pb2.Route(host=host, path_prefix=path, slot=slot, tls=tls)
 
 
 def list_volumes(app: str = "") -> Operation[list[apps_pb2.VolumeInfo]]:

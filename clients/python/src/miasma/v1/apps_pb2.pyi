@@ -1751,6 +1751,9 @@ class GetServerInfoResponse(_message.Message):
     RESERVED_PORTS_FIELD_NUMBER: _builtins.int
     PUBLIC_HOST_FIELD_NUMBER: _builtins.int
     BIND_MOUNTS_ALLOWED_FIELD_NUMBER: _builtins.int
+    ROUTER_FIELD_NUMBER: _builtins.int
+    ROUTER_HTTP_PORT_FIELD_NUMBER: _builtins.int
+    ROUTER_HTTPS_PORT_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Miasma gRPC version."""
     docker_version: _builtins.str
@@ -1771,6 +1774,12 @@ class GetServerInfoResponse(_message.Message):
     """Host name used in app URLs."""
     bind_mounts_allowed: _builtins.bool
     """Whether apps may mount host paths (--allow-bind-mounts)."""
+    router: _builtins.str
+    """The router the server runs ("caddy"; "" for none: --router), and the
+    ports it serves routes on (docs/routing.md).
+    """
+    router_http_port: _builtins.int
+    router_https_port: _builtins.int
     @_builtins.property
     def reserved_ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
         """Published ports no app may take."""
@@ -1789,10 +1798,13 @@ class GetServerInfoResponse(_message.Message):
         reserved_ports: _abc.Iterable[Global___Port] | None = ...,
         public_host: _builtins.str = ...,
         bind_mounts_allowed: _builtins.bool = ...,
+        router: _builtins.str = ...,
+        router_http_port: _builtins.int = ...,
+        router_https_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bind_mounts_allowed", b"bind_mounts_allowed", "docker_reachable", b"docker_reachable", "docker_version", b"docker_version", "join_command", b"join_command", "public_host", b"public_host", "published_port_range", b"published_port_range", "reserved_ports", b"reserved_ports", "runtime_mode", b"runtime_mode", "swarm_id", b"swarm_id", "target_port_range", b"target_port_range", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bind_mounts_allowed", b"bind_mounts_allowed", "docker_reachable", b"docker_reachable", "docker_version", b"docker_version", "join_command", b"join_command", "public_host", b"public_host", "published_port_range", b"published_port_range", "reserved_ports", b"reserved_ports", "router", b"router", "router_http_port", b"router_http_port", "router_https_port", b"router_https_port", "runtime_mode", b"runtime_mode", "swarm_id", b"swarm_id", "target_port_range", b"target_port_range", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

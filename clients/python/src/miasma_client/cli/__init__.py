@@ -15,7 +15,7 @@ import click
 from miasma_client._errors import MiasmaError
 from miasma_client._ports import format_port
 from miasma_client._settings import DEFAULT_SERVER, config_path, save_file
-from miasma_client.cli import _apps, _audit, _env, _logs, _volumes, _watch
+from miasma_client.cli import _apps, _audit, _env, _logs, _routes, _volumes, _watch
 from miasma_client.cli._context import CliError, State, pass_state
 from miasma_client.cli._params import json_option
 from miasma_client.cli._render import err, out, print_json
@@ -121,6 +121,7 @@ def server_info(state: State, as_json: bool) -> None:
 
 for command in [
     *_apps.COMMANDS, *_env.COMMANDS, _logs.logs, *_volumes.COMMANDS, _watch.watch, _audit.audit,
+    *_routes.COMMANDS,
 ]:  # fmt: skip
     cli.add_command(command)
 

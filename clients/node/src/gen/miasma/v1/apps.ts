@@ -988,6 +988,13 @@ export interface GetServerInfoResponse {
   publicHost: string;
   /** Whether apps may mount host paths (--allow-bind-mounts). */
   bindMountsAllowed: boolean;
+  /**
+   * The router the server runs ("caddy"; "" for none: --router), and the
+   * ports it serves routes on (docs/routing.md).
+   */
+  router: string;
+  routerHttpPort: number;
+  routerHttpsPort: number;
 }
 
 export interface WatchPortEventsRequest {
@@ -6285,6 +6292,9 @@ function createBaseGetServerInfoResponse(): GetServerInfoResponse {
     reservedPorts: [],
     publicHost: "",
     bindMountsAllowed: false,
+    router: "",
+    routerHttpPort: 0,
+    routerHttpsPort: 0,
   };
 }
 
@@ -6322,6 +6332,15 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     }
     if (message.bindMountsAllowed !== false) {
       writer.uint32(88).bool(message.bindMountsAllowed);
+    }
+    if (message.router !== "") {
+      writer.uint32(98).string(message.router);
+    }
+    if (message.routerHttpPort !== 0) {
+      writer.uint32(104).int32(message.routerHttpPort);
+    }
+    if (message.routerHttpsPort !== 0) {
+      writer.uint32(112).int32(message.routerHttpsPort);
     }
     return writer;
   },
@@ -6427,6 +6446,30 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
             message.bindMountsAllowed = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.router = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.routerHttpPort = reader.int32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.routerHttpsPort = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6492,6 +6535,17 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
         : isSet(object.bind_mounts_allowed)
         ? globalThis.Boolean(object.bind_mounts_allowed)
         : false,
+      router: isSet(object.router) ? globalThis.String(object.router) : "",
+      routerHttpPort: isSet(object.routerHttpPort)
+        ? globalThis.Number(object.routerHttpPort)
+        : isSet(object.router_http_port)
+        ? globalThis.Number(object.router_http_port)
+        : 0,
+      routerHttpsPort: isSet(object.routerHttpsPort)
+        ? globalThis.Number(object.routerHttpsPort)
+        : isSet(object.router_https_port)
+        ? globalThis.Number(object.router_https_port)
+        : 0,
     };
   },
 
@@ -6530,6 +6584,15 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     if (message.bindMountsAllowed !== false) {
       obj.bindMountsAllowed = message.bindMountsAllowed;
     }
+    if (message.router !== "") {
+      obj.router = message.router;
+    }
+    if (message.routerHttpPort !== 0) {
+      obj.routerHttpPort = Math.round(message.routerHttpPort);
+    }
+    if (message.routerHttpsPort !== 0) {
+      obj.routerHttpsPort = Math.round(message.routerHttpsPort);
+    }
     return obj;
   },
 
@@ -6549,6 +6612,9 @@ export const GetServerInfoResponse: MessageFns<GetServerInfoResponse> = {
     message.reservedPorts = object.reservedPorts?.map((e) => Port.fromPartial(e)) || [];
     message.publicHost = object.publicHost ?? "";
     message.bindMountsAllowed = object.bindMountsAllowed ?? false;
+    message.router = object.router ?? "";
+    message.routerHttpPort = object.routerHttpPort ?? 0;
+    message.routerHttpsPort = object.routerHttpsPort ?? 0;
     return message;
   },
 };

@@ -1,0 +1,1 @@
+"""The router: hostnames to apps, through a real proxy that follows the port events."""

@@ -2,7 +2,7 @@
 
 In order: (a) ``bench.throughput``, (b) ``bench.scale``, (c) ``bench.serving``,
 (d) ``bench.watch_fanout``, (e) ``bench.cold_start``, (f) ``bench.db_downtime``,
-(i) ``bench.reads``;
+(i) ``bench.reads``, (g) ``bench.routing``;
 each is one module's ``measure()``, and its ``table()`` is printed as soon as
 it completes. Then a summary: one line per target with the figure measured and
 PASS or MISS. Every ratio compares two things measured in the same run,
@@ -209,6 +209,28 @@ def reads_targets(f: dict[str, Any]) -> list[Target]:
     return found
 
 
+def routing_targets(f: dict[str, Any]) -> list[Target]:
+    """(g): no failed request through the moves; switch delay and proxy cost reported."""
+    s, failed = f["switch"], f["failed_requests"]
+    return [
+        Target(
+            "g", f"requests failed through {f['rounds']} port moves", str(failed),
+            "0", failed == 0, failed,
+        ),
+        Target(
+            "g", "route switch, applied -> new upstream",
+            f"{s['p50_ms']:.0f} ms median, {s['p99_ms']:.0f} ms p99",
+            "reported", True, s["p50_ms"],
+        ),
+        Target(
+            "g", "router throughput vs Caddy by hand",
+            f"{f['throughput_ratio']:.2f}x ({f['routed']['per_s']:.0f} vs "
+            f"{f['static']['per_s']:.0f}/s; p99 {f['p99_ratio']:.2f}x)",
+            "reported", True, f["throughput_ratio"],
+        ),
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Bench:
     """One benchmark: its module, ``measure()``'s arguments, and its targets."""
@@ -233,6 +255,7 @@ BENCHES = (
     Bench("e", "cold_start", {}, {"runs": 1}, cold_start_targets),
     Bench("f", "db_downtime", {}, {"rounds": 3}, db_downtime_targets),
     Bench("i", "reads", {}, {"window": 1, "rounds": 1, "apps": 2000}, reads_targets),
+    Bench("g", "routing", {}, {"rounds": 5, "seconds": 2, "windows": 1}, routing_targets),
 )  # fmt: skip
 
 

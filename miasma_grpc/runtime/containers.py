@@ -165,22 +165,23 @@ class DockerContainerRuntime(DockerVolumes):
             for container in containers:
                 await self._stop(container, app.stop_grace, "the container")
             return Observed(running=0, total=0)
-        for container in containers:  # this rollout deals with them now
-            if (retiring := self._retiring.pop(container.id, None)) is not None:
-                retiring.cancel()
         want = self._hash(app)
         current = [c for c in containers if self._current(app, want, c)]
-        stale = [c for c in containers if c not in current]
+        retiring = [c for c in containers if c.id in self._retiring and c not in current]
+        stale = [c for c in containers if c not in current and c not in retiring]
         if current:
             keep, *extra = current
-            # The others go first: one of them may write to the app's volumes.
+            # The others go first: one of them may write to the app's volumes. Those
+            # serving out their drain stay until it ends.
             await self._remove_all([*extra, *stale], app.stop_grace)
             if not _running(keep):
                 say("starting the container")
                 async with docker_errors(f"start the container of app {app.name!r}"):
                     await keep.start()
         else:
-            await self._replace(app, want, stale)
+            for container in retiring:  # this rollout deals with them now
+                self._retiring.pop(container.id).cancel()
+            await self._replace(app, want, [*stale, *retiring])
         return await self.observe(app)
 
     async def restart(self, app: App) -> Observed:

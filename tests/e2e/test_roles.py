@@ -5,7 +5,6 @@ a restart, and client certificates as identities."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from miasma_client import MiasmaClient, MiasmaError, Settings
 from miasma_grpc.access import token_hash
 from miasma_grpc.domain.access import PERMISSIONS, Role
 from tests.polling import eventually
+from tests.readme import readme_block
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.docker
 TOKENS = {"viewer": "v-token", "deployer": "d-token", "admin": "a-token"}
 IMAGE = "miasma-test/busybox:latest"
 MIASMA = str(Path(sys.executable).with_name("miasma"))
-README = Path(__file__).resolve().parents[2] / "README.md"
 STOPPED = apps_pb2.DESIRED_STATE_STOPPED
 Request = Callable[[str], Message]
 
@@ -227,17 +226,6 @@ def _logged(server: ServerProcess, text: str) -> None:
     assert text in server.log_path.read_text()
 
 
-def readme_block(test: str) -> list[str]:
-    """The lines of the README's bash block marked as tested by ``test``, with no
-    comments."""
-    text = README.read_text(encoding="utf-8")
-    block = re.search(rf"<!-- tested: tests/e2e/test_roles\.py::{test} -->\n\s*```bash\n(.*?)```",
-                      text, re.S)  # fmt: skip
-    assert block is not None, f"no README block tested by {test}"
-    lines = [line.strip() for line in block[1].splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
-
-
 def test_a_client_certificate_is_an_identity(
     make_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -245,7 +233,7 @@ def test_a_client_certificate_is_an_identity(
     certificates; the access file names router.internal; `miasma whoami` with the
     router's certificate says who it is); a viewer certificate may read, not change; one
     the CA signed but the file does not name is UNAUTHENTICATED, CERTIFICATE_UNKNOWN."""
-    steps = readme_block("test_a_client_certificate_is_an_identity")
+    steps = readme_block("tests/e2e/test_roles.py::test_a_client_certificate_is_an_identity")
     made = [line for line in steps if line.startswith(("openssl", "printf"))]
     stranger = [line.replace("router", "stranger") for line in made if "router" in line]
     for line in [*made, *stranger[:2]]:

@@ -11,6 +11,7 @@ from miasma_grpc.domain.audit import MAX_SUMMARY
 from miasma_grpc.domain.errors import MiasmaError
 
 SECRET_MAPS = frozenset({"env", "set_env"})  # their values may be passwords
+MAX_LISTED = 50  # items of a repeated field a summary shows (10,000 ports cost 17 ms)
 
 
 def app_of(method: str, request: Message) -> str:
@@ -34,6 +35,9 @@ def summarize(request: Message) -> str:
 
 def _redact(message: Message) -> None:
     for field, value in message.ListFields():
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if field.is_repeated and not is_map and len(value) > MAX_LISTED:
+            del value[MAX_LISTED:]  # the summary is cut at MAX_SUMMARY characters anyway
         if field.message_type is None:
             continue
         if field.message_type.GetOptions().map_entry:

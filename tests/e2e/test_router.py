@@ -8,6 +8,7 @@ import http.client
 import os
 import re
 import shlex
+import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from miasma_client import MiasmaClient, route
 
+from miasma_grpc.access import token_hash
 from scripts import engine
 from tests.polling import eventually
 from tests.readme import readme_block
@@ -33,6 +35,7 @@ MIASMA = str(Path(sys.executable).with_name("miasma"))
 # Says which container answered: GEN is set anew with every move.
 SERVE = 'echo "gen ${GEN:-0}" > /tmp/index.html; exec httpd -f -p $PORT -h /tmp'
 MOVES = 20
+TOKEN = "ops-token"
 SWITCH_MARGIN = 0.5  # seconds after a rollout is applied by which the router has moved
 
 
@@ -75,11 +78,17 @@ def caddy() -> str:
 
 
 @pytest.fixture
-def routed(make_server: Callable[..., ServerProcess], caddy: str) -> Iterator[Routed]:
+def routed(
+    make_server: Callable[..., ServerProcess], caddy: str, tmp_path: Path
+) -> Iterator[Routed]:
+    """A server with a router, asking every caller for a token (the access file names
+    one admin): the router's controller watches as its own viewer identity."""
     http_port, https_port = free_port(), free_port()
+    access = tmp_path / "access.toml"
+    access.write_text(f'[[token]]\nname = "ops"\nrole = "admin"\nsha256 = "{token_hash(TOKEN)}"\n')
     server = make_server(
         published_range="29701-29749",
-        extra_args=["--router", "caddy", "--caddy", caddy,
+        extra_args=["--router", "caddy", "--caddy", caddy, "--access-file", str(access),
                     "--router-http", f"127.0.0.1:{http_port}",
                     "--router-https", f"127.0.0.1:{https_port}"],
     )  # fmt: skip
@@ -109,7 +118,8 @@ def answers(routed: Routed, host: str, body: str = "gen 0\n") -> None:
 
 def cli(routed: Routed, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIASMA_")}
-    env |= {"MIASMA_SERVER": routed.server.address, "MIASMA_CONFIG": str(tmp_path / "c.json")}
+    env |= {"MIASMA_SERVER": routed.server.address, "MIASMA_CONFIG": str(tmp_path / "c.json"),
+            "MIASMA_TOKEN": TOKEN}  # fmt: skip
     done = subprocess.run([MIASMA, *args], capture_output=True, text=True, env=env, timeout=120,
                           check=False)  # fmt: skip
     assert done.returncode == 0, f"miasma {' '.join(args)}: {done.stderr}"
@@ -194,7 +204,7 @@ def test_the_readme_routing_steps_and_no_failed_request_through_20_port_moves(
 
     applied: list[tuple[float, str]] = []  # (when a move was applied, what answers since)
     with (
-        MiasmaClient(routed.server.address, timeout=60) as client,
+        MiasmaClient(routed.server.address, token=TOKEN, timeout=60) as client,
         Load(routed, "web.localhost") as load,
     ):
         time.sleep(0.5)
@@ -222,7 +232,7 @@ def test_the_readme_routing_steps_and_no_failed_request_through_20_port_moves(
 def test_a_tls_route_is_served_with_the_routers_local_ca(routed: Routed) -> None:
     """A route with tls answers on the HTTPS port with a certificate of Caddy's own CA
     for its host (on demand); a route without tls is not served there."""
-    with MiasmaClient(routed.server.address, timeout=60) as client:
+    with MiasmaClient(routed.server.address, token=TOKEN, timeout=60) as client:
         client.create_app("secure", IMAGE, command=["sh", "-c", SERVE])
         client.edit_app("secure", add_routes=[route("secure.localhost", tls=True)])
         client.create_app("plain", IMAGE, command=["sh", "-c", SERVE])
@@ -249,14 +259,26 @@ def test_a_tls_route_is_served_with_the_routers_local_ca(routed: Routed) -> None
 
 
 def test_routes_answer_again_after_a_restart_of_the_server(routed: Routed, tmp_path: Path) -> None:
-    """The server (and its Caddy) restarts: the routes are served again from the snapshot,
-    and Miasma's traefik:set spelling works."""
+    """Miasma's traefik:set spelling works; a Caddy that dies is started again with the
+    routes in force; the server (and its Caddy) restarts: the routes are served again
+    from the snapshot."""
     cli(routed, tmp_path, "apps:create", "api", "-i", IMAGE, "--", "sh", "-c", SERVE)
     cli(routed, tmp_path, "traefik:set", "-a", "api", "--rule",
         "Host(`site.localhost`) && PathPrefix(`/`)")  # fmt: skip
     answers(routed, "site.localhost")
     plugins = cli(routed, tmp_path, "plugins").stdout
     assert "TRAEFIK  enabled: caddy" in plugins
+    assert routed.server.log_path is not None
+    [pid] = re.findall(r"router: caddy (\d+) serving", routed.server.log_path.read_text())
+    os.kill(int(pid), signal.SIGKILL)  # the server's child: it dies, as a crash would
+
+    def started_again() -> None:
+        assert routed.server.log_path is not None
+        log = routed.server.log_path.read_text()
+        assert len(re.findall(r"router: caddy (\d+) serving", log)) == 2
+
+    eventually(started_again, "caddy to be started again")
+    answers(routed, "site.localhost")
     routed.server.stop()
     routed.server.start()
     answers(routed, "site.localhost")

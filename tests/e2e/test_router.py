@@ -215,7 +215,7 @@ def test_the_readme_routing_steps_and_no_failed_request_through_20_port_moves(
                             set_env={"GEN": str(move)})  # fmt: skip
             applied.append((time.monotonic(), f"gen {move}"))
             port = new
-            time.sleep(0.3)
+            time.sleep(0.1)
         time.sleep(1.0)
     assert load.failures == [], f"{len(load.failures)} failed: {load.failures[:5]}"
     assert len(load.answers) > 20 * MOVES

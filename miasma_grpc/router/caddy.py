@@ -167,7 +167,7 @@ class Caddy:
 
     def __init__(self, binary: str, home: Path) -> None:
         self.binary = binary
-        self.home = home  # its data: the local CA, certificates
+        self.home = home.resolve()  # its data: the local CA, certificates (it runs elsewhere)
         # A unix socket's path is short (108 bytes): it lives in a directory of its own.
         self.sockets = Path(tempfile.mkdtemp(prefix="miasma-caddy-"))
         self.admin_socket = self.sockets / "admin.sock"

@@ -54,7 +54,7 @@ class Router:
         """Caddy's configuration for ``routes``."""
         return caddy_config(
             routes, listen=self.settings.listen, dns_port=self.dns_port,
-            data=self.settings.home / "data", admin_socket=self.caddy.admin_socket,
+            data=self.caddy.home / "data", admin_socket=self.caddy.admin_socket,
             acme_email=self.settings.acme_email,
         )  # fmt: skip
 

@@ -52,9 +52,12 @@ async def in_scope(
         after = page[-1].name
 
 
-def groups_of(apps: Sequence[App]) -> dict[str, str]:
-    """Each app's group, by name: what a scope by group is judged on."""
-    return {a.name: a.group for a in apps}
+async def groups(manager: AppManager) -> dict[str, str]:
+    """Each app's group, by name, when the caller's scope is judged on groups ({} when it
+    is not limited)."""
+    if CALLER.get().scope is None:
+        return {}
+    return {a.name: a.group for a in await manager.store.list_apps()}
 
 
 def visible_records(records: Sequence[AuditRecord], groups: dict[str, str]) -> list[AuditRecord]:

@@ -33,7 +33,8 @@ from miasma_grpc.api.convert import (
 )
 from miasma_grpc.api.handlers import abort
 from miasma_grpc.api.replies import AppReplies
-from miasma_grpc.api.scopes import check, groups_of, in_scope, scoped, visible_records
+from miasma_grpc.api.scopes import check, in_scope, scoped, visible_records
+from miasma_grpc.api.scopes import groups as scope_groups
 from miasma_grpc.apps import AppManager, EditResult
 from miasma_grpc.config import Settings
 from miasma_grpc.domain.access import CALLER
@@ -310,12 +311,15 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
             else None
         )
         caller = CALLER.get()
-        groups = groups_of(await self.manager.store.list_apps())
+        groups = await scope_groups(self.manager)
         volumes = [
             volume_info_to_proto(info, holders)
             for info, holders in await self.manager.list_volumes()
             if (app is None or info.app == app or app in holders)
-            and any(caller.covers(a, groups.get(a, "")) for a in (info.app, *holders) if a)
+            and (
+                caller.scope is None
+                or any(caller.covers(a, groups.get(a, "")) for a in (info.app, *holders) if a)
+            )
         ]
         return apps_pb2.ListVolumesResponse(volumes=volumes)
 
@@ -408,7 +412,7 @@ class AppServicer(apps_pb2_grpc.AppServiceServicer):
         records = await self.manager.store.read_audit(
             app=app, identity=request.identity, since=since, before_id=before, limit=limit
         )
-        visible = visible_records(records, groups_of(await self.manager.store.list_apps()))
+        visible = visible_records(records, await scope_groups(self.manager))
         return apps_pb2.ListAuditRecordsResponse(
             records=[audit_record_to_proto(r) for r in visible],
             next_page_token=str(records[-1].id) if len(records) == limit else "",

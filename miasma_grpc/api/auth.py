@@ -173,7 +173,7 @@ def _message(method: str, request: object) -> Message | None:
 async def _ended(guard: Guard, exc: BaseException, context: Context) -> None:
     """A call ended in ``exc``: record how a change call ended (its changes are recorded),
     and any call refused by the handler (an app out of the caller's scope)."""
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):  # the caller went away
         return
     result = outcome(exc, context.code(), context.details())
     call = AUDITED.get()

@@ -247,13 +247,23 @@ def test_a_service_scaled_down_by_hand_is_repaired_at_once(
                          extra_args=["--reconcile-interval", "300"])  # fmt: skip
     with MiasmaClient(server.address, timeout=60) as client:
         client.create_app("web", test_image, command=HTTPD_COMMAND, published_ports=["8101/host"])
-        docker(swarm_host, "service", "scale", "--detach", f"{server.instance}-web=0")
+        name = f"{server.instance}-web"
+        before = int(docker(swarm_host, "service", "inspect", "--format", "{{.Version.Index}}",
+                            name))  # fmt: skip
+        docker(swarm_host, "service", "scale", "--detach", f"{name}=0")
         started = time.monotonic()
-        wait_for(lambda: service(server, "web").replicas == 0, "the hand edit to land", 20)
 
         def repaired() -> bool:
+            # The hand edit landed (a version), then Miasma's repair (another): the moment
+            # with 0 replicas may be too short to be seen.
+            version = docker(swarm_host, "service", "inspect", "--format",
+                             "{{.Version.Index}}", name)  # fmt: skip
             app = client.get_app("web")
-            return service(server, "web").replicas == 1 and app.observed.running == 1
+            return (
+                int(version) >= before + 2
+                and service(server, "web").replicas == 1
+                and app.observed.running == 1
+            )
 
         wait_for(repaired, "the service to run again", 30)
         print(f"repaired {time.monotonic() - started:.2f} s after docker service scale")

@@ -11,7 +11,7 @@ from miasma.v1 import apps_pb2
 from tests.conftest import HTTPD_COMMAND
 from tests.docker_cli import containers, docker, http_get, the_container
 from tests.e2e.test_faults import IDLE
-from tests.polling import wait_for
+from tests.polling import eventually, wait_for
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.docker
@@ -78,5 +78,8 @@ def test_a_new_publish_address_rebinds_running_apps(
     server.stop()
     server.extra_args = [*server.extra_args, "--publish-address", "127.0.0.2"]
     server.start()
-    wait_for(lambda: host_ip() == "127.0.0.2", "the container to be published on 127.0.0.2")
+    def rebound() -> None:  # a moment with no container: the old one holds the port
+        assert host_ip() == "127.0.0.2"
+
+    eventually(rebound, "the container to be published on 127.0.0.2")
     assert http_get(8182, address="127.0.0.2").strip() == "miasma-test"

@@ -78,6 +78,7 @@ def test_a_new_publish_address_rebinds_running_apps(
     server.stop()
     server.extra_args = [*server.extra_args, "--publish-address", "127.0.0.2"]
     server.start()
+
     def rebound() -> None:  # a moment with no container: the old one holds the port
         assert host_ip() == "127.0.0.2"
 

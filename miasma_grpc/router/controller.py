@@ -93,6 +93,9 @@ class RouteController:
                     continue
                 log.info("router: event stream broke (%s); resuming after revision %d",
                          exc.code().name, self.revision)  # fmt: skip
+            except Exception:  # the router must outlive its own bugs
+                log.exception("router: following the events failed; starting over")
+                self.revision = 0
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECONNECT[1])
 

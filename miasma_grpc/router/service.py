@@ -104,8 +104,8 @@ class Router:
             try:
                 await self.caddy.start(self.config(self.routes))
                 wait = RESTART[0]
-            except RouterFailure as exc:
-                log.error("router: %s", exc.message)
+            except (RouterFailure, OSError) as exc:
+                log.error("router: caddy did not start again: %s", exc)
                 wait = min(wait * 2, RESTART[1])
 
     @staticmethod

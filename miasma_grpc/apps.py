@@ -939,9 +939,9 @@ def _routes_free(tx: Transaction, app: App) -> None:
     """ALREADY_EXISTS naming the app that has one of ``app``'s hosts and paths already."""
     if app.routes:
         others = (
-            (other.name, other.routes)
-            for other in {**tx.state.apps, **tx.apps}.values()
-            if other is not None and other.name != app.name
+            (name, other.routes)
+            for name in tx.state.apps.keys() | tx.apps.keys()
+            if name != app.name and (other := tx.app_or_none(name)) is not None
         )
         taken(app.routes, others)
 

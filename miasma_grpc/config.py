@@ -73,7 +73,8 @@ class Settings:
         """The port the router serves ``scheme`` (http, https) on; 0 without a router."""
         if not self.router:
             return 0
-        return _port_of(self.router_http if scheme == "http" else self.router_https)
+        address = self.router_http if scheme == "http" else self.router_https
+        return _port_of(address, f"--router-{scheme}")
 
     @property
     def drain_seconds(self) -> float:
@@ -110,24 +111,23 @@ class Settings:
     @property
     def listen_port(self) -> int:
         """The port of ``listen`` (reserved so no app can publish on it)."""
-        host, sep, port = self.listen.rpartition(":")
-        if not (host and sep and port.isdigit() and int(port) <= 65535):
-            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
-        return int(port)
+        return _port_of(self.listen, "--listen", lowest=0)  # 0: any free port
 
     @property
     def all_reserved(self) -> frozenset[Port]:
         """Configured reserved ports plus the server's own port, and the router's (TCP)."""
         own = [self.listen_port]
         if self.router:
-            own += [_port_of(self.router_http), _port_of(self.router_https)]
+            own += [_port_of(self.router_http, "--router-http"),
+                    _port_of(self.router_https, "--router-https")]  # fmt: skip
         return frozenset({*self.reserved_ports, *(Port(p, Protocol.TCP) for p in own)})
 
 
-def _port_of(address: str) -> int:
+def _port_of(address: str, flag: str, lowest: int = 1) -> int:
+    """The port of ``address`` (HOST:PORT, given as ``flag``)."""
     host, sep, port = address.rpartition(":")
-    if not (host and sep and port.isdigit() and 0 < int(port) <= 65535):
-        raise ValueError(f"a router address must be HOST:PORT, got {address!r}")
+    if not (host and sep and port.isdigit() and lowest <= int(port) <= 65535):
+        raise ValueError(f"{flag} must be HOST:PORT, got {address!r}")
     return int(port)
 
 

@@ -76,7 +76,6 @@ class RouteController:
         self.apps: dict[str, AppState] = {}
         self.revision = 0  # the last revision handled (0: none: start with a snapshot)
         self.table = Table((), {})
-        self.switched: asyncio.Event = asyncio.Event()  # set after each applied table
 
     async def run(self) -> None:
         """Follow the stream until cancelled, resuming it whenever it breaks."""
@@ -137,8 +136,6 @@ class RouteController:
         if table != self.table:
             await self.apply(table)
             self.table = table
-        self.switched.set()
-        self.switched = asyncio.Event()
 
     def _table(self) -> Table:
         routes: list[CaddyRoute] = []

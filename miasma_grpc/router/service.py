@@ -21,7 +21,7 @@ from miasma.v1 import apps_pb2_grpc
 
 from miasma_grpc.router.caddy import Caddy, CaddyRoute, Listen, RouterFailure, caddy_config
 from miasma_grpc.router.controller import RouteController, Table
-from miasma_grpc.router.dns import REFRESH, Answers, serve
+from miasma_grpc.router.dns import Answers, serve
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,3 @@ class Router:
             except (RouterFailure, OSError) as exc:
                 log.error("router: caddy did not start again: %s", exc)
                 wait = min(wait * 2, RESTART[1])
-
-    @staticmethod
-    def switch_delay() -> float:
-        """Seconds until Caddy has taken a new upstream, at most: its DNS refresh."""
-        return REFRESH

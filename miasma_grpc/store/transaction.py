@@ -83,10 +83,14 @@ class Transaction:
 
     def get_app(self, name: str) -> App:
         """The app as this transaction sees it; :class:`NotFound` if there is none."""
-        app = self.apps[name] if name in self.apps else self.state.apps.get(name)
+        app = self.app_or_none(name)
         if app is None:
             raise NotFound(f"app {name!r} not found", resource=f"apps/{name}")
         return app
+
+    def app_or_none(self, name: str) -> App | None:
+        """The app as this transaction sees it; None if there is none."""
+        return self.apps[name] if name in self.apps else self.state.apps.get(name)
 
     def request(self, request_id: str) -> str | None:
         """The app a change with ``request_id`` was made to, if one was (retries)."""

@@ -3,14 +3,22 @@ and the in-memory runtime at the Docker edge (``miasma_grpc.runtime.fake``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import grpc
 import pytest
+from miasma.v1 import apps_pb2_grpc
 
+from miasma_grpc.api.handlers import Interceptor
+from miasma_grpc.api.registry import add_app_service
+from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
+from miasma_grpc.config import Settings
 from miasma_grpc.domain.allocator import PortLedger, RandomTargets
 from miasma_grpc.domain.models import PortRange
+from miasma_grpc.events import EventHub
 from miasma_grpc.runtime.fake import FakeRuntime
 from miasma_grpc.runtime.hostports import NoHostPorts
 from miasma_grpc.store.sqlite import SqliteStore
@@ -40,3 +48,29 @@ async def manager(tmp_path: Path, runtime: FakeRuntime) -> AsyncIterator[AppMana
     store, manager = await open_manager(tmp_path / "m.db", runtime)
     yield manager
     await store.__aexit__(None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    manager: AppManager, interceptors: Sequence[Interceptor] = ()
+) -> AsyncIterator[int]:
+    """The real servicer over ``manager`` on a loopback port (yielded), behind
+    ``interceptors``; stopped on exit."""
+    hub = EventHub(manager.store)
+    await hub.start()
+    server = grpc.aio.server(interceptors=list(interceptors))
+    add_app_service(AppServicer(manager, hub, Settings()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        hub.close()
+        await server.stop(None)
+
+
+@pytest.fixture
+async def stub(manager: AppManager) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStub]:
+    """An AppService stub on an in-process server over ``manager`` (and ``runtime``)."""
+    async with serving(manager) as port, grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        yield apps_pb2_grpc.AppServiceStub(ch)

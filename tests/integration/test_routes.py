@@ -4,7 +4,6 @@ app, the events a router follows, and routes kept through restarts and renames."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,32 +11,13 @@ import grpc
 import pytest
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
-from miasma_grpc.api.registry import add_app_service
-from miasma_grpc.api.servicer import AppServicer
-from miasma_grpc.apps import AppManager
-from miasma_grpc.config import Settings
 from miasma_grpc.domain.models import Route as DomainRoute
-from miasma_grpc.events import EventHub
 from miasma_grpc.runtime.fake import FakeRuntime
 from tests.integration.conftest import open_manager
 
 if TYPE_CHECKING:
     Stub = apps_pb2_grpc.AppServiceAsyncStub
 Route = apps_pb2.Route
-
-
-@pytest.fixture
-async def stub(manager: AppManager) -> AsyncIterator[Stub]:
-    hub = EventHub(manager.store)
-    await hub.start()
-    server = grpc.aio.server()
-    add_app_service(AppServicer(manager, hub, Settings()), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield apps_pb2_grpc.AppServiceStub(channel)
-    hub.close()
-    await server.stop(None)
 
 
 async def create(stub: Stub, name: str, *routes: apps_pb2.Route) -> apps_pb2.App:

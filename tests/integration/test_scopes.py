@@ -17,12 +17,9 @@ from miasma.v1 import apps_pb2, apps_pb2_grpc
 from miasma_grpc.access import AccessFile, token_hash
 from miasma_grpc.api.auth import Access
 from miasma_grpc.api.parsing import ParseRequests
-from miasma_grpc.api.registry import add_app_service
-from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
-from miasma_grpc.config import Settings
-from miasma_grpc.events import EventHub
 from miasma_grpc.runtime.fake import FakeRuntime
+from tests.integration.conftest import serving
 
 ACCESS = f"""
 [[token]]
@@ -63,21 +60,12 @@ def runtime() -> FakeRuntime:
 async def channel(manager: AppManager, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     """A channel to an in-process server with the access file above."""
     (tmp_path / "access.toml").write_text(ACCESS)
-    hub = EventHub(manager.store)
-    await hub.start()
-    server = grpc.aio.server(
-        interceptors=[
-            Access(AccessFile(tmp_path / "access.toml"), manager.store.record_audit),
-            ParseRequests(),
-        ]
-    )
-    add_app_service(AppServicer(manager, hub, Settings()), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as opened:
+    access = Access(AccessFile(tmp_path / "access.toml"), manager.store.record_audit)
+    async with (
+        serving(manager, [access, ParseRequests()]) as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as opened,
+    ):
         yield opened
-    hub.close()
-    await server.stop(None)
 
 
 def as_(channel: grpc.aio.Channel, token: str) -> apps_pb2_grpc.AppServiceAsyncStub:

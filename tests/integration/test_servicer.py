@@ -4,7 +4,6 @@ the contract (fields, codes, masks); what Docker does is tested in tests/e2e."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -12,13 +11,9 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from miasma.v1 import apps_pb2, apps_pb2_grpc
 
-from miasma_grpc.api.registry import add_app_service
-from miasma_grpc.api.servicer import AppServicer
 from miasma_grpc.apps import AppManager
-from miasma_grpc.config import Settings
 from miasma_grpc.domain.errors import RuntimeFailure
 from miasma_grpc.domain.logs import Stream
-from miasma_grpc.events import EventHub
 from miasma_grpc.runtime.fake import FakeRuntime
 
 IMAGE = "img:1"
@@ -28,21 +23,6 @@ IMAGE = "img:1"
 def runtime() -> FakeRuntime:
     """Fake Docker, where postgres:15 declares a VOLUME."""
     return FakeRuntime(images={"postgres:15": ["/var/lib/postgresql/data"]})
-
-
-@pytest.fixture
-async def stub(manager: AppManager) -> AsyncIterator[apps_pb2_grpc.AppServiceAsyncStub]:
-    """An AppService stub on an in-process server over ``manager`` (and ``runtime``)."""
-    hub = EventHub(manager.store)
-    await hub.start()
-    server = grpc.aio.server()
-    add_app_service(AppServicer(manager, hub, Settings()), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield apps_pb2_grpc.AppServiceStub(channel)
-    hub.close()
-    await server.stop(None)
 
 
 async def create(stub: apps_pb2_grpc.AppServiceAsyncStub, name: str, **app: object) -> apps_pb2.App:
